@@ -1,0 +1,24 @@
+//! artemis-data: everything between a folder of MRI slices and a batch of tensors.
+//!
+//! - [`labels`]: tumor type, plane, and the task that maps them to classes;
+//! - [`scan`]: finding images and labels in the two supported folder layouts;
+//! - [`image_io`]: safe decoding (pixel limit before decode) and resizing;
+//! - [`hash`], [`dedup`]: content and perceptual hashes, duplicate groups;
+//! - [`check`]: the `data check` report;
+//! - [`manifest`], [`split`]: seeded split manifests under the reference, clean and official
+//!   protocols;
+//! - [`transform`]: preprocessing and augmentation saved with each run.
+
+pub mod check;
+pub mod dedup;
+pub mod error;
+pub mod fsutil;
+pub mod hash;
+pub mod image_io;
+pub mod labels;
+pub mod manifest;
+pub mod scan;
+pub mod split;
+pub mod transform;
+
+pub use error::{DataError, Result};

@@ -1,0 +1,250 @@
+//! Preprocessing (resize, value scaling) and seeded training augmentation, as explicit,
+//! serialisable steps saved with each run so that eval and predict apply the same ones.
+
+use crate::error::{DataError, Result};
+use crate::image_io::{ResizeMode, resize_rgb};
+use image::RgbImage;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// How 8-bit pixel values become network inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scaling {
+    /// Raw 0..255 values, as the reference fed its networks.
+    #[default]
+    Raw255,
+    /// 0..1.
+    Unit,
+    /// `(x/255 - mean) / std` with the ImageNet mean and std, for pretrained backbones.
+    Imagenet,
+}
+
+impl std::str::FromStr for Scaling {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "raw255" => Ok(Scaling::Raw255),
+            "unit" => Ok(Scaling::Unit),
+            "imagenet" => Ok(Scaling::Imagenet),
+            o => Err(format!(
+                "unknown scaling '{o}' (expected raw255, unit or imagenet)"
+            )),
+        }
+    }
+}
+
+/// ImageNet channel means (RGB).
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviations (RGB).
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Deterministic preprocessing applied to every image (train, eval, predict).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    pub width: u32,
+    pub height: u32,
+    pub resize: ResizeMode,
+    pub scaling: Scaling,
+}
+
+impl Preprocess {
+    pub fn validate(&self) -> Result<()> {
+        if !(8..=1024).contains(&self.width) || !(8..=1024).contains(&self.height) {
+            return Err(DataError::Config(format!(
+                "input size {}x{} must lie between 8 and 1024",
+                self.width, self.height
+            )));
+        }
+        Ok(())
+    }
+
+    /// Resizes an image to the input size.
+    pub fn resize(&self, img: &RgbImage) -> RgbImage {
+        resize_rgb(img, self.width, self.height, self.resize)
+    }
+
+    /// Number of floats of one image tensor (`3 * height * width`).
+    pub fn tensor_len(&self) -> usize {
+        3 * self.width as usize * self.height as usize
+    }
+
+    /// Writes an image already at the input size into `out` as CHW floats.
+    ///
+    /// # Shapes
+    /// `img`: `[height, width, 3]` u8 (HWC) -> `out`: `[3, height, width]` f32 (CHW).
+    pub fn write_chw(&self, img: &RgbImage, out: &mut [f32]) {
+        let plane = self.width as usize * self.height as usize;
+        debug_assert_eq!(out.len(), 3 * plane);
+        for (i, p) in img.pixels().enumerate().take(plane) {
+            for c in 0..3 {
+                let v = f32::from(p.0[c]);
+                out[c * plane + i] = match self.scaling {
+                    Scaling::Raw255 => v,
+                    Scaling::Unit => v / 255.0,
+                    Scaling::Imagenet => (v / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c],
+                };
+            }
+        }
+    }
+}
+
+/// Random training augmentation; every parameter 0 (or false) disables its step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct Augment {
+    /// Mirror left-right with probability 1/2.
+    pub hflip: bool,
+    /// Rotate by a uniform angle in `[-deg, deg]`.
+    pub rotate_deg: f32,
+    /// Zoom by a uniform factor in `[1 - s, 1 + s]`.
+    pub scale: f32,
+    /// Add a uniform offset in `[-b, b] * 255`.
+    pub brightness: f32,
+    /// Multiply contrast around mid-grey by a uniform factor in `[1 - c, 1 + c]`.
+    pub contrast: f32,
+}
+
+impl Augment {
+    /// The augmentation used when one is asked for without details.
+    pub fn standard() -> Self {
+        Augment {
+            hflip: true,
+            rotate_deg: 10.0,
+            scale: 0.1,
+            brightness: 0.1,
+            contrast: 0.1,
+        }
+    }
+
+    pub fn is_identity(&self) -> bool {
+        !self.hflip
+            && self.rotate_deg == 0.0
+            && self.scale == 0.0
+            && self.brightness == 0.0
+            && self.contrast == 0.0
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = !(0.0..=45.0).contains(&self.rotate_deg)
+            || !(0.0..0.9).contains(&self.scale)
+            || !(0.0..=1.0).contains(&self.brightness)
+            || !(0.0..=1.0).contains(&self.contrast);
+        if bad {
+            return Err(DataError::Config(format!(
+                "augmentation out of range: {self:?} (rotate 0-45 deg, scale 0-0.9, brightness and contrast 0-1)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Applies a random draw of the augmentation to an image (same size out).
+    pub fn apply(&self, img: &RgbImage, rng: &mut impl Rng) -> RgbImage {
+        if self.is_identity() {
+            return img.clone();
+        }
+        let flip = self.hflip && rng.random_bool(0.5);
+        let angle = if self.rotate_deg > 0.0 {
+            rng.random_range(-self.rotate_deg..=self.rotate_deg)
+                .to_radians()
+        } else {
+            0.0
+        };
+        let zoom = if self.scale > 0.0 {
+            rng.random_range(1.0 - self.scale..=1.0 + self.scale)
+        } else {
+            1.0
+        };
+        let bright = if self.brightness > 0.0 {
+            rng.random_range(-self.brightness..=self.brightness) * 255.0
+        } else {
+            0.0
+        };
+        let contrast = if self.contrast > 0.0 {
+            rng.random_range(1.0 - self.contrast..=1.0 + self.contrast)
+        } else {
+            1.0
+        };
+        let (w, h) = img.dimensions();
+        let (cx, cy) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
+        let (sin, cos) = angle.sin_cos();
+        let src = img.as_raw();
+        let mut out = RgbImage::new(w, h);
+        let sample = |x: i64, y: i64, c: usize| -> f32 {
+            if x < 0 || y < 0 || x >= i64::from(w) || y >= i64::from(h) {
+                0.0
+            } else {
+                f32::from(src[(y as usize * w as usize + x as usize) * 3 + c])
+            }
+        };
+        for (x, y, px) in out.enumerate_pixels_mut() {
+            // Inverse map: output pixel -> source coordinate.
+            let mut dx = x as f32 - cx;
+            let dy = y as f32 - cy;
+            if flip {
+                dx = -dx;
+            }
+            let sx = (cos * dx + sin * dy) / zoom + cx;
+            let sy = (-sin * dx + cos * dy) / zoom + cy;
+            let (x0, y0) = (sx.floor(), sy.floor());
+            let (fx, fy) = (sx - x0, sy - y0);
+            let (x0, y0) = (x0 as i64, y0 as i64);
+            for c in 0..3 {
+                let v = sample(x0, y0, c) * (1.0 - fx) * (1.0 - fy)
+                    + sample(x0 + 1, y0, c) * fx * (1.0 - fy)
+                    + sample(x0, y0 + 1, c) * (1.0 - fx) * fy
+                    + sample(x0 + 1, y0 + 1, c) * fx * fy;
+                let v = (v - 127.5) * contrast + 127.5 + bright;
+                px.0[c] = v.round().clamp(0.0, 255.0) as u8;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn scaling_values() {
+        let img = RgbImage::from_pixel(2, 1, image::Rgb([255, 0, 128]));
+        let mut out = vec![0.0; 6];
+        let mut p = Preprocess {
+            width: 2,
+            height: 1,
+            resize: ResizeMode::Squash,
+            scaling: Scaling::Raw255,
+        };
+        p.write_chw(&img, &mut out);
+        assert_eq!(out, [255.0, 255.0, 0.0, 0.0, 128.0, 128.0]);
+        p.scaling = Scaling::Imagenet;
+        p.write_chw(&img, &mut out);
+        assert!((out[0] - (1.0 - 0.485) / 0.229).abs() < 1e-6);
+        assert!((out[2] - (0.0 - 0.456) / 0.224).abs() < 1e-6);
+    }
+
+    #[test]
+    fn augmentation_is_seeded_and_flip_mirrors() {
+        let img = RgbImage::from_fn(16, 8, |x, _| image::Rgb([(x * 10) as u8; 3]));
+        let a = Augment::standard();
+        let r1 = a.apply(&img, &mut rand_chacha::ChaCha8Rng::seed_from_u64(5));
+        let r2 = a.apply(&img, &mut rand_chacha::ChaCha8Rng::seed_from_u64(5));
+        assert_eq!(r1, r2);
+        let flip_only = Augment {
+            hflip: true,
+            ..Augment::default()
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let mut saw_flip = false;
+        for _ in 0..8 {
+            let f = flip_only.apply(&img, &mut rng);
+            if f != img {
+                saw_flip = true;
+                assert_eq!(f.get_pixel(0, 3).0, img.get_pixel(15, 3).0);
+            }
+        }
+        assert!(saw_flip);
+        assert_eq!(Augment::default().apply(&img, &mut rng), img);
+    }
+}

@@ -1,0 +1,102 @@
+//! Throughput benchmarks: training steps and inference of each architecture on synthetic
+//! batches, medians over repeated timed steps after warm-up.
+
+use crate::dataset::target_tensor;
+use crate::error::Result;
+use artemis_models::{Architecture, ModelSpec};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub model: String,
+    pub input: usize,
+    pub batch: usize,
+    /// `train` (forward + backward + Adam step) or `infer` (forward only).
+    pub mode: String,
+    /// Median images per second over the timed steps.
+    pub images_per_s: f64,
+    pub steps: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times `steps` training steps and `steps` inference batches (after one warm-up each).
+pub fn bench_model(
+    arch: Architecture,
+    input: usize,
+    batch: usize,
+    steps: usize,
+) -> Result<Vec<BenchRow>> {
+    let spec = ModelSpec {
+        architecture: arch,
+        num_classes: 12,
+        input: (input, input),
+    };
+    let steps = steps.max(1);
+    let mut rows = Vec::new();
+    // Training.
+    let device = Device::flex().autodiff();
+    device.seed(0);
+    let mut model = spec.init(&device)?;
+    let mut optim = AdamConfig::new().init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let x = Tensor::<4>::random(
+        [batch, 3, input, input],
+        Distribution::Uniform(0.0, 255.0),
+        &device,
+    );
+    let y = target_tensor(&(0..batch).map(|i| i % 12).collect::<Vec<_>>(), &device);
+    let mut times = Vec::new();
+    for s in 0..=steps {
+        let t = Instant::now();
+        let loss = loss_fn.forward(model.forward(x.clone()), y.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-3, model, grads);
+        let _ = device.sync();
+        if s > 0 {
+            times.push(batch as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    rows.push(BenchRow {
+        model: arch.name().into(),
+        input,
+        batch,
+        mode: "train".into(),
+        images_per_s: median(times),
+        steps,
+    });
+    // Inference.
+    let plain = Device::flex();
+    let model = model.valid();
+    let x = Tensor::<4>::random(
+        [batch, 3, input, input],
+        Distribution::Uniform(0.0, 255.0),
+        &plain,
+    );
+    let mut times = Vec::new();
+    for s in 0..=steps {
+        let t = Instant::now();
+        let out = model.forward(x.clone());
+        let _ = out.into_data();
+        if s > 0 {
+            times.push(batch as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    rows.push(BenchRow {
+        model: arch.name().into(),
+        input,
+        batch,
+        mode: "infer".into(),
+        images_per_s: median(times),
+        steps,
+    });
+    Ok(rows)
+}

@@ -1,0 +1,43 @@
+//! The one error type of the engine crate. Variants carry the path they concern.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Data(#[from] artemis_data::DataError),
+    #[error(transparent)]
+    Model(#[from] artemis_models::ModelError),
+    /// A checkpoint could not be written or read.
+    #[error("{path}: checkpoint: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    /// A JSON file (run config, state, report) is malformed or unwritable.
+    #[error("{path}: {reason}")]
+    Json { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A plot could not be drawn.
+    #[error("{path}: cannot draw plot: {reason}")]
+    Plot { path: PathBuf, reason: String },
+    /// Settings that cannot work together.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A tensor operation failed (shape or dtype mismatch inside the backend).
+    #[error("tensor error: {0}")]
+    Tensor(String),
+}
+
+impl EngineError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        EngineError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;

@@ -1,0 +1,18 @@
+//! artemis-engine: training, evaluation, prediction, reports and benchmarks.
+//!
+//! Library code takes checked config structs (the binary owns the command line) and returns
+//! typed errors ([`EngineError`]) that name the file they concern.
+
+pub mod bench;
+pub mod dataset;
+pub mod error;
+pub mod eval;
+pub mod infer;
+pub mod metrics;
+pub mod plot;
+pub mod predict;
+pub mod progress;
+pub mod run;
+pub mod train;
+
+pub use error::{EngineError, Result};

@@ -1,0 +1,228 @@
+//! Pictures: confusion-matrix heat maps and training curves, drawn with `plotters` into PNG
+//! files. Text uses the bundled DejaVu Sans font, so no system font is needed.
+
+use crate::error::{EngineError, Result};
+use crate::metrics::Confusion;
+use crate::run::EpochMetrics;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use std::path::Path;
+use std::sync::Once;
+
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+fn fonts() {
+    REGISTER.call_once(|| {
+        for style in [FontStyle::Normal, FontStyle::Bold] {
+            if plotters::style::register_font("sans-serif", style, FONT).is_err() {
+                tracing::warn!("bundled font could not be registered; plots will lack text");
+            }
+        }
+    });
+}
+
+fn plot_err(path: &Path) -> impl Fn(String) -> EngineError + '_ {
+    move |reason| EngineError::Plot {
+        path: path.into(),
+        reason,
+    }
+}
+
+/// Viridis-like ramp from dark blue (0) to yellow (1).
+fn ramp(t: f64) -> RGBColor {
+    const STOPS: [(f64, (u8, u8, u8)); 5] = [
+        (0.0, (68, 1, 84)),
+        (0.25, (59, 82, 139)),
+        (0.5, (33, 145, 140)),
+        (0.75, (94, 201, 98)),
+        (1.0, (253, 231, 37)),
+    ];
+    let t = t.clamp(0.0, 1.0);
+    for w in STOPS.windows(2) {
+        let ((t0, a), (t1, b)) = (w[0], w[1]);
+        if t <= t1 {
+            let f = (t - t0) / (t1 - t0);
+            let mix =
+                |x: u8, y: u8| (f64::from(x) + f * (f64::from(y) - f64::from(x))).round() as u8;
+            return RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2));
+        }
+    }
+    RGBColor(253, 231, 37)
+}
+
+/// Draws a confusion matrix as a heat map (rows: truth, columns: prediction), colour by
+/// row-normalised rate, each cell labelled with its count.
+pub fn confusion_png(c: &Confusion, title: &str, path: &Path) -> Result<()> {
+    fonts();
+    let k = c.classes.len();
+    let cell = if k > 6 { 56 } else { 90 };
+    let margin_left = 190u32;
+    let margin_top = 60u32;
+    let w = margin_left + (cell * k) as u32 + 30;
+    let h = margin_top + (cell * k) as u32 + 170;
+    let e = plot_err(path);
+    {
+        let root = BitMapBackend::new(path, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+        root.draw(&Text::new(
+            title.to_string(),
+            (10, 15),
+            ("sans-serif", 18).into_font(),
+        ))
+        .map_err(|x| e(x.to_string()))?;
+        let label_font = ("sans-serif", 12).into_font();
+        for t in 0..k {
+            let row_total: usize = c.counts[t].iter().sum();
+            for p in 0..k {
+                let n = c.counts[t][p];
+                let rate = if row_total == 0 {
+                    0.0
+                } else {
+                    n as f64 / row_total as f64
+                };
+                let x0 = margin_left as i32 + (p * cell) as i32;
+                let y0 = margin_top as i32 + (t * cell) as i32;
+                root.draw(&Rectangle::new(
+                    [(x0, y0), (x0 + cell as i32 - 1, y0 + cell as i32 - 1)],
+                    ramp(rate).filled(),
+                ))
+                .map_err(|x| e(x.to_string()))?;
+                let color = if rate > 0.6 { BLACK } else { WHITE };
+                root.draw(&Text::new(
+                    n.to_string(),
+                    (x0 + cell as i32 / 2 - 8, y0 + cell as i32 / 2 - 7),
+                    ("sans-serif", 14).into_font().color(&color),
+                ))
+                .map_err(|x| e(x.to_string()))?;
+            }
+            root.draw(&Text::new(
+                c.classes[t].clone(),
+                (
+                    8,
+                    margin_top as i32 + (t * cell) as i32 + cell as i32 / 2 - 7,
+                ),
+                label_font.clone(),
+            ))
+            .map_err(|x| e(x.to_string()))?;
+        }
+        // Column labels, rotated.
+        let rotated = ("sans-serif", 12)
+            .into_font()
+            .transform(FontTransform::Rotate90);
+        for p in 0..k {
+            root.draw(&Text::new(
+                c.classes[p].clone(),
+                (
+                    margin_left as i32 + (p * cell) as i32 + cell as i32 / 2 + 6,
+                    margin_top as i32 + (k * cell) as i32 + 6,
+                ),
+                rotated.clone(),
+            ))
+            .map_err(|x| e(x.to_string()))?;
+        }
+        root.draw(&Text::new(
+            "rows: true class, columns: predicted class; colour: row share".to_string(),
+            (10, h as i32 - 22),
+            ("sans-serif", 12).into_font(),
+        ))
+        .map_err(|x| e(x.to_string()))?;
+        root.present().map_err(|x| e(x.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Draws loss and accuracy per epoch (train and validation) side by side.
+pub fn training_curves(history: &[EpochMetrics], path: &Path) -> Result<()> {
+    if history.is_empty() {
+        return Ok(());
+    }
+    fonts();
+    let e = plot_err(path);
+    let root = BitMapBackend::new(path, (1000, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+    let (left, right) = root.split_horizontally(500);
+    let last = history.len() as f64 + 0.5;
+    let series = |area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+                  title: &str,
+                  train: Vec<(f64, f64)>,
+                  val: Vec<(f64, f64)>|
+     -> Result<()> {
+        let all = train
+            .iter()
+            .chain(val.iter())
+            .map(|p| p.1)
+            .filter(|v| v.is_finite());
+        let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+        let pad = ((hi - lo) * 0.05).max(1e-3);
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.5..last, (lo - pad)..(hi + pad))
+            .map_err(|x| e(x.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .draw()
+            .map_err(|x| e(x.to_string()))?;
+        chart
+            .draw_series(LineSeries::new(train, BLUE.stroke_width(2)))
+            .map_err(|x| e(x.to_string()))?
+            .label("train")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        chart
+            .draw_series(LineSeries::new(
+                val.into_iter().filter(|p| p.1.is_finite()),
+                RED.stroke_width(2),
+            ))
+            .map_err(|x| e(x.to_string()))?
+            .label("validation")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|x| e(x.to_string()))?;
+        Ok(())
+    };
+    let pts = |f: fn(&EpochMetrics) -> f64| -> Vec<(f64, f64)> {
+        history.iter().map(|m| (m.epoch as f64, f(m))).collect()
+    };
+    series(&left, "loss", pts(|m| m.train_loss), pts(|m| m.val_loss))?;
+    series(
+        &right,
+        "accuracy",
+        pts(|m| m.train_accuracy),
+        pts(|m| m.val_accuracy),
+    )?;
+    root.present().map_err(|x| e(x.to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confusion_png_has_text_and_colours() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.png");
+        let c = Confusion {
+            classes: vec!["glioma".into(), "no_tumor".into()],
+            counts: vec![vec![9, 1], vec![0, 10]],
+        };
+        confusion_png(&c, "test", &p).unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        let distinct: std::collections::HashSet<_> = img.pixels().map(|p| p.0).collect();
+        assert!(
+            distinct.len() > 20,
+            "expected text antialiasing and several colours"
+        );
+    }
+}

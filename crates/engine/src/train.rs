@@ -1,0 +1,458 @@
+//! `artemis train`: the training loop, learning-rate schedule, checkpoints and resume.
+//!
+//! Determinism: the model is initialised after seeding the device with the run's seed; epoch
+//! `e` shuffles with a generator seeded from `(seed, e)`, each image's augmentation draws from a
+//! generator seeded from `(seed, e, position)`, and the device is re-seeded at the start of
+//! every epoch (dropout). A run resumed after a kill therefore replays exactly the epochs it
+//! lost.
+
+use crate::dataset::{Item, Loaded, batch_tensor, load, target_tensor, to_vec_f32};
+use crate::error::{EngineError, Result};
+use crate::run::{
+    BEST, CONFIG, EpochMetrics, METRICS, RunConfig, STATE, TrainSettings, TrainState, file_hash,
+    load_module, read_json, save_module, write_json,
+};
+use artemis_data::image_io::ResizeMode;
+use artemis_data::labels::Task;
+use artemis_data::manifest::{Manifest, Split};
+use artemis_data::transform::{Augment, Preprocess, Scaling};
+use artemis_models::{Architecture, ModelSpec, Network};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What `artemis train` was asked to do.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub run_dir: PathBuf,
+    pub manifest: PathBuf,
+    /// Where the manifest's relative paths live; defaults to the manifest's `data_root`.
+    pub data_root: Option<PathBuf>,
+    pub architecture: Architecture,
+    pub task: Task,
+    /// `(height, width)`; defaults to the architecture's reference size.
+    pub input: Option<(usize, usize)>,
+    pub resize: ResizeMode,
+    pub scaling: Scaling,
+    pub augment: Augment,
+    pub settings: TrainSettings,
+    /// Continue the run in `run_dir` from its last checkpoint.
+    pub resume: bool,
+    /// Stop after this many epochs in this call (the run can be resumed); for tests and
+    /// time-boxed sessions.
+    pub stop_after: Option<usize>,
+}
+
+impl TrainConfig {
+    /// Checks values that would otherwise fail late.
+    pub fn validate(&self) -> Result<()> {
+        let s = &self.settings;
+        if s.epochs == 0 || s.batch_size == 0 {
+            return Err(EngineError::Config(
+                "epochs and batch size must be at least 1".into(),
+            ));
+        }
+        if !(s.learning_rate > 0.0 && s.learning_rate < 10.0) {
+            return Err(EngineError::Config(format!(
+                "learning rate {} out of range (0, 10)",
+                s.learning_rate
+            )));
+        }
+        if !(s.plateau.factor > 0.0 && s.plateau.factor <= 1.0) {
+            return Err(EngineError::Config(
+                "plateau factor must lie in (0, 1]".into(),
+            ));
+        }
+        self.augment.validate()?;
+        Ok(())
+    }
+}
+
+/// What a finished (or stopped) training call reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub run_dir: PathBuf,
+    pub epochs_done: usize,
+    pub best_epoch: usize,
+    pub best_val_accuracy: f64,
+    pub seconds: f64,
+    pub train_images: usize,
+    pub val_images: usize,
+    pub skipped_files: Vec<(PathBuf, String)>,
+}
+
+/// The files of one split of a manifest with their class under `task`.
+pub fn manifest_items(manifest: &Manifest, root: &Path, split: Split, task: Task) -> Vec<Item> {
+    manifest
+        .split(split)
+        .filter_map(|e| {
+            task.class_of(&e.label).map(|class| Item {
+                path: manifest.path_of(root, e),
+                class: Some(class),
+            })
+        })
+        .collect()
+}
+
+fn ckpt_stem(epoch: usize) -> String {
+    format!("ckpt-{epoch:04}")
+}
+
+fn mix(a: u64, b: u64) -> u64 {
+    // SplitMix64 finaliser over a simple combination: distinct streams per (a, b).
+    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Trains (or resumes) a run.
+pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
+    cfg.validate()?;
+    let t0 = Instant::now();
+    let dir = &cfg.run_dir;
+    let (run_cfg, state) = if cfg.resume {
+        let run_cfg: RunConfig = read_json(&dir.join(CONFIG))?;
+        let mut state: TrainState = read_json(&dir.join(STATE))?;
+        let hash = file_hash(&run_cfg.manifest)?;
+        if hash != run_cfg.manifest_hash {
+            return Err(EngineError::Config(format!(
+                "{} changed since the run started (hash {} vs {}); cannot resume",
+                run_cfg.manifest.display(),
+                hash,
+                run_cfg.manifest_hash
+            )));
+        }
+        let mut run_cfg = run_cfg;
+        // More epochs may be asked for on resume; nothing else changes.
+        run_cfg.train.epochs = run_cfg.train.epochs.max(cfg.settings.epochs);
+        write_json(&dir.join(CONFIG), &run_cfg)?;
+        if state.lr == 0.0 {
+            state.lr = run_cfg.train.learning_rate;
+        }
+        (run_cfg, state)
+    } else {
+        if dir.join(CONFIG).exists() {
+            return Err(EngineError::Config(format!(
+                "{} already holds a run; pass --resume to continue it or choose another --out",
+                dir.display()
+            )));
+        }
+        let manifest = Manifest::load(&cfg.manifest)?;
+        let input = cfg.input.unwrap_or(cfg.architecture.default_input());
+        let pre = Preprocess {
+            width: input.1 as u32,
+            height: input.0 as u32,
+            resize: cfg.resize,
+            scaling: cfg.scaling,
+        };
+        pre.validate()?;
+        let run_cfg = RunConfig {
+            artemis_version: env!("CARGO_PKG_VERSION").into(),
+            model: ModelSpec {
+                architecture: cfg.architecture,
+                num_classes: cfg.task.num_classes(),
+                input,
+            },
+            task: cfg.task,
+            classes: cfg.task.classes(),
+            preprocess: pre,
+            augment: cfg.augment,
+            train: cfg.settings,
+            manifest: cfg.manifest.clone(),
+            manifest_hash: file_hash(&cfg.manifest)?,
+            data_root: cfg
+                .data_root
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(&manifest.data_root)),
+        };
+        // Fail on an impossible model before writing anything.
+        run_cfg.model.init(&Device::flex())?;
+        std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+        write_json(&dir.join(CONFIG), &run_cfg)?;
+        let state = TrainState {
+            lr: cfg.settings.learning_rate,
+            best_val_accuracy: -1.0,
+            best_val_loss: f64::INFINITY,
+            ..TrainState::default()
+        };
+        (run_cfg, state)
+    };
+    run_loop(cfg, run_cfg, state, t0)
+}
+
+fn run_loop(
+    cfg: &TrainConfig,
+    run_cfg: RunConfig,
+    mut state: TrainState,
+    t0: Instant,
+) -> Result<TrainSummary> {
+    let dir = &cfg.run_dir;
+    let manifest = Manifest::load(&run_cfg.manifest)?;
+    let root = cfg.data_root.clone().unwrap_or(run_cfg.data_root.clone());
+    let pre = run_cfg.preprocess;
+    let task = run_cfg.task;
+    let train_items = manifest_items(&manifest, &root, Split::Train, task);
+    let val_items = manifest_items(&manifest, &root, Split::Val, task);
+    if train_items.is_empty() {
+        return Err(EngineError::Config(format!(
+            "{}: no training files usable for task '{task}' (a 4-class data set has no plane \
+             labels: use --task type)",
+            run_cfg.manifest.display()
+        )));
+    }
+    let train_set = load(train_items, &pre, "train set");
+    let val_set = load(val_items, &pre, "val set");
+    let mut skipped = train_set.failed.clone();
+    skipped.extend(val_set.failed.iter().cloned());
+    if train_set.images.is_empty() {
+        return Err(EngineError::Config(
+            "no training image could be decoded".into(),
+        ));
+    }
+    let settings = run_cfg.train;
+    let device = Device::flex().autodiff();
+    device.seed(settings.seed);
+    let mut model: Network = run_cfg.model.init(&device)?;
+    let mut optim = AdamConfig::new().with_epsilon(1e-7).init();
+    if state.epochs_done > 0 {
+        let stem = &state.checkpoint;
+        model = load_module(model, &dir.join(format!("{stem}.model.bpk")))?;
+        let opath = dir.join(format!("{stem}.optim.bpk"));
+        let bytes = std::fs::read(&opath).map_err(|e| EngineError::io(&opath, e))?;
+        optim = optim
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+            .map_err(|e| EngineError::Checkpoint {
+                path: opath.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let n = train_set.images.len();
+    let bs = settings.batch_size;
+    let mut epochs_this_call = 0;
+    while state.epochs_done < settings.epochs {
+        if cfg.stop_after.is_some_and(|s| epochs_this_call >= s) {
+            break;
+        }
+        let epoch = state.epochs_done + 1;
+        let te = Instant::now();
+        device.seed(mix(settings.seed, epoch as u64));
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
+            settings.seed,
+            epoch as u64,
+        )));
+        let pb = crate::progress::bar(n as u64, &format!("epoch {epoch}/{}", settings.epochs));
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        for (b, chunk) in order.chunks(bs).enumerate() {
+            let imgs: Vec<_> = chunk.iter().map(|&i| &train_set.images[i]).collect();
+            let classes: Vec<usize> = chunk
+                .iter()
+                .map(|&i| train_set.items[i].class.unwrap_or(0))
+                .collect();
+            let seeds: Vec<u64> = (0..chunk.len())
+                .map(|k| mix(mix(settings.seed, epoch as u64), (b * bs + k) as u64))
+                .collect();
+            let x = batch_tensor(&imgs, &pre, Some((&run_cfg.augment, &seeds)), &device);
+            let y = target_tensor(&classes, &device);
+            let logits = model.forward(x);
+            let loss = loss_fn.forward(logits.clone(), y);
+            let preds = argmax_rows(&to_vec_f32(logits.detach())?, run_cfg.classes.len());
+            correct += preds.iter().zip(&classes).filter(|(p, c)| p == c).count();
+            let l = f64::from(loss.clone().into_scalar::<f32>());
+            loss_sum += l * chunk.len() as f64;
+            seen += chunk.len();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(state.lr, model, grads);
+            pb.inc(chunk.len() as u64);
+            pb.set_message(format!(
+                "loss {:.4} acc {:.3}",
+                loss_sum / seen as f64,
+                correct as f64 / seen as f64
+            ));
+        }
+        pb.finish_and_clear();
+        let (val_loss, val_accuracy) = if val_set.images.is_empty() {
+            (f64::NAN, correct as f64 / seen as f64)
+        } else {
+            evaluate_loss(
+                &model.valid(),
+                &val_set,
+                &pre,
+                bs.max(32),
+                run_cfg.classes.len(),
+            )?
+        };
+        let m = EpochMetrics {
+            epoch,
+            lr: state.lr,
+            train_loss: loss_sum / seen as f64,
+            train_accuracy: correct as f64 / seen as f64,
+            val_loss,
+            val_accuracy,
+            seconds: te.elapsed().as_secs_f64(),
+        };
+        eprintln!(
+            "epoch {epoch:>3}/{}: lr {:.2e}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  ({:.1}s)",
+            settings.epochs,
+            m.lr,
+            m.train_loss,
+            m.train_accuracy,
+            m.val_loss,
+            m.val_accuracy,
+            m.seconds
+        );
+        // Best checkpoint: higher validation accuracy, ties broken by lower loss.
+        let improved = val_accuracy > state.best_val_accuracy + 1e-9
+            || ((val_accuracy - state.best_val_accuracy).abs() <= 1e-9
+                && val_loss < state.best_val_loss);
+        if improved {
+            save_module(model.clone(), &dir.join(BEST))?;
+            state.best_val_accuracy = val_accuracy;
+            state.best_val_loss = val_loss;
+            state.best_epoch = epoch;
+            state.plateau_wait = 0;
+        } else {
+            state.plateau_wait += 1;
+            if state.plateau_wait >= settings.plateau.patience {
+                state.lr = (state.lr * settings.plateau.factor).max(settings.plateau.min_lr);
+                state.plateau_wait = 0;
+            }
+        }
+        // Checkpoint pair, then the state that names it (the commit point), then clean up.
+        let stem = ckpt_stem(epoch);
+        save_module(model.clone(), &dir.join(format!("{stem}.model.bpk")))?;
+        let obytes = optim.into_bytes().map_err(|e| EngineError::Checkpoint {
+            path: dir.join(format!("{stem}.optim.bpk")),
+            reason: e.to_string(),
+        })?;
+        artemis_data::fsutil::write_atomic(&dir.join(format!("{stem}.optim.bpk")), &obytes)?;
+        let previous = std::mem::replace(&mut state.checkpoint, stem);
+        state.epochs_done = epoch;
+        state.history.push(m);
+        write_json(&dir.join(STATE), &state)?;
+        write_metrics_csv(&dir.join(METRICS), &state.history)?;
+        if !previous.is_empty() && previous != state.checkpoint {
+            for ext in ["model.bpk", "optim.bpk"] {
+                let _ = std::fs::remove_file(dir.join(format!("{previous}.{ext}")));
+            }
+        }
+        epochs_this_call += 1;
+    }
+    if let Err(e) = crate::plot::training_curves(&state.history, &dir.join("curves.png")) {
+        tracing::warn!("{e}");
+    }
+    Ok(TrainSummary {
+        run_dir: dir.clone(),
+        epochs_done: state.epochs_done,
+        best_epoch: state.best_epoch,
+        best_val_accuracy: state.best_val_accuracy,
+        seconds: t0.elapsed().as_secs_f64(),
+        train_images: n,
+        val_images: val_set.images.len(),
+        skipped_files: skipped,
+    })
+}
+
+/// Index of the largest value of each row of a `[rows, k]` matrix.
+pub fn argmax_rows(v: &[f32], k: usize) -> Vec<usize> {
+    v.chunks(k)
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
+                    if x > best.1 { (i, x) } else { best }
+                })
+                .0
+        })
+        .collect()
+}
+
+/// Mean cross-entropy and accuracy of `model` (in inference mode) over a loaded set.
+fn evaluate_loss(
+    model: &Network,
+    set: &Loaded,
+    pre: &Preprocess,
+    bs: usize,
+    k: usize,
+) -> Result<(f64, f64)> {
+    let device = Device::flex();
+    let (mut loss, mut correct) = (0f64, 0usize);
+    for chunk in (0..set.images.len()).collect::<Vec<_>>().chunks(bs) {
+        let imgs: Vec<_> = chunk.iter().map(|&i| &set.images[i]).collect();
+        let logits = to_vec_f32(model.forward(batch_tensor(&imgs, pre, None, &device)))?;
+        for (row, &i) in logits.chunks(k).zip(chunk) {
+            let c = set.items[i].class.unwrap_or(0);
+            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+            loss += f64::from(lse - row[c]);
+            if argmax_rows(row, k)[0] == c {
+                correct += 1;
+            }
+        }
+    }
+    let n = set.images.len().max(1) as f64;
+    Ok((loss / n, correct as f64 / n))
+}
+
+fn write_metrics_csv(path: &Path, history: &[EpochMetrics]) -> Result<()> {
+    let mut s = String::from("epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n");
+    for m in history {
+        s.push_str(&format!(
+            "{},{},{:.6},{:.6},{:.6},{:.6},{:.2}\n",
+            m.epoch, m.lr, m.train_loss, m.train_accuracy, m.val_loss, m.val_accuracy, m.seconds
+        ));
+    }
+    Ok(artemis_data::fsutil::write_atomic(path, s.as_bytes())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One real optimisation step on a fixed batch lowers the loss on that batch.
+    #[test]
+    fn a_training_step_lowers_the_loss() {
+        let device = Device::flex().autodiff();
+        device.seed(1);
+        let spec = ModelSpec {
+            architecture: Architecture::BaselineReluBn,
+            num_classes: 3,
+            input: (96, 96),
+        };
+        let mut model = spec.init(&device).unwrap();
+        let mut optim = AdamConfig::new().init();
+        let loss_fn = CrossEntropyLossConfig::new().init(&device);
+        // Three classes told apart by brightness.
+        let mut data = Vec::new();
+        let mut classes = Vec::new();
+        for i in 0..6 {
+            let c = i % 3;
+            classes.push(c);
+            data.extend(std::iter::repeat_n(0.2 + 0.4 * c as f32, 3 * 96 * 96));
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(data, [6, 3, 96, 96]), &device);
+        let y = crate::dataset::target_tensor(&classes, &device);
+        let mut losses = Vec::new();
+        for _ in 0..4 {
+            let loss = loss_fn.forward(model.forward(x.clone()), y.clone());
+            losses.push(loss.clone().into_scalar::<f32>());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(1e-2, model, grads);
+        }
+        assert!(losses[3] < losses[0], "losses {losses:?}");
+    }
+
+    #[test]
+    fn argmax_and_seed_mixing() {
+        assert_eq!(argmax_rows(&[0.1, 0.9, 0.0, 0.5, 0.2, 0.3], 3), vec![1, 0]);
+        assert_ne!(mix(1, 2), mix(2, 1));
+        assert_eq!(mix(5, 6), mix(5, 6));
+    }
+}

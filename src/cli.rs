@@ -1,0 +1,413 @@
+//! Command-line definitions and their translation into library calls.
+
+use anyhow::{Context, Result};
+use artemis_data::check::{CheckConfig, Indexed, check};
+use artemis_data::hash::DEFAULT_NEAR_THRESHOLD;
+use artemis_data::image_io::DEFAULT_MAX_PIXELS;
+use artemis_data::image_io::ResizeMode;
+use artemis_data::labels::Task;
+use artemis_data::manifest::{Protocol, Split};
+use artemis_data::split::{SplitConfig, make_manifest};
+use artemis_data::transform::{Augment, Scaling};
+use artemis_engine::bench::bench_model;
+use artemis_engine::eval::{EvalConfig, EvalSource, NOTICE, evaluate};
+use artemis_engine::infer::Classifier;
+use artemis_engine::predict::predict;
+use artemis_engine::run::{Plateau, Run, TrainSettings};
+use artemis_engine::train::{TrainConfig, train};
+use artemis_models::Architecture;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code for a failed command (bad input, unreadable file, failed run).
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code when the command finished but some inputs were skipped (predict, data check).
+pub const EXIT_PARTIAL: u8 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "artemis",
+    version,
+    about = "Brain MRI slice classification: check and split data, train, evaluate, predict.\n\
+             Research tool only: not a medical device, not for diagnosis."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Inspect and split data sets.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Train a network from a split manifest.
+    Train(Box<TrainArgs>),
+    /// Evaluate a trained run on a split of its manifest or on a folder.
+    Eval(EvalArgs),
+    /// Classify image files or folders with a trained run.
+    Predict(PredictArgs),
+    /// Print throughput figures (training and inference images/s).
+    Bench(BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Count files, find unreadable ones, exact and near duplicates, leakage between splits
+    /// and label conflicts.
+    Check(CheckArgs),
+    /// Write a seeded split manifest (train/val/test) under a protocol.
+    Split(SplitArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CommonData {
+    /// Perceptual-hash distance (bits of 256) at or below which two images are near
+    /// duplicates.
+    #[arg(long, default_value_t = DEFAULT_NEAR_THRESHOLD)]
+    pub near_threshold: u32,
+    /// Refuse images with more pixels than this (checked before decoding).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Data-set root (`<root>/<split>/<class>/<image>` or `<root>/<class>/<image>`).
+    pub root: PathBuf,
+    #[command(flatten)]
+    pub common: CommonData,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SplitArgs {
+    /// Data-set root.
+    pub root: PathBuf,
+    /// reference (the 2022 project's random split), clean (duplicates removed, clusters kept
+    /// whole, stratified) or official (the data set's Testing folder).
+    #[arg(long, default_value = "clean")]
+    pub protocol: Protocol,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Fraction of files for validation (of what remains after test).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Fraction of files for test (ignored by `official`).
+    #[arg(long, default_value_t = 0.1)]
+    pub test_fraction: f64,
+    /// Where to write the manifest.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub common: CommonData,
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Split manifest written by `artemis data split`.
+    #[arg(long, required_unless_present = "resume")]
+    pub manifest: Option<PathBuf>,
+    /// Run folder to create (or to continue with --resume).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Data root (defaults to the manifest's `data_root`).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// baseline (the reference CNN, sigmoid) or baseline-relu-bn.
+    #[arg(long, default_value = "baseline-relu-bn")]
+    pub model: Architecture,
+    /// type-plane (12 classes), type (4) or plane (3).
+    #[arg(long, default_value = "type-plane")]
+    pub task: Task,
+    /// Input side in pixels (square); defaults to the model's reference size (150).
+    #[arg(long)]
+    pub input_size: Option<usize>,
+    /// squash (like the reference) or keep-aspect.
+    #[arg(long, default_value = "squash")]
+    pub resize: ResizeMode,
+    /// raw255 (like the reference), unit or imagenet.
+    #[arg(long, default_value = "raw255")]
+    pub scaling: Scaling,
+    /// Training augmentation: none, or standard (flip, +-10 deg, +-10% zoom, +-10%
+    /// brightness and contrast).
+    #[arg(long, default_value = "none")]
+    pub augment: AugmentChoice,
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// ReduceLROnPlateau factor (on validation accuracy).
+    #[arg(long, default_value_t = 0.3)]
+    pub plateau_factor: f64,
+    /// ReduceLROnPlateau patience in epochs.
+    #[arg(long, default_value_t = 2)]
+    pub plateau_patience: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Continue the run in --out from its last completed epoch.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many epochs in this call (continue later with --resume).
+    #[arg(long)]
+    pub stop_after: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum AugmentChoice {
+    None,
+    Standard,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Run folder.
+    pub run: PathBuf,
+    /// Manifest split to evaluate on: test, val or train.
+    #[arg(long, default_value = "test", conflicts_with = "data")]
+    pub split: Split,
+    /// Evaluate on a labelled folder instead (either layout), e.g. the official Testing set.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Data root for manifest paths (defaults to the run's).
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// Run folder.
+    pub run: PathBuf,
+    /// Image files or folders (searched recursively).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Print JSON (one document with every row) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Timed steps per measurement (median reported).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Input side.
+    #[arg(long, default_value_t = 150)]
+    pub input_size: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    artemis_engine::progress::bar(len, what)
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Data(DataCommand::Check(a)) => data_check(a),
+        Command::Data(DataCommand::Split(a)) => data_split(a),
+        Command::Train(a) => cmd_train(*a),
+        Command::Eval(a) => cmd_eval(a),
+        Command::Predict(a) => cmd_predict(a),
+        Command::Bench(a) => cmd_bench(a),
+    }
+}
+
+fn index(root: &std::path::Path, max_pixels: u64) -> Result<Indexed> {
+    let pb = progress_bar(0, "reading");
+    Indexed::build(root, max_pixels, &pb)
+        .with_context(|| format!("cannot index data set {}", root.display()))
+}
+
+fn data_check(a: CheckArgs) -> Result<ExitCode> {
+    let idx = index(&a.root, a.common.max_pixels)?;
+    let report = check(
+        &idx,
+        &CheckConfig {
+            near_threshold: a.common.near_threshold,
+            max_pixels: a.common.max_pixels,
+        },
+    );
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(if report.unreadable.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PARTIAL)
+    })
+}
+
+fn data_split(a: SplitArgs) -> Result<ExitCode> {
+    let idx = index(&a.root, a.common.max_pixels)?;
+    let cfg = SplitConfig {
+        protocol: a.protocol,
+        seed: a.seed,
+        val_fraction: a.val_fraction,
+        test_fraction: a.test_fraction,
+        near_threshold: a.common.near_threshold,
+        data_root: a.root.display().to_string(),
+    };
+    let m = make_manifest(&idx, &cfg)?;
+    m.save(&a.out)?;
+    let [train, val, test, excluded] = m.counts();
+    println!(
+        "wrote {} ({} protocol, seed {}): train {train}, val {val}, test {test}, excluded {excluded}",
+        a.out.display(),
+        m.protocol,
+        m.seed
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
+    let augment = match a.augment {
+        AugmentChoice::None => Augment::default(),
+        AugmentChoice::Standard => Augment::standard(),
+    };
+    let cfg = TrainConfig {
+        run_dir: a.out.clone(),
+        manifest: a.manifest.clone().unwrap_or_default(),
+        data_root: a.data.clone(),
+        architecture: a.model,
+        task: a.task,
+        input: a.input_size.map(|s| (s, s)),
+        resize: a.resize,
+        scaling: a.scaling,
+        augment,
+        settings: TrainSettings {
+            epochs: a.epochs,
+            batch_size: a.batch_size,
+            learning_rate: a.lr,
+            plateau: Plateau {
+                factor: a.plateau_factor,
+                patience: a.plateau_patience,
+                ..Plateau::default()
+            },
+            seed: a.seed,
+        },
+        resume: a.resume,
+        stop_after: a.stop_after,
+    };
+    let s = train(&cfg).with_context(|| format!("training run {}", a.out.display()))?;
+    for (p, why) in &s.skipped_files {
+        eprintln!("skipped {}: {why}", p.display());
+    }
+    println!(
+        "run {}: {} epochs done, best validation accuracy {:.4} at epoch {} ({} train / {} val images, {:.0} s)",
+        s.run_dir.display(),
+        s.epochs_done,
+        s.best_val_accuracy,
+        s.best_epoch,
+        s.train_images,
+        s.val_images,
+        s.seconds
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
+    let source = match &a.data {
+        Some(f) => EvalSource::Folder(f.clone()),
+        None => EvalSource::Split(a.split),
+    };
+    let report = evaluate(&EvalConfig {
+        run_dir: a.run.clone(),
+        source,
+        data_root: a.data_root.clone(),
+        batch_size: a.batch_size,
+    })
+    .with_context(|| format!("evaluating run {}", a.run.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.summary());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_predict(a: PredictArgs) -> Result<ExitCode> {
+    let run = Run::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
+    let clf = Classifier::open(run).with_context(|| format!("loading run {}", a.run.display()))?;
+    if !a.json {
+        println!("{NOTICE}");
+        println!("{:<60} {:<24} {:>10}", "input", "class", "confidence");
+    }
+    let json = a.json;
+    let rows = predict(&clf, &a.inputs, |r| {
+        if json {
+            return;
+        }
+        match (&r.class, r.confidence, &r.error) {
+            (Some(c), Some(p), _) => println!("{:<60} {:<24} {:>10.4}", r.input.display(), c, p),
+            (_, _, Some(e)) => eprintln!("error: {e}"),
+            _ => {}
+        }
+    })?;
+    let failed = rows.iter().filter(|r| r.error.is_some()).count();
+    if json {
+        let doc = serde_json::json!({
+            "schema": "artemis.predict/1",
+            "notice": NOTICE,
+            "run": a.run,
+            "classes": clf.classes(),
+            "rows": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        eprintln!("{} classified, {failed} failed", rows.len() - failed);
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PARTIAL)
+    })
+}
+
+fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
+    let mut rows = Vec::new();
+    for arch in [Architecture::Baseline, Architecture::BaselineReluBn] {
+        rows.extend(bench_model(arch, a.input_size, a.batch_size, a.steps)?);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "threads: {} (RAYON_NUM_THREADS), median of {} steps after 1 warm-up",
+        rayon::current_num_threads(),
+        a.steps
+    );
+    println!(
+        "{:<18} {:>6} {:>6} {:>6} {:>12}",
+        "model", "input", "batch", "mode", "images/s"
+    );
+    for r in &rows {
+        println!(
+            "{:<18} {:>6} {:>6} {:>6} {:>12.1}",
+            r.model, r.input, r.batch, r.mode, r.images_per_s
+        );
+    }
+    if let [train_sig, _, train_bn, _] = rows.as_slice() {
+        println!(
+            "ratio relu-bn / sigmoid training throughput: {:.2}",
+            train_bn.images_per_s / train_sig.images_per_s
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,275 @@
+//! End-to-end tests of the `artemis` binary on a tiny data set the tests draw themselves, in a
+//! temporary folder.
+
+#![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
+
+use image::{Rgb, RgbImage};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn artemis(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_artemis"))
+        .args(args)
+        .env("ARTEMIS_NO_PROGRESS", "1")
+        .output()
+        .expect("run artemis")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A synthetic slice: an ellipse ("head") with a bright blob whose place and the overall
+/// brightness depend on the class, plus per-image jitter.
+fn slice(class: usize, i: usize) -> RgbImage {
+    let (bx, by) = [(0.3, 0.3), (0.7, 0.4), (0.5, 0.75)][class];
+    let jitter = i as f32 * 0.01;
+    RgbImage::from_fn(120, 110, |x, y| {
+        let (fx, fy) = (x as f32 / 120.0, y as f32 / 110.0);
+        let e = ((fx - 0.5) / 0.42).powi(2) + ((fy - 0.5) / 0.45).powi(2);
+        let b = ((fx - bx - jitter).powi(2) + (fy - by).powi(2)).sqrt();
+        let v = if b < 0.12 {
+            240.0
+        } else if e < 1.0 {
+            60.0 + 40.0 * class as f32 + 20.0 * ((fx + fy) * 12.0 + i as f32).sin()
+        } else {
+            3.0
+        };
+        Rgb([v.clamp(0.0, 255.0) as u8; 3])
+    })
+}
+
+const CLASSES: [&str; 3] = ["glioma_coronal", "no_sagittal", "pituitary_transverse"];
+
+/// `<root>/<class>/img_<i>.png`, 10 per class, plus one corrupt file.
+fn make_dataset(root: &Path) {
+    for (c, name) in CLASSES.iter().enumerate() {
+        let d = root.join(name);
+        fs::create_dir_all(&d).unwrap();
+        for i in 0..10 {
+            slice(c, i).save(d.join(format!("img_{i}.png"))).unwrap();
+        }
+    }
+    fs::write(
+        root.join("no_sagittal/broken.jpg"),
+        b"\xff\xd8\xff\xe0 truncated",
+    )
+    .unwrap();
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn check_split_train_resume_eval_predict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data);
+
+    // data check: the broken file is reported, the run goes on, exit code 3 (partial).
+    let o = artemis(&["data", "check", s(&data), "--json"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rep["files"], 31);
+    assert_eq!(rep["decoded"], 30);
+    assert!(
+        rep["unreadable"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("broken.jpg")
+    );
+
+    // data split: same seed, same bytes.
+    let m1 = tmp.path().join("m1.tsv");
+    let m2 = tmp.path().join("m2.tsv");
+    for m in [&m1, &m2] {
+        let o = artemis(&[
+            "data",
+            "split",
+            s(&data),
+            "--protocol",
+            "clean",
+            "--seed",
+            "3",
+            "--val-fraction",
+            "0.2",
+            "--test-fraction",
+            "0.2",
+            "-o",
+            s(m),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    assert_eq!(fs::read(&m1).unwrap(), fs::read(&m2).unwrap());
+    let manifest = fs::read_to_string(&m1).unwrap();
+    assert!(manifest.contains("excluded\tno_sagittal/broken.jpg"));
+
+    // train 2 epochs in two calls (stop after 1, then resume) ...
+    let run = tmp.path().join("run");
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--manifest",
+            s(&m1),
+            "--model",
+            "baseline-relu-bn",
+            "--input-size",
+            "96",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--lr",
+            "0.003",
+            "--augment",
+            "standard",
+            "--seed",
+            "9",
+        ];
+        args.extend_from_slice(extra);
+        artemis(&args)
+    };
+    let o = train(&["-o", s(&run), "--stop-after", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let state: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["epochs_done"], 1);
+    // ... a second training into the same folder without --resume is refused ...
+    let o = train(&["-o", s(&run)]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--resume"), "{}", text(&o));
+    let o = artemis(&["train", "--resume", "-o", s(&run), "--epochs", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // ... and ends where an uninterrupted run with the same seed ends.
+    let straight = tmp.path().join("straight");
+    let o = train(&["-o", s(&straight)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let hist = |dir: &Path| -> Vec<(f64, f64)> {
+        let st: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
+        st["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["train_loss"].as_f64().unwrap(),
+                    m["val_loss"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (a, b) = (hist(&run), hist(&straight));
+    assert_eq!(a.len(), 2);
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            (x.0 - y.0).abs() < 1e-5 && (x.1 - y.1).abs() < 1e-5,
+            "{a:?} vs {b:?}"
+        );
+    }
+    let csv = fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let files: Vec<String> = fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(files.contains(&"model-best.bpk".into()), "{files:?}");
+    assert!(files.contains(&"ckpt-0002.model.bpk".into()), "{files:?}");
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.contains(".tmp") || f.starts_with("ckpt-0001")),
+        "{files:?}"
+    );
+
+    // eval on the test split writes the reports and pictures.
+    let o = artemis(&["eval", s(&run)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("not a medical device"));
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let acc = report["metrics"]["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert_eq!(report["metrics"]["per_class"].as_array().unwrap().len(), 12);
+    assert!(report["type_view"]["accuracy"].is_number());
+    assert!(report["plane_view"]["accuracy"].is_number());
+    for f in [
+        "report.md",
+        "confusion.png",
+        "confusion-type.png",
+        "confusion-plane.png",
+        "curves.png",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+
+    // predict: a folder with a broken file and a missing path; the rest are classified.
+    let missing = tmp.path().join("nope.png");
+    let o = artemis(&[
+        "predict",
+        s(&run),
+        s(&data.join("no_sagittal")),
+        s(&missing),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["schema"], "artemis.predict/1");
+    let rows = doc["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 12);
+    let errors: Vec<&serde_json::Value> = rows.iter().filter(|r| !r["error"].is_null()).collect();
+    assert_eq!(errors.len(), 2);
+    assert!(
+        errors
+            .iter()
+            .any(|r| r["error"].as_str().unwrap().contains("broken.jpg"))
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|r| r["input"].as_str().unwrap().ends_with("nope.png"))
+    );
+    for r in rows.iter().filter(|r| r["error"].is_null()) {
+        let p: f64 = r["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[1].as_f64().unwrap())
+            .sum();
+        assert!((p - 1.0).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn bad_arguments_give_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing: PathBuf = tmp.path().join("missing");
+    let o = artemis(&["data", "check", s(&missing)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains(s(&missing)), "{}", text(&o));
+    let o = artemis(&["predict", s(tmp.path()), "x.png"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("not an artemis run folder"),
+        "{}",
+        text(&o)
+    );
+    let bad = tmp.path().join("bad.tsv");
+    fs::write(&bad, "# artemis split manifest v1\nhello\n").unwrap();
+    let o = artemis(&[
+        "train",
+        "--manifest",
+        s(&bad),
+        "-o",
+        s(&tmp.path().join("r")),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("bad.tsv:2"), "{}", text(&o));
+}
