@@ -415,24 +415,8 @@ impl CheckReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{Rgb, RgbImage};
+    use crate::hash::tests::slice;
     use std::fs;
-
-    fn slice(w: u32, h: u32, blob: (f32, f32)) -> RgbImage {
-        RgbImage::from_fn(w, h, |x, y| {
-            let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
-            let e = ((fx - 0.5) / 0.4).powi(2) + ((fy - 0.5) / 0.45).powi(2);
-            let b = ((fx - blob.0).powi(2) + (fy - blob.1).powi(2)).sqrt();
-            let v = if b < 0.1 {
-                250.0
-            } else if e < 1.0 {
-                80.0 + 50.0 * (fx * 7.0 + blob.0 * 20.0).sin().abs()
-            } else {
-                4.0
-            };
-            Rgb([v as u8; 3])
-        })
-    }
 
     #[test]
     fn finds_exact_near_leaks_conflicts_and_broken_files() {

@@ -28,6 +28,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Median images/s of `steps` calls of `step` (each on `batch` images) after one warm-up call.
+fn timed(steps: usize, batch: usize, mut step: impl FnMut()) -> f64 {
+    step();
+    let rates = (0..steps)
+        .map(|_| {
+            let t = Instant::now();
+            step();
+            batch as f64 / t.elapsed().as_secs_f64()
+        })
+        .collect();
+    median(rates)
+}
+
 /// Times `steps` training steps and `steps` inference batches (after one warm-up each).
 pub fn bench_model(
     arch: Architecture,
@@ -54,25 +67,21 @@ pub fn bench_model(
         &device,
     );
     let y = target_tensor(&(0..batch).map(|i| i % 12).collect::<Vec<_>>(), &device);
-    let mut times = Vec::new();
-    for s in 0..=steps {
-        let t = Instant::now();
-        let loss = loss_fn.forward(model.forward(x.clone()), y.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(1e-3, model, grads);
-        let _ = device.sync();
-        if s > 0 {
-            times.push(batch as f64 / t.elapsed().as_secs_f64());
-        }
-    }
-    rows.push(BenchRow {
+    let row = |mode: &str, images_per_s: f64| BenchRow {
         model: arch.name().into(),
         input,
         batch,
-        mode: "train".into(),
-        images_per_s: median(times),
+        mode: mode.into(),
+        images_per_s,
         steps,
+    };
+    let train_rate = timed(steps, batch, || {
+        let loss = loss_fn.forward(model.forward(x.clone()), y.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-3, model.clone(), grads);
+        let _ = device.sync();
     });
+    rows.push(row("train", train_rate));
     // Inference.
     let plain = Device::flex();
     let model = model.valid();
@@ -81,22 +90,9 @@ pub fn bench_model(
         Distribution::Uniform(0.0, 255.0),
         &plain,
     );
-    let mut times = Vec::new();
-    for s in 0..=steps {
-        let t = Instant::now();
-        let out = model.forward(x.clone());
-        let _ = out.into_data();
-        if s > 0 {
-            times.push(batch as f64 / t.elapsed().as_secs_f64());
-        }
-    }
-    rows.push(BenchRow {
-        model: arch.name().into(),
-        input,
-        batch,
-        mode: "infer".into(),
-        images_per_s: median(times),
-        steps,
+    let infer_rate = timed(steps, batch, || {
+        let _ = model.forward(x.clone()).into_data();
     });
+    rows.push(row("infer", infer_rate));
     Ok(rows)
 }
