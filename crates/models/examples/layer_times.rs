@@ -51,10 +51,13 @@ fn main() {
             let _ = pool.forward(y.clone()).into_data();
         });
         // Each backward consumes its graph, so the forward is repeated inside the timing.
-        time(&format!("  conv+sigmoid+pool fwd+bwd {:?}", y.dims()), || {
-            let ya = conv_ad.forward(xa.clone());
-            let _ = pool.forward(sigmoid(ya)).sum().backward();
-        });
+        time(
+            &format!("  conv+sigmoid+pool fwd+bwd {:?}", y.dims()),
+            || {
+                let ya = conv_ad.forward(xa.clone());
+                let _ = pool.forward(sigmoid(ya)).sum().backward();
+            },
+        );
         time(&format!("  conv+relu+pool fwd+bwd {:?}", y.dims()), || {
             let ya = conv_ad.forward(xa.clone());
             let _ = pool.forward(relu(ya)).sum().backward();
