@@ -60,7 +60,7 @@ pub fn make_manifest(idx: &Indexed, cfg: &SplitConfig) -> Result<Manifest> {
     let readable = idx.readable();
     let groups = idx.groups(&readable, cfg.near_threshold);
     let mut entries: Vec<Entry> = Vec::with_capacity(samples.len());
-    for (i, (s, f)) in samples.iter().zip(&idx.fingerprints).enumerate() {
+    for (s, f) in samples.iter().zip(&idx.fingerprints) {
         if let Err(e) = f {
             entries.push(Entry {
                 split: Split::Excluded,
@@ -70,7 +70,6 @@ pub fn make_manifest(idx: &Indexed, cfg: &SplitConfig) -> Result<Manifest> {
                 label: s.label,
                 note: format!("unreadable: {}", one_line(&e.to_string())),
             });
-            let _ = i;
         }
     }
     // Readable rows, in `readable` order, split left undecided.
