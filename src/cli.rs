@@ -13,8 +13,8 @@ use artemis_engine::bench::bench_model;
 use artemis_engine::eval::{EvalConfig, EvalSource, NOTICE, evaluate};
 use artemis_engine::infer::Classifier;
 use artemis_engine::predict::predict;
-use artemis_engine::run::{Plateau, Run, TrainSettings};
-use artemis_engine::train::{TrainConfig, train};
+use artemis_engine::run::{Plateau, Run, Schedule, TrainSettings};
+use artemis_engine::train::{Strategy, TrainConfig, train};
 use artemis_models::Architecture;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -117,9 +117,40 @@ pub struct TrainArgs {
     /// Data root (defaults to the manifest's `data_root`).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// baseline (the reference CNN, sigmoid) or baseline-relu-bn.
+    /// baseline (the reference CNN, sigmoid), baseline-relu-bn or mobilenetv2.
     #[arg(long, default_value = "baseline-relu-bn")]
     pub model: Architecture,
+    /// Start from pretrained weights: imagenet (MobileNetV2, torchvision IMAGENET1K_V1).
+    #[arg(long)]
+    pub pretrained: Option<PretrainedChoice>,
+    /// The pretrained checkpoint (default: the artemis cache, filled by scripts/setup).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// What trains: full (every layer), head (classifier only, backbone frozen) or from:K
+    /// (MobileNetV2 stages K..18, torchvision `features.K`, and the head).
+    #[arg(long, default_value = "full")]
+    pub strategy: Strategy,
+    /// Width multiplier (MobileNetV2; the ImageNet weights need 1.0).
+    #[arg(long, default_value_t = 1.0)]
+    pub width: f32,
+    /// Learning rate of the trainable backbone stages (default: --lr).
+    #[arg(long)]
+    pub backbone_lr: Option<f64>,
+    /// plateau (ReduceLROnPlateau, the reference) or cosine.
+    #[arg(long, default_value = "plateau")]
+    pub schedule: Schedule,
+    /// Linear warm-up of the learning rate over this many epochs.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup: f64,
+    /// Recompute the frozen stages every epoch instead of caching their activations.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Feature cache folder (default: <artemis cache>/features).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Augmented copies of each training image in the feature cache (with --augment).
+    #[arg(long, default_value_t = 4)]
+    pub cache_copies: usize,
     /// type-plane (12 classes), type (4) or plane (3).
     #[arg(long, default_value = "type-plane")]
     pub task: Task,
@@ -129,9 +160,10 @@ pub struct TrainArgs {
     /// squash (like the reference) or keep-aspect.
     #[arg(long, default_value = "squash")]
     pub resize: ResizeMode,
-    /// raw255 (like the reference), unit or imagenet.
-    #[arg(long, default_value = "raw255")]
-    pub scaling: Scaling,
+    /// raw255 (like the reference), unit or imagenet (default: imagenet for mobilenetv2,
+    /// raw255 otherwise).
+    #[arg(long)]
+    pub scaling: Option<Scaling>,
     /// Training augmentation: none, or standard (flip, +-10 deg, +-10% zoom, +-10%
     /// brightness and contrast).
     #[arg(long, default_value = "none")]
@@ -156,6 +188,11 @@ pub struct TrainArgs {
     /// Stop after this many epochs in this call (continue later with --resume).
     #[arg(long)]
     pub stop_after: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum PretrainedChoice {
+    Imagenet,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -203,9 +240,12 @@ pub struct BenchArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Input side.
-    #[arg(long, default_value_t = 150)]
-    pub input_size: usize,
+    /// Models to measure (repeat or comma-separate).
+    #[arg(long = "model", value_delimiter = ',', default_values_t = [Architecture::Baseline, Architecture::BaselineReluBn])]
+    pub models: Vec<Architecture>,
+    /// Input sides (repeat or comma-separate), each measured for every model.
+    #[arg(long = "input-size", value_delimiter = ',', default_values_t = [150])]
+    pub input_sizes: Vec<usize>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -280,6 +320,18 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
         AugmentChoice::None => Augment::default(),
         AugmentChoice::Standard => Augment::standard(),
     };
+    let scaling = a.scaling.unwrap_or(match a.model {
+        Architecture::MobileNetV2 => Scaling::Imagenet,
+        _ => Scaling::Raw255,
+    });
+    if a.pretrained.is_some() && scaling != Scaling::Imagenet {
+        tracing::warn!("ImageNet weights expect --scaling imagenet; training with {scaling:?}");
+    }
+    let pretrained = a.pretrained.map(|PretrainedChoice::Imagenet| {
+        a.weights
+            .clone()
+            .unwrap_or_else(artemis_models::mobilenetv2::weights::default_path)
+    });
     let cfg = TrainConfig {
         run_dir: a.out.clone(),
         manifest: a.manifest.clone().unwrap_or_default(),
@@ -288,12 +340,15 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
         task: a.task,
         input: a.input_size.map(|s| (s, s)),
         resize: a.resize,
-        scaling: a.scaling,
+        scaling,
         augment,
         settings: TrainSettings {
             epochs: a.epochs,
             batch_size: a.batch_size,
             learning_rate: a.lr,
+            backbone_lr: a.backbone_lr,
+            schedule: a.schedule,
+            warmup_epochs: a.warmup,
             plateau: Plateau {
                 factor: a.plateau_factor,
                 patience: a.plateau_patience,
@@ -303,6 +358,15 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
         },
         resume: a.resume,
         stop_after: a.stop_after,
+        pretrained,
+        strategy: a.strategy,
+        width: a.width,
+        feature_cache: !a.no_cache,
+        cache_dir: a
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| artemis_models::mobilenetv2::weights::cache_dir().join("features")),
+        cache_copies: a.cache_copies,
     };
     let s = train(&cfg).with_context(|| format!("training run {}", a.out.display()))?;
     for (p, why) in &s.skipped_files {
@@ -381,8 +445,11 @@ fn cmd_predict(a: PredictArgs) -> Result<ExitCode> {
 
 fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
     let mut rows = Vec::new();
-    for arch in [Architecture::Baseline, Architecture::BaselineReluBn] {
-        rows.extend(bench_model(arch, a.input_size, a.batch_size, a.steps)?);
+    for &arch in &a.models {
+        for &side in &a.input_sizes {
+            eprintln!("measuring {} at {side} px ...", arch.name());
+            rows.extend(bench_model(arch, side, a.batch_size, a.steps)?);
+        }
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -394,19 +461,18 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
         a.steps
     );
     println!(
-        "{:<18} {:>6} {:>6} {:>6} {:>12}",
-        "model", "input", "batch", "mode", "images/s"
+        "{:<18} {:>6} {:>6} {:>14} {:>12} {:>16}",
+        "model", "input", "batch", "mode", "images/s", "x whole-net train"
     );
     for r in &rows {
+        // Ratio against the same model's whole-network training, measured in the same run.
+        let base = rows
+            .iter()
+            .find(|b| b.model == r.model && b.input == r.input && b.mode == "train")
+            .map_or(f64::NAN, |b| r.images_per_s / b.images_per_s);
         println!(
-            "{:<18} {:>6} {:>6} {:>6} {:>12.1}",
-            r.model, r.input, r.batch, r.mode, r.images_per_s
-        );
-    }
-    if let [train_sig, _, train_bn, _] = rows.as_slice() {
-        println!(
-            "ratio relu-bn / sigmoid training throughput: {:.2}",
-            train_bn.images_per_s / train_sig.images_per_s
+            "{:<18} {:>6} {:>6} {:>14} {:>12.1} {:>16.2}",
+            r.model, r.input, r.batch, r.mode, r.images_per_s, base
         );
     }
     Ok(ExitCode::SUCCESS)

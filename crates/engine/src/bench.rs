@@ -16,7 +16,9 @@ pub struct BenchRow {
     pub model: String,
     pub input: usize,
     pub batch: usize,
-    /// `train` (forward + backward + Adam step) or `infer` (forward only).
+    /// `train` (whole network: forward + backward + Adam step), `infer` (forward only),
+    /// `extract` (frozen stages only, what the feature cache computes once per image) or
+    /// `train-from:K` (stages K.. and the head on cached activations; `K = 20`: head only).
     pub mode: String,
     /// Median images per second over the timed steps.
     pub images_per_s: f64,
@@ -52,6 +54,7 @@ pub fn bench_model(
         architecture: arch,
         num_classes: 12,
         input: (input, input),
+        width: 1.0,
     };
     let steps = steps.max(1);
     let mut rows = Vec::new();
@@ -94,5 +97,26 @@ pub fn bench_model(
         let _ = model.forward(x.clone()).into_data();
     });
     rows.push(row("infer", infer_rate));
+    // The transfer-learning fast path: extraction of the frozen stages, then training steps
+    // on their cached output.
+    if arch.stages() > 1 {
+        for from in [14, arch.stages()] {
+            let acts = model.forward_stages(x.clone(), 0, from);
+            let extract_rate = timed(steps, batch, || {
+                let _ = model.forward_stages(x.clone(), 0, from).into_data();
+            });
+            rows.push(row(&format!("extract:{from}"), extract_rate));
+            let mut tm = spec.init(&device)?.freeze_below(from);
+            let mut optim = AdamConfig::new().init();
+            let acts = Tensor::<4>::from_data(acts.into_data(), &device);
+            let rate = timed(steps, batch, || {
+                let loss = loss_fn.forward(tm.forward_from(acts.clone(), from), y.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &tm);
+                tm = optim.step(1e-3, tm.clone(), grads);
+                let _ = device.sync();
+            });
+            rows.push(row(&format!("train-from:{from}"), rate));
+        }
+    }
     Ok(rows)
 }

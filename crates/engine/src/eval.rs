@@ -283,6 +283,32 @@ fn metrics_table(o: &mut String, title: &str, m: &Metrics) {
     let _ = writeln!(o, "```\n");
 }
 
+/// The 12-class metrics as the reference's table: tumor types down, planes across, each cell
+/// `precision/recall (support)`.
+pub fn type_plane_grid(m: &Metrics) -> String {
+    let mut o = String::new();
+    let _ = write!(o, "| type |");
+    for p in Plane::ALL {
+        let _ = write!(o, " {} |", p.name());
+    }
+    let _ = writeln!(o, "\n|---|---:|---:|---:|");
+    for (t, ty) in TumorType::ALL.iter().enumerate() {
+        let _ = write!(o, "| {} |", ty.name());
+        for p in 0..Plane::ALL.len() {
+            match m.per_class.get(t * Plane::ALL.len() + p) {
+                Some(c) => {
+                    let _ = write!(o, " {:.2}/{:.2} ({}) |", c.precision, c.recall, c.support);
+                }
+                None => {
+                    let _ = write!(o, " - |");
+                }
+            }
+        }
+        let _ = writeln!(o);
+    }
+    o
+}
+
 impl EvalReport {
     pub fn to_markdown(&self) -> String {
         let mut o = String::new();
@@ -293,6 +319,14 @@ impl EvalReport {
         let _ = writeln!(o, "- evaluated on: {}", self.source);
         let _ = writeln!(o, "- files skipped (unreadable): {}\n", self.skipped.len());
         if let Some(m) = &self.metrics {
+            if self.task == Task::TypePlane && m.per_class.len() == 12 {
+                let _ = writeln!(
+                    o,
+                    "### Precision / recall (support) by type and plane\n\nThe layout of the \
+                     reference project's results table.\n"
+                );
+                let _ = writeln!(o, "{}", type_plane_grid(m));
+            }
             metrics_table(&mut o, &format!("{} classes", m.confusion.classes.len()), m);
         }
         if let Some(m) = &self.type_view {
@@ -332,5 +366,27 @@ impl EvalReport {
             let _ = writeln!(o, "  wrote {}", p.display());
         }
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_type_plane_grid_puts_each_class_in_its_cell() {
+        let classes = Task::TypePlane.classes();
+        // meningioma_sagittal (class 4): 2 right, 1 predicted as pituitary_sagittal (7);
+        // glioma_coronal (0): 1 right.
+        let m = Confusion::from_pairs(classes, &[(4, 4), (4, 4), (4, 7), (0, 0)]).metrics();
+        let g = type_plane_grid(&m);
+        let row = g.lines().find(|l| l.starts_with("| meningioma")).unwrap();
+        assert_eq!(
+            row,
+            "| meningioma | 0.00/0.00 (0) | 1.00/0.67 (3) | 0.00/0.00 (0) |"
+        );
+        let row = g.lines().find(|l| l.starts_with("| pituitary")).unwrap();
+        assert!(row.contains("| 0.00/0.00 (0) |"), "{row}");
+        assert!(g.starts_with("| type | coronal | sagittal | transverse |"));
     }
 }

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod dataset;
 pub mod error;
 pub mod eval;
+pub mod features;
 pub mod infer;
 pub mod metrics;
 pub mod plot;

@@ -45,14 +45,78 @@ impl Default for Plateau {
     }
 }
 
+/// How the learning rate moves after the warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// Keras ReduceLROnPlateau on validation accuracy (the reference).
+    #[default]
+    Plateau,
+    /// Cosine decay from the rate to `plateau.min_lr` over the remaining epochs.
+    Cosine,
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "plateau" => Ok(Schedule::Plateau),
+            "cosine" => Ok(Schedule::Cosine),
+            o => Err(format!(
+                "unknown schedule '{o}' (expected plateau or cosine)"
+            )),
+        }
+    }
+}
+
 /// Training hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
     pub epochs: usize,
     pub batch_size: usize,
+    /// Rate of the head (and of the whole network unless `backbone_lr` is set).
     pub learning_rate: f64,
+    /// Rate of the trainable backbone stages, when it differs from the head's.
+    #[serde(default)]
+    pub backbone_lr: Option<f64>,
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Linear warm-up from 0 over this many epochs (fractions allowed), per step.
+    #[serde(default)]
+    pub warmup_epochs: f64,
     pub plateau: Plateau,
     pub seed: u64,
+}
+
+impl TrainSettings {
+    /// Multiplier of the rate at training time `t` (epochs, fractional: 0 at the start).
+    /// `base` is the rate the plateau schedule has reached (the initial rate for cosine).
+    pub fn lr_at(&self, base: f64, t: f64) -> f64 {
+        let warm = if self.warmup_epochs > 0.0 {
+            (t / self.warmup_epochs).min(1.0)
+        } else {
+            1.0
+        };
+        let lr = match self.schedule {
+            Schedule::Plateau => base,
+            Schedule::Cosine => {
+                let span = (self.epochs as f64 - self.warmup_epochs).max(1e-9);
+                let p = ((t - self.warmup_epochs) / span).clamp(0.0, 1.0);
+                let min = self.plateau.min_lr.min(base);
+                min + (base - min) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+            }
+        };
+        lr * warm
+    }
+}
+
+/// Pretrained weights a run started from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pretrained {
+    /// `imagenet`.
+    pub source: String,
+    pub weights: PathBuf,
+    pub sha256: String,
 }
 
 /// Everything about a run that eval and predict need to reproduce its inputs and outputs.
@@ -72,6 +136,22 @@ pub struct RunConfig {
     pub manifest_hash: String,
     /// Data root the images were read from.
     pub data_root: PathBuf,
+    /// Weights the backbone started from (`None`: random initialisation).
+    #[serde(default)]
+    pub pretrained: Option<Pretrained>,
+    /// First trainable stage: stages below it are frozen (0: the whole network trains).
+    #[serde(default)]
+    pub trainable_from: usize,
+    /// Train on cached activations of the frozen stages (when `trainable_from > 0`).
+    #[serde(default)]
+    pub feature_cache: bool,
+    /// Augmented copies of each training image in the cache (1 without augmentation).
+    #[serde(default = "one_copy")]
+    pub cache_copies: usize,
+}
+
+fn one_copy() -> usize {
+    1
 }
 
 /// One epoch's figures.
@@ -189,4 +269,42 @@ pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
 pub fn file_hash(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
     Ok(artemis_data::hash::content_hash(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(schedule: Schedule, warmup: f64) -> TrainSettings {
+        TrainSettings {
+            epochs: 10,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            backbone_lr: None,
+            schedule,
+            warmup_epochs: warmup,
+            plateau: Plateau::default(),
+            seed: 0,
+        }
+    }
+
+    #[test]
+    fn warm_up_then_cosine_or_plateau() {
+        let s = settings(Schedule::Cosine, 2.0);
+        assert!((s.lr_at(1e-3, 1.0) - 0.5e-3).abs() < 1e-12); // half-way through warm-up
+        assert!((s.lr_at(1e-3, 2.0) - 1e-3).abs() < 1e-12); // peak
+        let mid = s.lr_at(1e-3, 6.0); // half-way through the cosine
+        assert!((mid - (1e-6 + (1e-3 - 1e-6) * 0.5)).abs() < 1e-12, "{mid}");
+        assert!((s.lr_at(1e-3, 10.0) - 1e-6).abs() < 1e-12); // floor at the end
+        let p = settings(Schedule::Plateau, 0.0);
+        assert_eq!(p.lr_at(3e-4, 5.5), 3e-4); // the plateau rate as is
+        // Old run configs without the new fields still load.
+        let old = r#"{"epochs":3,"batch_size":8,"learning_rate":0.001,
+            "plateau":{"factor":0.3,"patience":2,"min_lr":1e-6},"seed":1}"#;
+        let t: TrainSettings = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (t.schedule, t.warmup_epochs, t.backbone_lr),
+            (Schedule::Plateau, 0.0, None)
+        );
+    }
 }

@@ -8,9 +8,10 @@
 
 use crate::dataset::{Item, Loaded, batch_tensor, load, target_tensor, to_vec_f32};
 use crate::error::{EngineError, Result};
+use crate::features::{FeatureKey, Features, cached, extract};
 use crate::run::{
-    BEST, CONFIG, EpochMetrics, METRICS, RunConfig, STATE, TrainSettings, TrainState, file_hash,
-    load_module, read_json, save_module, write_json,
+    BEST, CONFIG, EpochMetrics, METRICS, Pretrained, RunConfig, STATE, Schedule, TrainSettings,
+    TrainState, file_hash, load_module, read_json, save_module, write_json,
 };
 use artemis_data::image_io::ResizeMode;
 use artemis_data::labels::Task;
@@ -46,6 +47,67 @@ pub struct TrainConfig {
     /// Stop after this many epochs in this call (the run can be resumed); for tests and
     /// time-boxed sessions.
     pub stop_after: Option<usize>,
+    /// Start from these pretrained (ImageNet) weights.
+    pub pretrained: Option<PathBuf>,
+    /// Which part of the network trains.
+    pub strategy: Strategy,
+    /// Width multiplier (MobileNetV2).
+    pub width: f32,
+    /// Train on cached activations of the frozen stages.
+    pub feature_cache: bool,
+    /// Where cached activations live.
+    pub cache_dir: PathBuf,
+    /// Augmented copies per training image in the cache (with augmentation on).
+    pub cache_copies: usize,
+}
+
+/// Which part of a network trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Every layer.
+    Full,
+    /// The classifier head only; the backbone is frozen.
+    Head,
+    /// Stages from this one on (MobileNetV2: the torchvision `features.K` index, 1-18).
+    From(usize),
+}
+
+impl Strategy {
+    /// The first trainable stage of `arch` under this strategy.
+    pub fn trainable_from(self, arch: Architecture) -> Result<usize> {
+        let stages = arch.stages();
+        match self {
+            Strategy::Full => Ok(0),
+            _ if stages == 1 => Err(EngineError::Config(format!(
+                "model {} trains whole (strategy full); head and from:K need a backbone",
+                arch.name()
+            ))),
+            // Everything below the classifier, the global pool included: the cache holds one
+            // pooled vector per image.
+            Strategy::Head => Ok(stages),
+            Strategy::From(k) if (1..stages - 1).contains(&k) => Ok(k),
+            Strategy::From(k) => Err(EngineError::Config(format!(
+                "model {}: fine-tuning can start at stage 1 to {}, not {k}",
+                arch.name(),
+                stages - 2
+            ))),
+        }
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "full" => Ok(Strategy::Full),
+            "head" => Ok(Strategy::Head),
+            o => o
+                .strip_prefix("from:")
+                .and_then(|k| k.parse().ok())
+                .map(Strategy::From)
+                .ok_or_else(|| format!("unknown strategy '{o}' (expected full, head or from:K)")),
+        }
+    }
 }
 
 impl TrainConfig {
@@ -61,6 +123,27 @@ impl TrainConfig {
             return Err(EngineError::Config(format!(
                 "learning rate {} out of range (0, 10)",
                 s.learning_rate
+            )));
+        }
+        if let Some(b) = s.backbone_lr
+            && !(0.0..10.0).contains(&b)
+        {
+            return Err(EngineError::Config(format!(
+                "backbone learning rate {b} out of range [0, 10)"
+            )));
+        }
+        if !(s.warmup_epochs >= 0.0 && s.warmup_epochs.is_finite()) {
+            return Err(EngineError::Config("warm-up must be >= 0 epochs".into()));
+        }
+        if self.cache_copies == 0 {
+            return Err(EngineError::Config(
+                "cache copies must be at least 1".into(),
+            ));
+        }
+        if self.pretrained.is_some() && self.architecture != Architecture::MobileNetV2 {
+            return Err(EngineError::Config(format!(
+                "no pretrained weights exist for model {}",
+                self.architecture.name()
             )));
         }
         if !(s.plateau.factor > 0.0 && s.plateau.factor <= 1.0) {
@@ -152,12 +235,25 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
             scaling: cfg.scaling,
         };
         pre.validate()?;
+        let trainable_from = cfg.strategy.trainable_from(cfg.architecture)?;
+        let pretrained = match &cfg.pretrained {
+            Some(w) => {
+                artemis_models::mobilenetv2::weights::verify(w)?;
+                Some(Pretrained {
+                    source: "imagenet".into(),
+                    weights: w.clone(),
+                    sha256: artemis_models::mobilenetv2::weights::SHA256.into(),
+                })
+            }
+            None => None,
+        };
         let run_cfg = RunConfig {
             artemis_version: env!("CARGO_PKG_VERSION").into(),
             model: ModelSpec {
                 architecture: cfg.architecture,
                 num_classes: cfg.task.num_classes(),
                 input,
+                width: cfg.width,
             },
             task: cfg.task,
             classes: cfg.task.classes(),
@@ -170,6 +266,14 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
                 .data_root
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(&manifest.data_root)),
+            pretrained,
+            trainable_from,
+            feature_cache: cfg.feature_cache && trainable_from > 0,
+            cache_copies: if cfg.augment.is_identity() {
+                1
+            } else {
+                cfg.cache_copies
+            },
         };
         // Fail on an impossible model before writing anything.
         run_cfg.model.init(&Device::flex())?;
@@ -184,6 +288,94 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
         (run_cfg, state)
     };
     run_loop(cfg, run_cfg, state, t0)
+}
+
+/// What the trainable stages take as input: decoded images (augmented per batch) or cached
+/// activations of the frozen stages (one set per augmentation copy).
+enum Inputs {
+    Images(Loaded),
+    Features(Vec<Features>),
+}
+
+impl Inputs {
+    fn len(&self) -> usize {
+        match self {
+            Inputs::Images(l) => l.images.len(),
+            Inputs::Features(f) => f.first().map_or(0, |f| f.shape[0]),
+        }
+    }
+
+    /// The batch of rows `idx` for `epoch` (augmentation seeds from `seeds`).
+    fn batch(
+        &self,
+        idx: &[usize],
+        epoch: usize,
+        pre: &Preprocess,
+        augment: Option<(&Augment, &[u64])>,
+        device: &Device,
+    ) -> Tensor<4> {
+        match self {
+            Inputs::Images(l) => {
+                let imgs: Vec<_> = idx.iter().map(|&i| &l.images[i]).collect();
+                batch_tensor(&imgs, pre, augment, device)
+            }
+            Inputs::Features(copies) => copies[(epoch - 1) % copies.len()].batch(idx, device),
+        }
+    }
+}
+
+/// Seed of augmentation copy `copy` of the image at `position` in the feature cache.
+fn copy_seed(seed: u64, copy: usize, position: usize) -> u64 {
+    mix(mix(seed ^ 0xCAC4E, copy as u64), position as u64)
+}
+
+/// Computes (or reads from the cache) the activations feeding stage `from` for a set.
+#[allow(clippy::too_many_arguments)]
+fn cached_inputs(
+    cfg: &TrainConfig,
+    run_cfg: &RunConfig,
+    frozen: &Network,
+    set: &Loaded,
+    copies: usize,
+    augment: Option<&Augment>,
+    what: &str,
+) -> Result<Inputs> {
+    let paths: Vec<PathBuf> = set.items.iter().map(|i| i.path.clone()).collect();
+    let inputs = FeatureKey::inputs_of(&paths)?;
+    let weights = match &run_cfg.pretrained {
+        Some(p) => p.sha256.clone(),
+        None => format!("random-init seed {}", run_cfg.train.seed),
+    };
+    let mut out = Vec::new();
+    for copy in 0..copies {
+        let seeds: Vec<u64> = (0..set.images.len())
+            .map(|i| copy_seed(run_cfg.train.seed, copy, i))
+            .collect();
+        let aug = augment.filter(|a| !a.is_identity());
+        let key = FeatureKey {
+            model: run_cfg.model,
+            from: run_cfg.trainable_from,
+            weights: weights.clone(),
+            preprocess: run_cfg.preprocess,
+            augment: aug.map(|a| (*a, copy_seed(run_cfg.train.seed, copy, 0))),
+            inputs: inputs.clone(),
+        };
+        let label = format!("{what} features, copy {}/{copies}", copy + 1);
+        let (f, outcome) = cached(&cfg.cache_dir, &key, || {
+            extract(
+                frozen,
+                run_cfg.trainable_from,
+                &set.images,
+                &run_cfg.preprocess,
+                aug.map(|a| (a, seeds.as_slice())),
+                32,
+                &label,
+            )
+        })?;
+        eprintln!("{label}: {outcome:?} ({} values an image)", f.row_len());
+        out.push(f);
+    }
+    Ok(Inputs::Features(out))
 }
 
 fn run_loop(
@@ -216,9 +408,13 @@ fn run_loop(
         ));
     }
     let settings = run_cfg.train;
+    let from = run_cfg.trainable_from;
     let device = Device::flex().autodiff();
     device.seed(settings.seed);
-    let mut model: Network = run_cfg.model.init(&device)?;
+    let mut model: Network = match (&run_cfg.pretrained, state.epochs_done) {
+        (Some(p), 0) => run_cfg.model.init_pretrained(&p.weights, &device)?,
+        _ => run_cfg.model.init(&device)?,
+    };
     let mut optim = AdamConfig::new().with_epsilon(1e-7).init();
     if state.epochs_done > 0 {
         let stem = &state.checkpoint;
@@ -232,9 +428,36 @@ fn run_loop(
                 reason: e.to_string(),
             })?;
     }
+    model = model.freeze_below(from);
+    let train_classes: Vec<usize> = train_set
+        .items
+        .iter()
+        .map(|i| i.class.unwrap_or(0))
+        .collect();
+    let val_classes: Vec<usize> = val_set.items.iter().map(|i| i.class.unwrap_or(0)).collect();
+    // The fast path: the frozen stages run once per image (and augmentation copy), not once
+    // per epoch.
+    let (train_in, val_in, input_stage) = if run_cfg.feature_cache && from > 0 {
+        let frozen = model.valid();
+        let tr = cached_inputs(
+            cfg,
+            &run_cfg,
+            &frozen,
+            &train_set,
+            run_cfg.cache_copies,
+            Some(&run_cfg.augment),
+            "train",
+        )?;
+        let va = cached_inputs(cfg, &run_cfg, &frozen, &val_set, 1, None, "val")?;
+        (tr, va, from)
+    } else {
+        (Inputs::Images(train_set), Inputs::Images(val_set), 0)
+    };
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let n = train_set.images.len();
+    let n = train_in.len();
     let bs = settings.batch_size;
+    let batches = n.div_ceil(bs);
+    let backbone_scale = settings.backbone_lr.map(|b| b / settings.learning_rate);
     let mut epochs_this_call = 0;
     while state.epochs_done < settings.epochs {
         if cfg.stop_after.is_some_and(|s| epochs_this_call >= s) {
@@ -250,26 +473,44 @@ fn run_loop(
         )));
         let pb = crate::progress::bar(n as u64, &format!("epoch {epoch}/{}", settings.epochs));
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        let lr_start = settings.lr_at(state.lr, (epoch - 1) as f64 + 1.0 / batches as f64);
         for (b, chunk) in order.chunks(bs).enumerate() {
-            let imgs: Vec<_> = chunk.iter().map(|&i| &train_set.images[i]).collect();
-            let classes: Vec<usize> = chunk
-                .iter()
-                .map(|&i| train_set.items[i].class.unwrap_or(0))
-                .collect();
+            let classes: Vec<usize> = chunk.iter().map(|&i| train_classes[i]).collect();
             let seeds: Vec<u64> = (0..chunk.len())
                 .map(|k| mix(mix(settings.seed, epoch as u64), (b * bs + k) as u64))
                 .collect();
-            let x = batch_tensor(&imgs, &pre, Some((&run_cfg.augment, &seeds)), &device);
+            let x = train_in.batch(
+                chunk,
+                epoch,
+                &pre,
+                Some((&run_cfg.augment, &seeds)),
+                &device,
+            );
             let y = target_tensor(&classes, &device);
-            let logits = model.forward(x);
+            let logits = model.forward_from(x, input_stage);
             let loss = loss_fn.forward(logits.clone(), y);
             let preds = argmax_rows(&to_vec_f32(logits.detach())?, run_cfg.classes.len());
             correct += preds.iter().zip(&classes).filter(|(p, c)| p == c).count();
             let l = f64::from(loss.clone().into_scalar::<f32>());
             loss_sum += l * chunk.len() as f64;
             seen += chunk.len();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(state.lr, model, grads);
+            let t = (epoch - 1) as f64 + (b + 1) as f64 / batches as f64;
+            let lr = settings.lr_at(state.lr, t);
+            let mut grads = loss.backward();
+            match (backbone_scale, model.classifier()) {
+                (Some(scale), Some(head)) => {
+                    let head_grads = GradientsParams::from_module(&mut grads, head);
+                    let rest = GradientsParams::from_grads(grads, &model);
+                    model = optim.step(lr, model, head_grads);
+                    if scale > 0.0 {
+                        model = optim.step(lr * scale, model, rest);
+                    }
+                }
+                _ => {
+                    let grads = GradientsParams::from_grads(grads, &model);
+                    model = optim.step(lr, model, grads);
+                }
+            }
             pb.inc(chunk.len() as u64);
             pb.set_message(format!(
                 "loss {:.4} acc {:.3}",
@@ -278,12 +519,14 @@ fn run_loop(
             ));
         }
         pb.finish_and_clear();
-        let (val_loss, val_accuracy) = if val_set.images.is_empty() {
+        let (val_loss, val_accuracy) = if val_in.len() == 0 {
             (f64::NAN, correct as f64 / seen as f64)
         } else {
             evaluate_loss(
                 &model.valid(),
-                &val_set,
+                &val_in,
+                &val_classes,
+                input_stage,
                 &pre,
                 bs.max(32),
                 run_cfg.classes.len(),
@@ -291,7 +534,7 @@ fn run_loop(
         };
         let m = EpochMetrics {
             epoch,
-            lr: state.lr,
+            lr: lr_start,
             train_loss: loss_sum / seen as f64,
             train_accuracy: correct as f64 / seen as f64,
             val_loss,
@@ -318,7 +561,7 @@ fn run_loop(
             state.best_val_loss = val_loss;
             state.best_epoch = epoch;
             state.plateau_wait = 0;
-        } else {
+        } else if settings.schedule == Schedule::Plateau && epoch as f64 > settings.warmup_epochs {
             state.plateau_wait += 1;
             if state.plateau_wait >= settings.plateau.patience {
                 state.lr = (state.lr * settings.plateau.factor).max(settings.plateau.min_lr);
@@ -355,7 +598,7 @@ fn run_loop(
         best_val_accuracy: state.best_val_accuracy,
         seconds: t0.elapsed().as_secs_f64(),
         train_images: n,
-        val_images: val_set.images.len(),
+        val_images: val_in.len(),
         skipped_files: skipped,
     })
 }
@@ -374,21 +617,23 @@ pub fn argmax_rows(v: &[f32], k: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Mean cross-entropy and accuracy of `model` (in inference mode) over a loaded set.
+/// Mean cross-entropy and accuracy of `model` (in inference mode) over a set.
 fn evaluate_loss(
     model: &Network,
-    set: &Loaded,
+    set: &Inputs,
+    classes: &[usize],
+    input_stage: usize,
     pre: &Preprocess,
     bs: usize,
     k: usize,
 ) -> Result<(f64, f64)> {
     let device = Device::flex();
     let (mut loss, mut correct) = (0f64, 0usize);
-    for chunk in (0..set.images.len()).collect::<Vec<_>>().chunks(bs) {
-        let imgs: Vec<_> = chunk.iter().map(|&i| &set.images[i]).collect();
-        let logits = to_vec_f32(model.forward(batch_tensor(&imgs, pre, None, &device)))?;
+    for chunk in (0..set.len()).collect::<Vec<_>>().chunks(bs) {
+        let x = set.batch(chunk, 1, pre, None, &device);
+        let logits = to_vec_f32(model.forward_from(x, input_stage))?;
         for (row, &i) in logits.chunks(k).zip(chunk) {
-            let c = set.items[i].class.unwrap_or(0);
+            let c = classes[i];
             let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
             loss += f64::from(lse - row[c]);
@@ -397,7 +642,7 @@ fn evaluate_loss(
             }
         }
     }
-    let n = set.images.len().max(1) as f64;
+    let n = set.len().max(1) as f64;
     Ok((loss / n, correct as f64 / n))
 }
 
@@ -425,6 +670,7 @@ mod tests {
             architecture: Architecture::BaselineReluBn,
             num_classes: 3,
             input: (96, 96),
+            width: 1.0,
         };
         let mut model = spec.init(&device).unwrap();
         let mut optim = AdamConfig::new().init();
@@ -447,6 +693,43 @@ mod tests {
             model = optim.step(1e-2, model, grads);
         }
         assert!(losses[3] < losses[0], "losses {losses:?}");
+    }
+
+    #[test]
+    fn strategies_map_to_stages() {
+        let m = Architecture::MobileNetV2;
+        assert_eq!(
+            "full"
+                .parse::<Strategy>()
+                .unwrap()
+                .trainable_from(m)
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            "head"
+                .parse::<Strategy>()
+                .unwrap()
+                .trainable_from(m)
+                .unwrap(),
+            20
+        );
+        assert_eq!(
+            "from:14"
+                .parse::<Strategy>()
+                .unwrap()
+                .trainable_from(m)
+                .unwrap(),
+            14
+        );
+        assert!(Strategy::From(19).trainable_from(m).is_err());
+        assert!(Strategy::From(0).trainable_from(m).is_err());
+        assert!(
+            Strategy::Head
+                .trainable_from(Architecture::Baseline)
+                .is_err()
+        );
+        assert!("from:x".parse::<Strategy>().is_err());
     }
 
     #[test]

@@ -1,0 +1,274 @@
+//! Transfer learning from the genuine ImageNet MobileNetV2 checkpoint, end to end through the
+//! binary on a tiny generated data set: frozen stages stay bit-identical after training (with
+//! the feature cache and without it), trainable ones move, the cache is reused and rebuilt
+//! when corrupt, and eval/predict work on the run.
+//!
+//! Needs the checkpoint (`scripts/setup`; CI runs it first).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+use artemis_models::mobilenetv2::weights;
+use artemis_models::{Architecture, ModelSpec, Network};
+use burn::prelude::*;
+use burn::store::ModuleSnapshot;
+use common::*;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+/// `name -> bytes` of every tensor of `stages` (MobileNetV2 stage numbering) of a network.
+fn stage_tensors(net: &Network, stages: std::ops::Range<usize>) -> BTreeMap<String, Vec<u8>> {
+    let Network::MobileNetV2(m) = net else {
+        panic!("not a MobileNetV2")
+    };
+    let mut out = BTreeMap::new();
+    let mut add = |prefix: String, ts: Vec<burn::store::burn_pack::Tensor>| {
+        for t in ts {
+            out.insert(
+                format!("{prefix}.{}", t.name),
+                t.to_bytes().unwrap().to_vec(),
+            );
+        }
+    };
+    for st in stages {
+        match st {
+            0 => add("stem".into(), m.stem.collect(None, None, true)),
+            18 => add("last".into(), m.last.collect(None, None, true)),
+            b if b < 18 => add(
+                format!("block{b}"),
+                m.blocks[b - 1].collect(None, None, true),
+            ),
+            _ => {}
+        }
+    }
+    assert!(!out.is_empty());
+    out
+}
+
+fn load_run(run: &Path) -> Network {
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(run.join("config.json")).unwrap()).unwrap();
+    let spec: ModelSpec = serde_json::from_value(cfg["model"].clone()).unwrap();
+    let net = spec.init(&Device::flex()).unwrap();
+    let bytes = fs::read(run.join("model-best.bpk")).unwrap();
+    let rec =
+        burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes)).unwrap();
+    net.load_record(rec)
+}
+
+#[test]
+fn frozen_stages_stay_bit_identical_and_the_cache_is_reused() {
+    let weights_path = weights::default_path();
+    assert!(
+        weights_path.is_file(),
+        "{}: {}",
+        weights_path.display(),
+        weights::HOW_TO_GET
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data);
+    let manifest = tmp.path().join("m.tsv");
+    let o = artemis(&[
+        "data",
+        "split",
+        s(&data),
+        "--protocol",
+        "reference",
+        "--seed",
+        "1",
+        "-o",
+        s(&manifest),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let cache = tmp.path().join("cache");
+    let train = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--manifest",
+            s(&manifest),
+            "--model",
+            "mobilenetv2",
+            "--pretrained",
+            "imagenet",
+            "--weights",
+            s(&weights_path),
+            "--input-size",
+            "64",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--lr",
+            "0.01",
+            "--cache-dir",
+            s(&cache),
+            "-o",
+            s(out),
+        ];
+        args.extend_from_slice(extra);
+        let o = artemis(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        o
+    };
+    let pretrained = ModelSpec {
+        architecture: Architecture::MobileNetV2,
+        num_classes: 3,
+        input: (64, 64),
+        width: 1.0,
+    }
+    .init_pretrained(&weights_path, &Device::flex())
+    .unwrap();
+
+    // Head only, on cached features: the whole backbone is the checkpoint's, bit for bit.
+    let head = tmp.path().join("head");
+    let o = train(
+        &head,
+        &[
+            "--strategy",
+            "head",
+            "--augment",
+            "standard",
+            "--cache-copies",
+            "2",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(err.contains("train features, copy 2/2: Built"), "{err}");
+    let net = load_run(&head);
+    assert_eq!(
+        stage_tensors(&net, 0..19),
+        stage_tensors(&pretrained, 0..19)
+    );
+    let Network::MobileNetV2(m) = &net else {
+        unreachable!()
+    };
+    assert_eq!(m.classifier.weight.dims(), [1280, 12]); // the 12-class task, not ImageNet's 1000
+
+    // The same run again: every cache file is a hit.
+    let again = tmp.path().join("head2");
+    let o = train(
+        &again,
+        &[
+            "--strategy",
+            "head",
+            "--augment",
+            "standard",
+            "--cache-copies",
+            "2",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(err.matches(": Hit").count(), 3, "{err}");
+    // Same inputs, same seed: the same weights.
+    assert_eq!(
+        stage_tensors(&load_run(&again), 0..19),
+        stage_tensors(&net, 0..19)
+    );
+
+    // A corrupt cache file is rebuilt, not used.
+    let files: Vec<_> = fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 3, "{files:?}");
+    for f in &files {
+        let mut b = fs::read(f).unwrap();
+        let n = b.len();
+        b[n - 3] ^= 0x55;
+        fs::write(f, b).unwrap();
+    }
+    let o = train(
+        &tmp.path().join("head3"),
+        &[
+            "--strategy",
+            "head",
+            "--augment",
+            "standard",
+            "--cache-copies",
+            "2",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(err.matches(": Rebuilt").count(), 3, "{err}");
+
+    // Fine-tuning from features.16 without the cache: the frozen prefix runs every batch on
+    // the training device, and must neither learn nor update its BatchNorm statistics.
+    let part = tmp.path().join("from16");
+    train(
+        &part,
+        &[
+            "--strategy",
+            "from:16",
+            "--no-cache",
+            "--backbone-lr",
+            "0.001",
+        ],
+    );
+    let net = load_run(&part);
+    assert_eq!(
+        stage_tensors(&net, 0..16),
+        stage_tensors(&pretrained, 0..16)
+    );
+    assert_ne!(
+        stage_tensors(&net, 16..19),
+        stage_tensors(&pretrained, 16..19)
+    );
+
+    // eval and predict work on a transfer run as on any other.
+    let o = artemis(&["eval", s(&part), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = artemis(&["predict", s(&part), s(&data.join("glioma_coronal"))]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("img_0.png"));
+}
+
+#[test]
+fn pretrained_errors_are_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data);
+    let manifest = tmp.path().join("m.tsv");
+    assert!(
+        artemis(&["data", "split", s(&data), "-o", s(&manifest)])
+            .status
+            .success()
+    );
+    let missing = tmp.path().join("nope.pth");
+    let o = artemis(&[
+        "train",
+        "--manifest",
+        s(&manifest),
+        "--model",
+        "mobilenetv2",
+        "--pretrained",
+        "imagenet",
+        "--weights",
+        s(&missing),
+        "-o",
+        s(&tmp.path().join("r")),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("nope.pth") && err.contains("scripts/setup"),
+        "{err}"
+    );
+    let o = artemis(&[
+        "train",
+        "--manifest",
+        s(&manifest),
+        "--model",
+        "baseline",
+        "--strategy",
+        "head",
+        "-o",
+        s(&tmp.path().join("r2")),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("strategy"),
+        "{}",
+        text(&o)
+    );
+}
