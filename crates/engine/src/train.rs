@@ -95,6 +95,16 @@ impl Strategy {
     }
 }
 
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Strategy::Full => f.write_str("full"),
+            Strategy::Head => f.write_str("head"),
+            Strategy::From(k) => write!(f, "from:{k}"),
+        }
+    }
+}
+
 impl std::str::FromStr for Strategy {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
@@ -730,6 +740,9 @@ mod tests {
                 .is_err()
         );
         assert!("from:x".parse::<Strategy>().is_err());
+        for st in ["full", "head", "from:7"] {
+            assert_eq!(st.parse::<Strategy>().unwrap().to_string(), st);
+        }
     }
 
     #[test]
