@@ -109,8 +109,17 @@ fn frozen_stages_stay_bit_identical_and_the_cache_is_reused() {
         args.extend_from_slice(extra);
         let o = artemis(&args);
         assert!(o.status.success(), "{}", text(&o));
-        o
+        String::from_utf8_lossy(&o.stderr).into_owned()
     };
+    // Head only, cached features, two augmented copies per training image.
+    let head_args = [
+        "--strategy",
+        "head",
+        "--augment",
+        "standard",
+        "--cache-copies",
+        "2",
+    ];
     let pretrained = ModelSpec {
         architecture: Architecture::MobileNetV2,
         num_classes: 3,
@@ -122,18 +131,7 @@ fn frozen_stages_stay_bit_identical_and_the_cache_is_reused() {
 
     // Head only, on cached features: the whole backbone is the checkpoint's, bit for bit.
     let head = tmp.path().join("head");
-    let o = train(
-        &head,
-        &[
-            "--strategy",
-            "head",
-            "--augment",
-            "standard",
-            "--cache-copies",
-            "2",
-        ],
-    );
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let err = train(&head, &head_args);
     assert!(err.contains("train features, copy 2/2: Built"), "{err}");
     let net = load_run(&head);
     assert_eq!(
@@ -147,24 +145,14 @@ fn frozen_stages_stay_bit_identical_and_the_cache_is_reused() {
 
     // The same run again: every cache file is a hit.
     let again = tmp.path().join("head2");
-    let o = train(
-        &again,
-        &[
-            "--strategy",
-            "head",
-            "--augment",
-            "standard",
-            "--cache-copies",
-            "2",
-        ],
-    );
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let err = train(&again, &head_args);
     assert_eq!(err.matches(": Hit").count(), 3, "{err}");
-    // Same inputs, same seed: the same weights.
-    assert_eq!(
-        stage_tensors(&load_run(&again), 0..19),
-        stage_tensors(&net, 0..19)
-    );
+    // Same inputs, same seed: the same trained head.
+    let head_of = |n: &Network| match n {
+        Network::MobileNetV2(m) => m.classifier.weight.val().into_data(),
+        _ => unreachable!(),
+    };
+    assert_eq!(head_of(&load_run(&again)), head_of(&net));
 
     // A corrupt cache file is rebuilt, not used.
     let files: Vec<_> = fs::read_dir(&cache)
@@ -178,18 +166,7 @@ fn frozen_stages_stay_bit_identical_and_the_cache_is_reused() {
         b[n - 3] ^= 0x55;
         fs::write(f, b).unwrap();
     }
-    let o = train(
-        &tmp.path().join("head3"),
-        &[
-            "--strategy",
-            "head",
-            "--augment",
-            "standard",
-            "--cache-copies",
-            "2",
-        ],
-    );
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let err = train(&tmp.path().join("head3"), &head_args);
     assert_eq!(err.matches(": Rebuilt").count(), 3, "{err}");
 
     // Fine-tuning from features.16 without the cache: the frozen prefix runs every batch on

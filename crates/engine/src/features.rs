@@ -222,10 +222,6 @@ pub fn cached(
                     "{}: feature cache unusable ({reason}); rebuilding",
                     path.display()
                 );
-                eprintln!(
-                    "{}: feature cache unusable ({reason}); rebuilding",
-                    path.display()
-                );
                 outcome = CacheOutcome::Rebuilt;
             }
         }
