@@ -236,6 +236,25 @@ fn pretrained_errors_are_clear() {
         "--manifest",
         s(&manifest),
         "--model",
+        "mobilenetv2",
+        "--pretrained",
+        "imagenet",
+        "--width",
+        "0.5",
+        "-o",
+        s(&tmp.path().join("r1")),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("width 1.0"),
+        "{}",
+        text(&o)
+    );
+    let o = artemis(&[
+        "train",
+        "--manifest",
+        s(&manifest),
+        "--model",
         "baseline",
         "--strategy",
         "head",

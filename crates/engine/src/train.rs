@@ -156,6 +156,12 @@ impl TrainConfig {
                 self.architecture.name()
             )));
         }
+        if self.pretrained.is_some() && self.width != 1.0 {
+            return Err(EngineError::Config(format!(
+                "the ImageNet checkpoint is MobileNetV2 width 1.0, not {}",
+                self.width
+            )));
+        }
         if !(s.plateau.factor > 0.0 && s.plateau.factor <= 1.0) {
             return Err(EngineError::Config(
                 "plateau factor must lie in (0, 1]".into(),
