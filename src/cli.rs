@@ -9,7 +9,7 @@ use artemis_data::labels::Task;
 use artemis_data::manifest::{Protocol, Split};
 use artemis_data::split::{SplitConfig, make_manifest};
 use artemis_data::transform::{Augment, Scaling};
-use artemis_engine::bench::bench_model;
+use artemis_engine::bench::{bench_model, time_to_accuracy};
 use artemis_engine::eval::{EvalConfig, EvalSource, NOTICE, evaluate};
 use artemis_engine::infer::Classifier;
 use artemis_engine::predict::predict;
@@ -455,9 +455,10 @@ fn cmd_predict(a: PredictArgs) -> Result<ExitCode> {
 }
 
 /// Elapsed time against validation accuracy for transfer-learning strategies, each from a
-/// cold feature cache (decode + extraction included in the first figure).
+/// cold feature cache in a temporary folder.
 fn bench_time_to_accuracy(a: &BenchArgs, manifest: &std::path::Path) -> Result<ExitCode> {
     let tmp = tempfile::tempdir().context("creating a temporary folder")?;
+    let weights = artemis_models::mobilenetv2::weights::default_path();
     println!(
         "threads: {}; MobileNetV2 from ImageNet, 160 px, batch 32, lr 1e-3 (backbone 3e-4), cold cache",
         rayon::current_num_threads()
@@ -466,49 +467,20 @@ fn bench_time_to_accuracy(a: &BenchArgs, manifest: &std::path::Path) -> Result<E
         "{:<10} {:>6} {:>12} {:>10}",
         "strategy", "epoch", "elapsed s", "val acc"
     );
-    for (i, &strategy) in a.strategies.iter().enumerate() {
-        let run_dir = tmp.path().join(format!("run{i}"));
-        let cfg = TrainConfig {
-            run_dir: run_dir.clone(),
-            manifest: manifest.to_path_buf(),
-            data_root: None,
-            architecture: Architecture::MobileNetV2,
-            task: Task::TypePlane,
-            input: None,
-            resize: ResizeMode::Squash,
-            scaling: Scaling::Imagenet,
-            augment: Augment::default(),
-            settings: TrainSettings {
-                epochs: a.epochs,
-                batch_size: 32,
-                learning_rate: 1e-3,
-                backbone_lr: Some(3e-4),
-                schedule: Schedule::Plateau,
-                warmup_epochs: 0.0,
-                plateau: Plateau::default(),
-                seed: 42,
-            },
-            resume: false,
-            stop_after: None,
-            pretrained: Some(artemis_models::mobilenetv2::weights::default_path()),
-            strategy,
-            width: 1.0,
-            feature_cache: true,
-            cache_dir: tmp.path().join(format!("cache{i}")),
-            cache_copies: 1,
-        };
-        let summary = train(&cfg).with_context(|| format!("bench training {strategy}"))?;
-        let state = Run::open(&run_dir)?.state()?;
-        let epochs_s: f64 = state.history.iter().map(|m| m.seconds).sum();
-        let mut elapsed = summary.seconds - epochs_s;
-        let name = strategy.to_string();
-        println!("{name:<10} {:>6} {elapsed:>12.1} {:>10}", "setup", "-");
-        for m in &state.history {
-            elapsed += m.seconds;
-            println!(
-                "{name:<10} {:>6} {elapsed:>12.1} {:>10.4}",
-                m.epoch, m.val_accuracy
-            );
+    for &strategy in &a.strategies {
+        let rows = time_to_accuracy(manifest, &weights, strategy, a.epochs, tmp.path())
+            .with_context(|| format!("bench training {strategy}"))?;
+        for r in rows {
+            match r.epoch {
+                None => println!(
+                    "{strategy:<10} {:>6} {:>12.1} {:>10}",
+                    "setup", r.elapsed_s, "-"
+                ),
+                Some(e) => println!(
+                    "{strategy:<10} {e:>6} {:>12.1} {:>10.4}",
+                    r.elapsed_s, r.val_accuracy
+                ),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -212,59 +212,89 @@ fn pretrained_errors_are_clear() {
             .success()
     );
     let missing = tmp.path().join("nope.pth");
-    let o = artemis(&[
-        "train",
-        "--manifest",
-        s(&manifest),
-        "--model",
-        "mobilenetv2",
-        "--pretrained",
-        "imagenet",
-        "--weights",
-        s(&missing),
-        "-o",
-        s(&tmp.path().join("r")),
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let err = String::from_utf8_lossy(&o.stderr);
+    // (extra arguments, what the error must say)
+    let cases: [(&[&str], &[&str]); 3] = [
+        (
+            &[
+                "--model",
+                "mobilenetv2",
+                "--pretrained",
+                "imagenet",
+                "--weights",
+                s(&missing),
+            ],
+            &["nope.pth", "scripts/setup"],
+        ),
+        (
+            &[
+                "--model",
+                "mobilenetv2",
+                "--pretrained",
+                "imagenet",
+                "--width",
+                "0.5",
+            ],
+            &["width 1.0"],
+        ),
+        (
+            &["--model", "baseline", "--strategy", "head"],
+            &["strategy"],
+        ),
+    ];
+    for (i, (extra, needles)) in cases.iter().enumerate() {
+        let out = tmp.path().join(format!("r{i}"));
+        let mut args = vec!["train", "--manifest", s(&manifest), "-o", s(&out)];
+        args.extend_from_slice(extra);
+        let o = artemis(&args);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(needles.iter().all(|n| err.contains(n)), "{}", text(&o));
+        assert!(
+            !out.join("config.json").exists(),
+            "a refused run writes nothing"
+        );
+    }
+}
+
+#[test]
+fn bench_prints_time_to_accuracy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data);
+    let manifest = tmp.path().join("m.tsv");
     assert!(
-        err.contains("nope.pth") && err.contains("scripts/setup"),
-        "{err}"
+        artemis(&[
+            "data",
+            "split",
+            s(&data),
+            "--protocol",
+            "reference",
+            "-o",
+            s(&manifest)
+        ])
+        .status
+        .success()
     );
     let o = artemis(&[
-        "train",
+        "bench",
         "--manifest",
         s(&manifest),
-        "--model",
-        "mobilenetv2",
-        "--pretrained",
-        "imagenet",
-        "--width",
-        "0.5",
-        "-o",
-        s(&tmp.path().join("r1")),
-    ]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("width 1.0"),
-        "{}",
-        text(&o)
-    );
-    let o = artemis(&[
-        "train",
-        "--manifest",
-        s(&manifest),
-        "--model",
-        "baseline",
         "--strategy",
         "head",
-        "-o",
-        s(&tmp.path().join("r2")),
+        "--epochs",
+        "2",
     ]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("strategy"),
-        "{}",
-        text(&o)
-    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.starts_with("head"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert_eq!((rows[0][1], rows[1][1], rows[2][1]), ("setup", "1", "2"));
+    let t: Vec<f64> = rows.iter().map(|r| r[2].parse().unwrap()).collect();
+    assert!(t[0] > 0.0 && t[0] <= t[1] && t[1] <= t[2], "{out}");
+    let acc: f64 = rows[2][3].parse().unwrap();
+    assert!((0.0..=1.0).contains(&acc), "{out}");
 }

@@ -3,12 +3,18 @@
 
 use crate::dataset::target_tensor;
 use crate::error::Result;
+use crate::run::{Plateau, Run, Schedule, TrainSettings};
+use crate::train::{Strategy, TrainConfig, train};
+use artemis_data::image_io::ResizeMode;
+use artemis_data::labels::Task;
+use artemis_data::transform::{Augment, Scaling};
 use artemis_models::{Architecture, ModelSpec};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use serde::Serialize;
+use std::path::Path;
 use std::time::Instant;
 
 #[derive(Debug, Clone, Serialize)]
@@ -117,6 +123,78 @@ pub fn bench_model(
             });
             rows.push(row(&format!("train-from:{from}"), rate));
         }
+    }
+    Ok(rows)
+}
+
+/// One point of a time-to-accuracy curve.
+#[derive(Debug, Clone, Serialize)]
+pub struct TtaRow {
+    /// `None`: the setup before the first epoch (decoding and feature extraction).
+    pub epoch: Option<usize>,
+    /// Seconds since the start of the training call.
+    pub elapsed_s: f64,
+    pub val_accuracy: f64,
+}
+
+/// Trains MobileNetV2 from the ImageNet checkpoint at `weights` on `manifest` (12 classes,
+/// 160 px, batch 32, head lr 1e-3, backbone lr 3e-4, seed 42) with `strategy` for `epochs`,
+/// in a fresh run folder and feature cache under `work_dir` (so extraction is timed), and
+/// returns elapsed time against validation accuracy.
+pub fn time_to_accuracy(
+    manifest: &Path,
+    weights: &Path,
+    strategy: Strategy,
+    epochs: usize,
+    work_dir: &Path,
+) -> Result<Vec<TtaRow>> {
+    let tag = strategy.to_string().replace(':', "-");
+    let run_dir = work_dir.join(format!("run-{tag}"));
+    let cfg = TrainConfig {
+        run_dir: run_dir.clone(),
+        manifest: manifest.to_path_buf(),
+        data_root: None,
+        architecture: Architecture::MobileNetV2,
+        task: Task::TypePlane,
+        input: None,
+        resize: ResizeMode::Squash,
+        scaling: Scaling::Imagenet,
+        augment: Augment::default(),
+        settings: TrainSettings {
+            epochs,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            backbone_lr: Some(3e-4),
+            schedule: Schedule::Plateau,
+            warmup_epochs: 0.0,
+            plateau: Plateau::default(),
+            seed: 42,
+        },
+        resume: false,
+        stop_after: None,
+        pretrained: Some(weights.to_path_buf()),
+        strategy,
+        width: 1.0,
+        feature_cache: true,
+        cache_dir: work_dir.join(format!("cache-{tag}")),
+        cache_copies: 1,
+    };
+    let summary = train(&cfg)?;
+    let history = Run::open(&run_dir)?.state()?.history;
+    let epochs_s: f64 = history.iter().map(|m| m.seconds).sum();
+    let mut elapsed = summary.seconds - epochs_s;
+    let mut rows = vec![TtaRow {
+        epoch: None,
+        elapsed_s: elapsed,
+        val_accuracy: f64::NAN,
+    }];
+    for m in &history {
+        elapsed += m.seconds;
+        rows.push(TtaRow {
+            epoch: Some(m.epoch),
+            elapsed_s: elapsed,
+            val_accuracy: m.val_accuracy,
+        });
     }
     Ok(rows)
 }

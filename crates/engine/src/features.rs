@@ -114,18 +114,23 @@ pub enum CacheOutcome {
     Rebuilt,
 }
 
-fn encode(header: &Header, data: &[f32]) -> Result<Vec<u8>> {
-    let h = serde_json::to_vec(header).map_err(|e| EngineError::Json {
+/// The file for `key`: the data is serialised once and hashed from those bytes.
+fn encode(key: String, f: &Features) -> Result<Vec<u8>> {
+    let data: Vec<u8> = f.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let header = Header {
+        key,
+        shape: f.shape,
+        data_blake3: blake3::hash(&data).to_hex().to_string(),
+    };
+    let h = serde_json::to_vec(&header).map_err(|e| EngineError::Json {
         path: PathBuf::from("<feature header>"),
         reason: e.to_string(),
     })?;
-    let mut out = Vec::with_capacity(16 + h.len() + data.len() * 4);
+    let mut out = Vec::with_capacity(16 + h.len() + data.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(h.len() as u64).to_le_bytes());
     out.extend_from_slice(&h);
-    for x in data {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
+    out.extend_from_slice(&data);
     Ok(out)
 }
 
@@ -227,18 +232,7 @@ pub fn cached(
         }
     }
     let f = compute()?;
-    let header = Header {
-        key: digest,
-        shape: f.shape,
-        data_blake3: {
-            let mut h = blake3::Hasher::new();
-            for x in &f.data {
-                h.update(&x.to_le_bytes());
-            }
-            h.finalize().to_hex().to_string()
-        },
-    };
-    write_atomic(&path, &encode(&header, &f.data)?)?;
+    write_atomic(&path, &encode(digest, &f)?)?;
     Ok((f, outcome))
 }
 

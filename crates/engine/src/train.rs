@@ -97,10 +97,11 @@ impl Strategy {
 
 impl std::fmt::Display for Strategy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `pad` so that width and alignment flags apply (tables).
         match self {
-            Strategy::Full => f.write_str("full"),
-            Strategy::Head => f.write_str("head"),
-            Strategy::From(k) => write!(f, "from:{k}"),
+            Strategy::Full => f.pad("full"),
+            Strategy::Head => f.pad("head"),
+            Strategy::From(k) => f.pad(&format!("from:{k}")),
         }
     }
 }
@@ -362,12 +363,12 @@ fn cached_inputs(
         Some(p) => p.sha256.clone(),
         None => format!("random-init seed {}", run_cfg.train.seed),
     };
+    let aug = augment.filter(|a| !a.is_identity());
     let mut out = Vec::new();
     for copy in 0..copies {
         let seeds: Vec<u64> = (0..set.images.len())
             .map(|i| copy_seed(run_cfg.train.seed, copy, i))
             .collect();
-        let aug = augment.filter(|a| !a.is_identity());
         let key = FeatureKey {
             model: run_cfg.model,
             from: run_cfg.trainable_from,
@@ -748,6 +749,7 @@ mod tests {
         assert!("from:x".parse::<Strategy>().is_err());
         for st in ["full", "head", "from:7"] {
             assert_eq!(st.parse::<Strategy>().unwrap().to_string(), st);
+            assert_eq!(format!("{:<8}|", st.parse::<Strategy>().unwrap()).len(), 9);
         }
     }
 
