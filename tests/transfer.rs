@@ -56,15 +56,9 @@ fn load_run(run: &Path) -> Network {
     net.load_record(rec)
 }
 
-#[test]
-fn frozen_stages_stay_bit_identical_and_the_cache_is_reused() {
-    let weights_path = weights::default_path();
-    assert!(
-        weights_path.is_file(),
-        "{}: {}",
-        weights_path.display(),
-        weights::HOW_TO_GET
-    );
+/// A temporary folder with the generated data set (`data/`) and its reference-protocol
+/// manifest (`m.tsv`, seed 1).
+fn dataset_with_manifest() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     make_dataset(&data);
@@ -81,6 +75,19 @@ fn frozen_stages_stay_bit_identical_and_the_cache_is_reused() {
         s(&manifest),
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    (tmp, data, manifest)
+}
+
+#[test]
+fn frozen_stages_stay_bit_identical_and_the_cache_is_reused() {
+    let weights_path = weights::default_path();
+    assert!(
+        weights_path.is_file(),
+        "{}: {}",
+        weights_path.display(),
+        weights::HOW_TO_GET
+    );
+    let (tmp, data, manifest) = dataset_with_manifest();
     let cache = tmp.path().join("cache");
     let train = |out: &Path, extra: &[&str]| {
         let mut args = vec![
@@ -202,15 +209,7 @@ fn frozen_stages_stay_bit_identical_and_the_cache_is_reused() {
 
 #[test]
 fn pretrained_errors_are_clear() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_dataset(&data);
-    let manifest = tmp.path().join("m.tsv");
-    assert!(
-        artemis(&["data", "split", s(&data), "-o", s(&manifest)])
-            .status
-            .success()
-    );
+    let (tmp, _, manifest) = dataset_with_manifest();
     let missing = tmp.path().join("nope.pth");
     // (extra arguments, what the error must say)
     let cases: [(&[&str], &[&str]); 3] = [
@@ -258,23 +257,7 @@ fn pretrained_errors_are_clear() {
 
 #[test]
 fn bench_prints_time_to_accuracy() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_dataset(&data);
-    let manifest = tmp.path().join("m.tsv");
-    assert!(
-        artemis(&[
-            "data",
-            "split",
-            s(&data),
-            "--protocol",
-            "reference",
-            "-o",
-            s(&manifest)
-        ])
-        .status
-        .success()
-    );
+    let (_tmp, _, manifest) = dataset_with_manifest();
     let o = artemis(&[
         "bench",
         "--manifest",
