@@ -10,7 +10,7 @@ use artemis_data::manifest::{Protocol, Split};
 use artemis_data::split::{SplitConfig, make_manifest};
 use artemis_data::transform::{Augment, Scaling};
 use artemis_engine::bench::{bench_model, time_to_accuracy};
-use artemis_engine::eval::{EvalConfig, EvalSource, NOTICE, evaluate};
+use artemis_engine::eval::{CalibrationMode, EvalConfig, EvalSource, NOTICE, evaluate};
 use artemis_engine::infer::Classifier;
 use artemis_engine::predict::predict;
 use artemis_engine::run::{Plateau, Run, Schedule, TrainSettings};
@@ -48,6 +48,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Classify image files or folders with a trained run.
     Predict(PredictArgs),
+    /// One table of several runs' test results (with confidence intervals) beside the
+    /// reference project's published figures.
+    Compare(CompareArgs),
     /// Print throughput figures (training and inference images/s).
     Bench(BenchArgs),
 }
@@ -216,7 +219,45 @@ pub struct EvalArgs {
     pub data_root: Option<PathBuf>,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// Bootstrap resamples for the 95% confidence intervals (0 turns them off).
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Report coverage and accuracy when the model abstains below this top-1 probability.
+    #[arg(long)]
+    pub abstain: Option<f64>,
+    /// Fit the temperature on the validation split again, even if the run has one.
+    #[arg(long, conflicts_with = "no_calibration")]
+    pub recalibrate: bool,
+    /// Report raw softmax probabilities (no temperature scaling).
+    #[arg(long)]
+    pub no_calibration: bool,
+    /// With --data: a file mapping the folder's class-folder names to labels
+    /// (`folder<TAB>label` a line; see README "External data").
+    #[arg(long, requires = "data")]
+    pub label_map: Option<PathBuf>,
+    /// With --data: leave files that duplicate training images out of the metrics.
+    #[arg(long, requires = "data")]
+    pub exclude_duplicates: bool,
+    /// Most confident mistakes shown in report.html.
+    #[arg(long, default_value_t = 12)]
+    pub worst: usize,
     /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// Run folders, each evaluated on its test split (`artemis eval <run>`).
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Folder for compare.md and compare.html (nothing written without it).
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Print JSON rows instead of Markdown.
     #[arg(long)]
     pub json: bool,
 }
@@ -273,6 +314,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Train(a) => cmd_train(*a),
         Command::Eval(a) => cmd_eval(a),
         Command::Predict(a) => cmd_predict(a),
+        Command::Compare(a) => cmd_compare(a),
         Command::Bench(a) => cmd_bench(a),
     }
 }
@@ -401,17 +443,60 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
         Some(f) => EvalSource::Folder(f.clone()),
         None => EvalSource::Split(a.split),
     };
-    let report = evaluate(&EvalConfig {
-        run_dir: a.run.clone(),
-        source,
-        data_root: a.data_root.clone(),
-        batch_size: a.batch_size,
-    })
-    .with_context(|| format!("evaluating run {}", a.run.display()))?;
+    let label_map = match &a.label_map {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading label map {}", p.display()))?;
+            Some(
+                artemis_data::labels::LabelMap::parse(&text)
+                    .map_err(|(line, why)| anyhow::anyhow!("{}:{line}: {why}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    let mut cfg = EvalConfig::new(a.run.clone(), source);
+    cfg.data_root = a.data_root.clone();
+    cfg.batch_size = a.batch_size;
+    cfg.bootstrap = a.bootstrap;
+    cfg.seed = a.seed;
+    cfg.abstain = a.abstain;
+    cfg.label_map = label_map;
+    cfg.exclude_duplicates = a.exclude_duplicates;
+    cfg.worst = a.worst;
+    cfg.calibration = if a.no_calibration {
+        CalibrationMode::Off
+    } else if a.recalibrate {
+        CalibrationMode::Refit
+    } else {
+        CalibrationMode::Auto
+    };
+    let report = evaluate(&cfg).with_context(|| format!("evaluating run {}", a.run.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.summary());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_compare(a: CompareArgs) -> Result<ExitCode> {
+    use artemis_engine::compare::{compare, to_html, to_markdown};
+    let rows = compare(&a.runs).context("comparing runs")?;
+    let md = to_markdown(&rows);
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        for (name, text) in [("compare.md", md.clone()), ("compare.html", to_html(&rows))] {
+            let p = out.join(name);
+            artemis_data::fsutil::write_atomic(&p, text.as_bytes())
+                .with_context(|| format!("writing {}", p.display()))?;
+            eprintln!("wrote {}", p.display());
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{NOTICE}\n");
+        print!("{md}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -421,6 +506,15 @@ fn cmd_predict(a: PredictArgs) -> Result<ExitCode> {
     let clf = Classifier::open(run).with_context(|| format!("loading run {}", a.run.display()))?;
     if !a.json {
         println!("{NOTICE}");
+        match &clf.calibration {
+            Some(c) => println!(
+                "confidence: temperature-scaled (T = {:.3}, fitted on the {})",
+                c.temperature, c.fitted_on
+            ),
+            None => println!(
+                "confidence: raw softmax (not calibrated; `artemis eval` fits a temperature)"
+            ),
+        }
         println!("{:<60} {:<24} {:>10}", "input", "class", "confidence");
     }
     let json = a.json;
@@ -440,6 +534,7 @@ fn cmd_predict(a: PredictArgs) -> Result<ExitCode> {
             "schema": "artemis.predict/1",
             "notice": NOTICE,
             "run": a.run,
+            "temperature": clf.temperature(),
             "classes": clf.classes(),
             "rows": rows,
         });

@@ -142,8 +142,14 @@ fn check_split_train_resume_eval_predict() {
     assert_eq!(report["metrics"]["per_class"].as_array().unwrap().len(), 12);
     assert!(report["type_view"]["accuracy"].is_number());
     assert!(report["plane_view"]["accuracy"].is_number());
+    assert!(report["metrics"]["separation"]["macro_roc_auc"].is_number());
+    assert!(report["metrics"]["bootstrap"]["accuracy"]["low"].is_number());
     for f in [
         "report.md",
+        "report.html",
+        "roc.png",
+        "reliability.png",
+        "calibration.json",
         "confusion.png",
         "confusion-type.png",
         "confusion-plane.png",

@@ -8,6 +8,7 @@ use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::path::Path;
 
 /// What is known of one file once read: its content hash, perceptual hash and size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -25,13 +26,23 @@ pub fn fingerprint_all(
     max_pixels: u64,
     progress: &ProgressBar,
 ) -> Vec<Result<Fingerprint>> {
-    samples
+    let paths: Vec<&Path> = samples.iter().map(|s| s.path.as_path()).collect();
+    fingerprint_files(&paths, max_pixels, progress)
+}
+
+/// [`fingerprint_all`] for bare paths.
+pub fn fingerprint_files(
+    paths: &[&Path],
+    max_pixels: u64,
+    progress: &ProgressBar,
+) -> Vec<Result<Fingerprint>> {
+    paths
         .par_iter()
-        .map(|s| {
+        .map(|path| {
             let r = (|| {
-                let bytes = std::fs::read(&s.path).map_err(|e| DataError::io(&s.path, e))?;
+                let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
                 let content = content_hash(&bytes);
-                let img = decode_rgb(&bytes, &s.path, max_pixels)?;
+                let img = decode_rgb(&bytes, path, max_pixels)?;
                 Ok(Fingerprint {
                     content,
                     phash: PHash::of(&img),

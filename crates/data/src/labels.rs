@@ -124,6 +124,88 @@ impl fmt::Display for Label {
     }
 }
 
+/// A user's mapping from class folder names to labels, for folders whose names neither layout
+/// uses (an external data set's own names).
+///
+/// File format: one rule a line, `folder<TAB>label` (a comma or spaces also separate), `#`
+/// starts a comment. `label` is any class name [`Label::from_class_dir`] accepts (`glioma`,
+/// `no_tumor`, `meningioma_sagittal`, ...) or `-` to ignore that folder. Folder names match
+/// case-insensitively; a folder the map does not name falls back to the built-in names.
+///
+/// ```text
+/// # BraTS-style export
+/// Glioma-T1c      glioma
+/// Normal          no_tumor
+/// Pit_sag         pituitary_sagittal
+/// scouts          -
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelMap {
+    rules: std::collections::BTreeMap<String, Option<Label>>,
+}
+
+/// How a folder name resolves under a [`LabelMap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    Class(Label),
+    /// The map says to skip this folder.
+    Ignored,
+    Unknown,
+}
+
+impl LabelMap {
+    /// Parses the text of a label-map file; errors name the line.
+    pub fn parse(text: &str) -> std::result::Result<LabelMap, (usize, String)> {
+        let mut rules = std::collections::BTreeMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut parts = line
+                .split(|c: char| c == '\t' || c == ',' || c.is_whitespace())
+                .filter(|p| !p.is_empty());
+            let (Some(folder), Some(label), None) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err((i + 1, format!("expected `folder<TAB>label`, got '{line}'")));
+            };
+            let target = if label == "-" {
+                None
+            } else {
+                Some(Label::from_class_dir(label).ok_or_else(|| {
+                    (
+                        i + 1,
+                        format!(
+                            "unknown label '{label}' (expected a type such as glioma or no_tumor, \
+                             a type_plane name such as glioma_coronal, or -)"
+                        ),
+                    )
+                })?)
+            };
+            if rules.insert(folder.to_ascii_lowercase(), target).is_some() {
+                return Err((i + 1, format!("folder '{folder}' mapped twice")));
+            }
+        }
+        Ok(LabelMap { rules })
+    }
+
+    /// Resolves a folder name: the map first, then the built-in layout names.
+    pub fn resolve(&self, folder: &str) -> Resolved {
+        match self.rules.get(&folder.to_ascii_lowercase()) {
+            Some(Some(l)) => Resolved::Class(*l),
+            Some(None) => Resolved::Ignored,
+            None => match Label::from_class_dir(folder) {
+                Some(l) => Resolved::Class(l),
+                None => Resolved::Unknown,
+            },
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
 /// What the network is asked to predict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -238,6 +320,31 @@ mod tests {
         }
         assert!(Label::from_class_dir("cat").is_none());
         assert!(Label::from_class_dir("glioma_diagonal").is_none());
+    }
+
+    #[test]
+    fn label_maps_parse_resolve_and_report_bad_lines() {
+        let m = LabelMap::parse(
+            "# comment\nGlioma-T1c\tglioma\nNormal, no_tumor\nPit_sag  pituitary_sagittal\nscouts -\n",
+        )
+        .unwrap();
+        let l = |s: &str| Label::from_class_dir(s).unwrap();
+        assert_eq!(m.resolve("glioma-t1c"), Resolved::Class(l("glioma")));
+        assert_eq!(m.resolve("NORMAL"), Resolved::Class(l("no_tumor")));
+        assert_eq!(
+            m.resolve("Pit_sag"),
+            Resolved::Class(l("pituitary_sagittal"))
+        );
+        assert_eq!(m.resolve("scouts"), Resolved::Ignored);
+        // Built-in names still work; others are unknown.
+        assert_eq!(
+            m.resolve("meningioma_tumor"),
+            Resolved::Class(l("meningioma"))
+        );
+        assert_eq!(m.resolve("cats"), Resolved::Unknown);
+        assert_eq!(LabelMap::parse("a glioma\nb kitten\n").unwrap_err().0, 2);
+        assert_eq!(LabelMap::parse("a\n").unwrap_err().0, 1);
+        assert_eq!(LabelMap::parse("a glioma\nA no\n").unwrap_err().0, 2);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! not followed (so a link loop cannot hang a scan), hidden files (`.name`) are ignored.
 
 use crate::error::{DataError, Result};
-use crate::labels::Label;
+use crate::labels::{Label, LabelMap, Resolved};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -65,12 +65,17 @@ fn is_dir_no_follow(entry: &std::fs::DirEntry) -> bool {
 /// Scans a data-set root. Fails only when the root itself cannot be read or holds no class
 /// folders at all; everything else that is wrong is recorded in [`Scan::problems`].
 pub fn scan(root: &Path) -> Result<Scan> {
+    scan_mapped(root, &LabelMap::default())
+}
+
+/// [`scan`] with class folder names resolved through a user's [`LabelMap`] first.
+pub fn scan_mapped(root: &Path, map: &LabelMap) -> Result<Scan> {
     let top = list_dir(root)?;
     let top_dirs: Vec<_> = top.into_iter().filter(is_dir_no_follow).collect();
     let has_classes_at_top = top_dirs.iter().any(|e| {
         e.file_name()
             .to_str()
-            .is_some_and(|n| Label::from_class_dir(n).is_some())
+            .is_some_and(|n| map.resolve(n) != Resolved::Unknown)
     });
     let mut scan = Scan {
         root: root.to_path_buf(),
@@ -92,7 +97,7 @@ pub fn scan(root: &Path) -> Result<Scan> {
             continue;
         }
         if has_classes_at_top {
-            scan_class_dir(&mut scan, &path, &name, None, &name);
+            scan_class_dir(&mut scan, map, &path, &name, None, &name);
         } else {
             let class_dirs = match list_dir(&path) {
                 Ok(c) => c,
@@ -117,7 +122,7 @@ pub fn scan(root: &Path) -> Result<Scan> {
                     continue;
                 }
                 let rel = format!("{name}/{cname}");
-                scan_class_dir(&mut scan, &cpath, &cname, Some(&name), &rel);
+                scan_class_dir(&mut scan, map, &cpath, &cname, Some(&name), &rel);
             }
         }
     }
@@ -138,13 +143,30 @@ pub fn scan(root: &Path) -> Result<Scan> {
     Ok(scan)
 }
 
-fn scan_class_dir(scan: &mut Scan, dir: &Path, class: &str, split: Option<&str>, rel: &str) {
-    let Some(label) = Label::from_class_dir(class) else {
-        scan.problems.push(Problem {
-            path: dir.to_path_buf(),
-            reason: format!("unknown class folder '{class}', skipped"),
-        });
-        return;
+fn scan_class_dir(
+    scan: &mut Scan,
+    map: &LabelMap,
+    dir: &Path,
+    class: &str,
+    split: Option<&str>,
+    rel: &str,
+) {
+    let label = match map.resolve(class) {
+        Resolved::Class(l) => l,
+        Resolved::Ignored => {
+            scan.problems.push(Problem {
+                path: dir.to_path_buf(),
+                reason: format!("class folder '{class}' ignored by the label map"),
+            });
+            return;
+        }
+        Resolved::Unknown => {
+            scan.problems.push(Problem {
+                path: dir.to_path_buf(),
+                reason: format!("unknown class folder '{class}', skipped"),
+            });
+            return;
+        }
     };
     scan.class_dirs += 1;
     let before = scan.samples.len();

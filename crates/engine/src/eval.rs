@@ -1,16 +1,27 @@
-//! `artemis eval`: metrics of a trained run on a split of its manifest or on a folder, with
-//! `report.json`, `report.md` and confusion-matrix pictures.
+//! `artemis eval`: everything a reviewer asks of a trained run on a split of its manifest or on
+//! an external folder: per-class metrics in the model's 12-class task and the 4-class / 3-class
+//! views, one-vs-rest ROC-AUC and PR-AUC, seeded bootstrap confidence intervals, calibration
+//! (ECE, reliability diagram, temperature scaling fitted on the validation split), coverage
+//! against accuracy when the model may abstain, the worst mistakes, and for external folders
+//! the overlap with the training images. Writes `report.json`, `report.md`, a self-contained
+//! `report.html` and the pictures.
 
+use crate::calibrate::{Calibration, calibrate_on_val};
 use crate::dataset::{Item, load};
 use crate::error::{EngineError, Result};
-use crate::infer::{Classifier, top1};
+use crate::infer::{Classifier, softmax, top1};
 use crate::metrics::{Confusion, Metrics};
+use crate::overlap::{OverlapReport, find_overlap};
 use crate::run::{Run, write_json};
+use crate::stats::{
+    Bootstrap, COVERAGE_THRESHOLDS, CalibrationStats, CoveragePoint, ECE_BINS, Separation,
+    bootstrap, calibration, coverage_at, coverage_curve, roc_curves, separation,
+};
 use crate::train::manifest_items;
-use artemis_data::labels::{Plane, Task, TumorType};
+use artemis_data::labels::{LabelMap, Plane, Task, TumorType};
 use artemis_data::manifest::{Manifest, Split};
-use artemis_data::scan::scan;
-use serde::Serialize;
+use artemis_data::scan::scan_mapped;
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -19,47 +30,164 @@ use std::path::PathBuf;
 pub enum EvalSource {
     /// A split of the run's manifest.
     Split(Split),
-    /// A labelled folder (either layout) not in the manifest.
+    /// A labelled folder (either layout, or any names through a label map) not in the manifest.
     Folder(PathBuf),
+}
+
+/// Whether and how the run's temperature is fitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CalibrationMode {
+    /// Use the run's saved temperature if it matches the weights, else fit one on the
+    /// validation split and save it.
+    #[default]
+    Auto,
+    /// Fit again on the validation split even if one is saved.
+    Refit,
+    /// Report raw softmax probabilities.
+    Off,
 }
 
 #[derive(Debug, Clone)]
 pub struct EvalConfig {
     pub run_dir: PathBuf,
     pub source: EvalSource,
-    /// Override of the data root for manifest splits.
+    /// Override of the data root for manifest splits (and the training images compared with
+    /// an external folder).
     pub data_root: Option<PathBuf>,
     pub batch_size: usize,
+    /// Bootstrap resamples for the confidence intervals (0: none).
+    pub bootstrap: usize,
+    /// Seed of the bootstrap.
+    pub seed: u64,
+    pub calibration: CalibrationMode,
+    /// Top-1 probability below which the model abstains (reported as coverage and accuracy).
+    pub abstain: Option<f64>,
+    /// Folder-name rules for an external folder.
+    pub label_map: Option<LabelMap>,
+    /// Leave external files that duplicate training images out of the metrics.
+    pub exclude_duplicates: bool,
+    /// How many of the most confident mistakes the report shows.
+    pub worst: usize,
+}
+
+impl EvalConfig {
+    /// The defaults: batch 64, 1000 bootstrap resamples with seed 42, automatic calibration,
+    /// the 12 worst mistakes.
+    pub fn new(run_dir: PathBuf, source: EvalSource) -> Self {
+        EvalConfig {
+            run_dir,
+            source,
+            data_root: None,
+            batch_size: 64,
+            bootstrap: 1000,
+            seed: 42,
+            calibration: CalibrationMode::Auto,
+            abstain: None,
+            label_map: None,
+            exclude_duplicates: false,
+            worst: 12,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if let Some(t) = self.abstain
+            && !(0.0..=1.0).contains(&t)
+        {
+            return Err(EngineError::Config(format!(
+                "abstain threshold {t} must lie between 0 and 1"
+            )));
+        }
+        if self.batch_size == 0 {
+            return Err(EngineError::Config("batch size must be at least 1".into()));
+        }
+        Ok(())
+    }
 }
 
 /// One evaluated file.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalRow {
     pub path: PathBuf,
     pub truth: String,
     pub predicted: String,
+    /// Probability of the predicted class (calibrated when the report is).
     pub confidence: f32,
+    pub correct: bool,
+    /// The three most probable classes.
+    pub top3: Vec<(String, f32)>,
+}
+
+/// Metrics of one view (12-class task, 4 tumor types or 3 planes) with areas and intervals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct View {
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    pub separation: Separation,
+    /// Absent when bootstrapping was turned off.
+    pub bootstrap: Option<Bootstrap>,
+}
+
+/// Calibration as measured on the evaluated images.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CalibrationReport {
+    /// The temperature applied (1 when uncalibrated).
+    pub temperature: f64,
+    /// Where it was fitted (`None`: not calibrated).
+    pub fitted_on: Option<String>,
+    /// On the evaluated images with the raw softmax.
+    pub before: CalibrationStats,
+    /// On the evaluated images with the temperature applied.
+    pub after: CalibrationStats,
+}
+
+/// The data behind the evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataSummary {
+    pub manifest: PathBuf,
+    /// The manifest's protocol, seed and whether its bytes still match the hash recorded at
+    /// training time (an edited manifest makes the split untrustworthy).
+    pub protocol: Option<String>,
+    pub seed: Option<u64>,
+    pub manifest_matches_run: Option<bool>,
+    /// Per class: images in train, val, test, excluded.
+    pub split_counts: Vec<(String, [usize; 4])>,
+    /// Per class of the evaluated set: images.
+    pub evaluated: Vec<(String, usize)>,
 }
 
 /// Everything `eval` measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalReport {
+    pub schema: String,
     pub run: PathBuf,
     pub source: String,
     pub model: String,
+    /// Architecture, weights and training in one line.
+    pub description: String,
     pub task: Task,
     pub notice: String,
+    pub data: DataSummary,
     /// Metrics under the model's own task (absent when the labels only allow a coarser view).
-    pub metrics: Option<Metrics>,
-    /// 4-class tumor-type view (12-class models, or models on 4-class folders).
-    pub type_view: Option<Metrics>,
+    pub metrics: Option<View>,
+    /// 4-class tumor-type view (12-class models, or models on 4-class folders): the 12
+    /// probabilities summed per type, the prediction their argmax.
+    pub type_view: Option<View>,
     /// 3-class plane view (12-class models).
-    pub plane_view: Option<Metrics>,
+    pub plane_view: Option<View>,
+    pub calibration: CalibrationReport,
+    /// Coverage and accuracy at fixed top-1 thresholds.
+    pub coverage: Vec<CoveragePoint>,
+    /// At the user's abstain threshold.
+    pub abstain: Option<CoveragePoint>,
+    /// External folders: files that duplicate training images.
+    pub overlap: Option<OverlapReport>,
     pub skipped: Vec<(PathBuf, String)>,
     pub predictions: Vec<EvalRow>,
     /// Files written.
     pub outputs: Vec<PathBuf>,
 }
+
+pub const REPORT_SCHEMA: &str = "artemis.eval/2";
 
 pub const NOTICE: &str =
     "Research use only. artemis is not a medical device and must not be used for diagnosis.";
@@ -74,22 +202,98 @@ fn plane_names() -> Vec<String> {
     Plane::ALL.iter().map(|p| p.name().to_string()).collect()
 }
 
+/// Sums probabilities of the classes `f` maps together (12 classes to 4 types or 3 planes).
+fn collapse_probs(p: &[f32], k: usize, f: impl Fn(usize) -> usize) -> Vec<f32> {
+    let mut out = vec![0f32; k];
+    for (c, v) in p.iter().enumerate() {
+        out[f(c)] += v;
+    }
+    out
+}
+
+fn view(classes: Vec<String>, truth: &[usize], probs: &[Vec<f32>], cfg: &EvalConfig) -> View {
+    let k = classes.len();
+    let pairs: Vec<(usize, usize)> = truth
+        .iter()
+        .zip(probs)
+        .map(|(&t, p)| (t, top1(p).0))
+        .collect();
+    View {
+        separation: separation(probs, truth, k),
+        bootstrap: (cfg.bootstrap > 0)
+            .then(|| bootstrap(&classes, &pairs, cfg.bootstrap, cfg.seed)),
+        metrics: Confusion::from_pairs(classes, &pairs).metrics(),
+    }
+}
+
+/// One line naming the architecture, its starting weights and how it was trained.
+pub fn describe(run: &Run) -> String {
+    let c = &run.config;
+    let start = match &c.pretrained {
+        Some(p) => format!("{} weights", p.source),
+        None => "from scratch".into(),
+    };
+    let how = if c.pretrained.is_some() {
+        if c.trainable_from == 0 {
+            ", whole network fine-tuned".to_string()
+        } else if c.trainable_from >= c.model.architecture.stages().saturating_sub(1) {
+            ", head only".to_string()
+        } else {
+            format!(", stages {}+ trained", c.trainable_from)
+        }
+    } else {
+        String::new()
+    };
+    let epochs = run
+        .state()
+        .map(|s| {
+            let plural = if s.epochs_done == 1 { "" } else { "s" };
+            format!(", {} epoch{plural} (best {})", s.epochs_done, s.best_epoch)
+        })
+        .unwrap_or_default();
+    format!(
+        "{} {}x{}, {start}{how}{epochs}, augment {}",
+        c.model.architecture.name(),
+        c.preprocess.width,
+        c.preprocess.height,
+        if c.augment.is_identity() { "off" } else { "on" }
+    )
+}
+
 /// Runs an evaluation and writes its report files.
 pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
+    cfg.validate()?;
     let run = Run::open(&cfg.run_dir)?;
     let task = run.config.task;
     let pre = run.config.preprocess;
+    let manifest = Manifest::load(&run.config.manifest);
+    let data_root = cfg
+        .data_root
+        .clone()
+        .unwrap_or(run.config.data_root.clone());
+    let mut clf = Classifier::open(run.clone())?;
+    match cfg.calibration {
+        CalibrationMode::Off => clf.calibration = None,
+        CalibrationMode::Refit => {
+            calibrate_on_val(&mut clf, cfg.data_root.as_deref(), cfg.batch_size)?;
+        }
+        CalibrationMode::Auto if clf.calibration.is_none() => {
+            if let Err(e) = calibrate_on_val(&mut clf, cfg.data_root.as_deref(), cfg.batch_size) {
+                tracing::warn!("no calibration: {e}");
+            }
+        }
+        CalibrationMode::Auto => {}
+    }
+    let mut overlap = None;
     // Items carry the class under the model's task when the labels allow it; `coarse` holds the
     // tumor type for every item (for the type view of a 12-class model on a 4-class folder).
-    let (items, coarse, source, out_dir): (Vec<Item>, Vec<usize>, String, PathBuf) =
+    let (mut items, mut coarse, source, out_dir): (Vec<Item>, Vec<usize>, String, PathBuf) =
         match &cfg.source {
             EvalSource::Split(split) => {
-                let manifest = Manifest::load(&run.config.manifest)?;
-                let root = cfg
-                    .data_root
-                    .clone()
-                    .unwrap_or(run.config.data_root.clone());
-                let items = manifest_items(&manifest, &root, *split, task);
+                let manifest = manifest
+                    .as_ref()
+                    .map_err(|e| EngineError::Config(e.to_string()))?;
+                let items = manifest_items(manifest, &data_root, *split, task);
                 let coarse: Vec<usize> = manifest
                     .split(*split)
                     .filter(|e| task.class_of(&e.label).is_some())
@@ -103,7 +307,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
                 (items, coarse, format!("manifest split '{split}'"), out)
             }
             EvalSource::Folder(folder) => {
-                let s = scan(folder)?;
+                let s = scan_mapped(folder, &cfg.label_map.clone().unwrap_or_default())?;
                 let mut items = Vec::new();
                 let mut coarse = Vec::new();
                 for smp in &s.samples {
@@ -117,6 +321,13 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| "folder".into());
+                match &manifest {
+                    Ok(m) => {
+                        let files: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
+                        overlap = Some(find_overlap(&run, m, &data_root, &files)?);
+                    }
+                    Err(e) => tracing::warn!("training images not compared: {e}"),
+                }
                 (
                     items,
                     coarse,
@@ -125,6 +336,17 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
                 )
             }
         };
+    if let Some(o) = overlap.as_mut()
+        && cfg.exclude_duplicates
+    {
+        let dup: std::collections::HashSet<&PathBuf> = o.files.iter().map(|f| &f.path).collect();
+        let keep: Vec<bool> = items.iter().map(|i| !dup.contains(&i.path)).collect();
+        let mut k = keep.iter();
+        items.retain(|_| *k.next().unwrap_or(&true));
+        let mut k = keep.iter();
+        coarse.retain(|_| *k.next().unwrap_or(&true));
+        o.excluded = true;
+    }
     if items.is_empty() {
         return Err(EngineError::Config(format!(
             "{source}: no labelled images to evaluate"
@@ -136,123 +358,340 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
             "{source}: labels do not fit the model's task '{task}'"
         )));
     }
-    let items_with_coarse: Vec<(Item, usize)> = items.into_iter().zip(coarse).collect();
-    let loaded = load(
-        items_with_coarse.iter().map(|(i, _)| i.clone()).collect(),
-        &pre,
-        "evaluate",
-    );
-    let coarse_of: std::collections::HashMap<PathBuf, usize> = items_with_coarse
+    let coarse_of: std::collections::HashMap<PathBuf, usize> = items
         .iter()
+        .zip(&coarse)
         .map(|(i, c)| (i.path.clone(), *c))
         .collect();
-    let clf = Classifier::open(run.clone())?;
+    let loaded = load(items, &pre, "evaluate");
     let classes = clf.classes().to_vec();
-    let mut pairs = Vec::new();
-    let mut type_pairs = Vec::new();
-    let mut rows = Vec::new();
-    let bs = cfg.batch_size.max(1);
-    for start in (0..loaded.images.len()).step_by(bs) {
-        let end = (start + bs).min(loaded.images.len());
-        let imgs: Vec<_> = loaded.images[start..end].iter().collect();
-        let probs = clf.probabilities(&imgs)?;
-        for (k, p) in probs.iter().enumerate() {
-            let item = &loaded.items[start + k];
-            let (pred, conf) = top1(p);
-            let coarse_truth = coarse_of.get(&item.path).copied().unwrap_or(0);
-            if let Some(t) = item.class {
-                pairs.push((t, pred));
-            }
-            if task == Task::TypePlane {
-                type_pairs.push((coarse_truth, Task::type_of_type_plane(pred)));
-            } else if task == Task::Type {
-                type_pairs.push((coarse_truth, pred));
-            }
-            rows.push(EvalRow {
-                path: item.path.clone(),
-                truth: match item.class {
-                    Some(t) => classes[t].clone(),
-                    None => TumorType::ALL[coarse_truth].name().to_string(),
-                },
-                predicted: classes[pred].clone(),
-                confidence: conf,
-            });
+    let temperature = clf.temperature();
+    let mut raw = Vec::with_capacity(loaded.images.len());
+    let mut probs = Vec::with_capacity(loaded.images.len());
+    for imgs in loaded.images.chunks(cfg.batch_size) {
+        let refs: Vec<_> = imgs.iter().collect();
+        for z in clf.logits(&refs)? {
+            raw.push(softmax(&z));
+            probs.push(crate::stats::softmax_t(&z, temperature));
         }
     }
-    let metrics = full_labels.then(|| Confusion::from_pairs(classes.clone(), &pairs).metrics());
+    let coarse_truth: Vec<usize> = loaded
+        .items
+        .iter()
+        .map(|i| coarse_of.get(&i.path).copied().unwrap_or(0))
+        .collect();
+    let truth: Vec<usize> = loaded.items.iter().map(|i| i.class.unwrap_or(0)).collect();
+    let metrics = full_labels.then(|| view(classes.clone(), &truth, &probs, cfg));
     let type_view = match task {
-        Task::TypePlane => Some(Confusion::from_pairs(type_names(), &type_pairs).metrics()),
+        Task::TypePlane => {
+            let p: Vec<Vec<f32>> = probs
+                .iter()
+                .map(|p| collapse_probs(p, 4, Task::type_of_type_plane))
+                .collect();
+            Some(view(type_names(), &coarse_truth, &p, cfg))
+        }
         _ => None,
     };
-    let plane_view = match (&metrics, task) {
-        (Some(m), Task::TypePlane) => Some(
-            m.confusion
-                .collapse(plane_names(), Task::plane_of_type_plane)
-                .metrics(),
-        ),
+    let plane_view = match task {
+        Task::TypePlane if full_labels => {
+            let p: Vec<Vec<f32>> = probs
+                .iter()
+                .map(|p| collapse_probs(p, 3, Task::plane_of_type_plane))
+                .collect();
+            let t: Vec<usize> = truth
+                .iter()
+                .map(|&c| Task::plane_of_type_plane(c))
+                .collect();
+            Some(view(plane_names(), &t, &p, cfg))
+        }
         _ => None,
     };
+    // Calibration and coverage on the finest labelled view.
+    let (cal_probs, cal_raw, cal_truth): (Vec<Vec<f32>>, Vec<Vec<f32>>, &[usize]) = if full_labels {
+        (probs.clone(), raw.clone(), &truth)
+    } else {
+        let c = |v: &Vec<Vec<f32>>| -> Vec<Vec<f32>> {
+            v.iter()
+                .map(|p| collapse_probs(p, 4, Task::type_of_type_plane))
+                .collect()
+        };
+        (c(&probs), c(&raw), &coarse_truth)
+    };
+    let calibration_report = CalibrationReport {
+        temperature,
+        fitted_on: clf
+            .calibration
+            .as_ref()
+            .map(|c: &Calibration| c.fitted_on.clone()),
+        before: calibration(&cal_raw, cal_truth, ECE_BINS),
+        after: calibration(&cal_probs, cal_truth, ECE_BINS),
+    };
+    let conf_correct: Vec<(f64, bool)> = cal_probs
+        .iter()
+        .zip(cal_truth)
+        .map(|(p, &t)| {
+            let (pred, c) = top1(p);
+            (f64::from(c), pred == t)
+        })
+        .collect();
+    let coverage: Vec<CoveragePoint> = COVERAGE_THRESHOLDS
+        .iter()
+        .map(|&t| coverage_at(&conf_correct, t))
+        .collect();
+    let abstain = cfg.abstain.map(|t| coverage_at(&conf_correct, t));
+    // Rows.
+    let mut rows = Vec::with_capacity(probs.len());
+    for (i, p) in probs.iter().enumerate() {
+        let item = &loaded.items[i];
+        let (pred, conf) = top1(p);
+        let (truth_name, correct) = match item.class {
+            Some(t) => (classes[t].clone(), t == pred),
+            None => {
+                let ty = coarse_truth[i];
+                (
+                    TumorType::ALL[ty].name().to_string(),
+                    Task::type_of_type_plane(pred) == ty,
+                )
+            }
+        };
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+        rows.push(EvalRow {
+            path: item.path.clone(),
+            truth: truth_name,
+            predicted: classes[pred].clone(),
+            confidence: conf,
+            correct,
+            top3: order
+                .iter()
+                .take(3)
+                .map(|&c| (classes[c].clone(), p[c]))
+                .collect(),
+        });
+    }
+    let data = data_summary(&run, manifest.as_ref().ok(), &rows);
     std::fs::create_dir_all(&out_dir).map_err(|e| EngineError::io(&out_dir, e))?;
     let mut report = EvalReport {
+        schema: REPORT_SCHEMA.into(),
         run: run.dir.clone(),
         source,
         model: run.config.model.architecture.name().into(),
+        description: describe(&run),
         task,
         notice: NOTICE.into(),
+        data,
         metrics,
         type_view,
         plane_view,
+        calibration: calibration_report,
+        coverage,
+        abstain,
+        overlap,
         skipped: loaded.failed.clone(),
         predictions: rows,
         outputs: Vec::new(),
     };
+    // Pictures.
     let title = format!("{} on {}", report.model, report.source);
+    let mut figures = crate::html::Figures::default();
     let mut outputs = Vec::new();
     for (name, m, label) in [
         ("confusion.png", &report.metrics, task.name()),
         ("confusion-type.png", &report.type_view, "type"),
         ("confusion-plane.png", &report.plane_view, "plane"),
     ] {
-        if let Some(m) = m {
+        if let Some(v) = m {
+            let png =
+                crate::plot::confusion_png(&v.metrics.confusion, &format!("{title} ({label})"))?;
             let p = out_dir.join(name);
-            crate::plot::confusion_png(&m.confusion, &format!("{title} ({label})"), &p)?;
+            crate::plot::write_png(&png, &p)?;
             outputs.push(p);
+            figures.confusion.push((label.to_string(), png));
         }
+    }
+    let (roc_classes, roc_probs, roc_truth) = if full_labels {
+        (classes.clone(), probs.clone(), truth.clone())
+    } else {
+        (type_names(), cal_probs.clone(), coarse_truth.clone())
+    };
+    let curves: Vec<(String, crate::stats::Curve, f64)> =
+        roc_curves(&roc_probs, &roc_truth, roc_classes.len())
+            .into_iter()
+            .enumerate()
+            .filter_map(|(c, curve)| {
+                let curve = curve?;
+                let auc = crate::stats::trapezoid(&curve);
+                Some((roc_classes[c].clone(), curve, auc))
+            })
+            .collect();
+    if !curves.is_empty() {
+        let png = crate::plot::roc_png(&curves, "One-vs-rest ROC (area in brackets)")?;
+        let p = out_dir.join("roc.png");
+        crate::plot::write_png(&png, &p)?;
+        outputs.push(p);
+        figures.roc = Some(png);
+    }
+    let cal = &report.calibration;
+    let mut panels = vec![(
+        "softmax".to_string(),
+        cal.before.bins.as_slice(),
+        cal.before.ece,
+    )];
+    if cal.fitted_on.is_some() {
+        panels.push((
+            format!("temperature {:.2}", cal.temperature),
+            cal.after.bins.as_slice(),
+            cal.after.ece,
+        ));
+    }
+    let png =
+        crate::plot::reliability_png(&panels, "Reliability (bars: accuracy per confidence bin)")?;
+    let p = out_dir.join("reliability.png");
+    crate::plot::write_png(&png, &p)?;
+    outputs.push(p);
+    figures.reliability = Some(png);
+    figures.coverage = Some(crate::plot::coverage_png(
+        &coverage_curve(&conf_correct),
+        "Coverage vs accuracy (least confident referred)",
+    )?);
+    if let Ok(state) = run.state()
+        && !state.history.is_empty()
+    {
+        figures.curves = Some(crate::plot::training_curves(&state.history)?);
+    }
+    // The most confident mistakes, with thumbnails of what the network saw.
+    let mut wrong: Vec<usize> = (0..report.predictions.len())
+        .filter(|&i| !report.predictions[i].correct)
+        .collect();
+    wrong.sort_by(|&a, &b| {
+        report.predictions[b]
+            .confidence
+            .total_cmp(&report.predictions[a].confidence)
+    });
+    for &i in wrong.iter().take(cfg.worst) {
+        figures
+            .mistakes
+            .push((i, crate::html::thumbnail_jpeg(&loaded.images[i])?));
     }
     let json = out_dir.join("report.json");
     let md = out_dir.join("report.md");
+    let html = out_dir.join("report.html");
     outputs.push(json.clone());
     outputs.push(md.clone());
+    outputs.push(html.clone());
     report.outputs = outputs;
     write_json(&json, &report)?;
     artemis_data::fsutil::write_atomic(&md, report.to_markdown().as_bytes())?;
+    artemis_data::fsutil::write_atomic(
+        &html,
+        crate::html::report_html(&report, &figures).as_bytes(),
+    )?;
     Ok(report)
 }
 
-fn metrics_table(o: &mut String, title: &str, m: &Metrics) {
+fn data_summary(run: &Run, manifest: Option<&Manifest>, rows: &[EvalRow]) -> DataSummary {
+    let mut evaluated: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in rows {
+        *evaluated.entry(r.truth.clone()).or_default() += 1;
+    }
+    let mut split_counts: std::collections::BTreeMap<String, [usize; 4]> = Default::default();
+    if let Some(m) = manifest {
+        for e in &m.entries {
+            let i = match e.split {
+                Split::Train => 0,
+                Split::Val => 1,
+                Split::Test => 2,
+                Split::Excluded => 3,
+            };
+            split_counts.entry(e.label.name()).or_default()[i] += 1;
+        }
+    }
+    let matches = crate::run::file_hash(&run.config.manifest)
+        .ok()
+        .map(|h| h == run.config.manifest_hash);
+    DataSummary {
+        manifest: run.config.manifest.clone(),
+        protocol: manifest.map(|m| m.protocol.name().to_string()),
+        seed: manifest.map(|m| m.seed),
+        manifest_matches_run: matches,
+        split_counts: split_counts.into_iter().collect(),
+        evaluated: evaluated.into_iter().collect(),
+    }
+}
+
+fn ci_text(b: &Option<Bootstrap>, f: impl Fn(&Bootstrap) -> crate::stats::Interval) -> String {
+    match b {
+        Some(b) => {
+            let i = f(b);
+            format!(" [{:.4}, {:.4}]", i.low, i.high)
+        }
+        None => String::new(),
+    }
+}
+
+fn opt3(v: Option<f64>) -> String {
+    v.map_or("-".into(), |x| format!("{x:.3}"))
+}
+
+fn metrics_table(o: &mut String, title: &str, v: &View) {
+    let m = &v.metrics;
     let _ = writeln!(o, "### {title}\n");
     let _ = writeln!(
         o,
-        "accuracy **{:.4}** (n = {}), macro F1 **{:.4}**, weighted F1 {:.4}\n",
-        m.accuracy, m.n, m.macro_avg.f1, m.weighted_avg.f1
+        "accuracy **{:.4}**{} (n = {}), macro F1 **{:.4}**{}, weighted F1 {:.4}, \
+         macro ROC-AUC {}, macro PR-AUC {}\n",
+        m.accuracy,
+        ci_text(&v.bootstrap, |b| b.accuracy),
+        m.n,
+        m.macro_avg.f1,
+        ci_text(&v.bootstrap, |b| b.macro_f1),
+        m.weighted_avg.f1,
+        opt3(v.separation.macro_roc_auc),
+        opt3(v.separation.macro_pr_auc),
     );
-    let _ = writeln!(o, "| class | precision | recall | F1 | support |");
-    let _ = writeln!(o, "|---|---:|---:|---:|---:|");
-    for c in &m.per_class {
+    if let Some(b) = &v.bootstrap {
         let _ = writeln!(
             o,
-            "| {} | {:.3} | {:.3} | {:.3} | {} |",
-            c.class, c.precision, c.recall, c.f1, c.support
+            "Brackets: 95% percentile-bootstrap intervals ({} resamples, seed {}).\n",
+            b.resamples, b.seed
         );
     }
     let _ = writeln!(
         o,
-        "| *macro avg* | {:.3} | {:.3} | {:.3} | {} |",
-        m.macro_avg.precision, m.macro_avg.recall, m.macro_avg.f1, m.n
+        "| class | precision | recall | recall 95% CI | F1 | ROC-AUC | PR-AUC | support |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (i, c) in m.per_class.iter().enumerate() {
+        let ci = v
+            .bootstrap
+            .as_ref()
+            .and_then(|b| b.recall.get(i))
+            .map_or("-".into(), |r| format!("{:.3}-{:.3}", r.low, r.high));
+        let _ = writeln!(
+            o,
+            "| {} | {:.3} | {:.3} | {ci} | {:.3} | {} | {} | {} |",
+            c.class,
+            c.precision,
+            c.recall,
+            c.f1,
+            opt3(v.separation.roc_auc.get(i).copied().flatten()),
+            opt3(v.separation.pr_auc.get(i).copied().flatten()),
+            c.support
+        );
+    }
+    let _ = writeln!(
+        o,
+        "| *macro avg* | {:.3} | {:.3} | | {:.3} | {} | {} | {} |",
+        m.macro_avg.precision,
+        m.macro_avg.recall,
+        m.macro_avg.f1,
+        opt3(v.separation.macro_roc_auc),
+        opt3(v.separation.macro_pr_auc),
+        m.n
     );
     let _ = writeln!(
         o,
-        "| *weighted avg* | {:.3} | {:.3} | {:.3} | {} |\n",
+        "| *weighted avg* | {:.3} | {:.3} | | {:.3} | | | {} |\n",
         m.weighted_avg.precision, m.weighted_avg.recall, m.weighted_avg.f1, m.n
     );
     let _ = writeln!(
@@ -309,31 +748,131 @@ pub fn type_plane_grid(m: &Metrics) -> String {
     o
 }
 
+/// Coverage table rows as Markdown.
+fn coverage_md(o: &mut String, points: &[CoveragePoint]) {
+    let _ = writeln!(
+        o,
+        "| abstain below | coverage | accuracy on answered | answered |"
+    );
+    let _ = writeln!(o, "|---:|---:|---:|---:|");
+    for p in points {
+        let _ = writeln!(
+            o,
+            "| {:.2} | {:.1}% | {} | {} |",
+            p.threshold,
+            100.0 * p.coverage,
+            p.accuracy
+                .map_or("-".into(), |a| format!("{:.1}%", 100.0 * a)),
+            p.covered
+        );
+    }
+    let _ = writeln!(o);
+}
+
 impl EvalReport {
+    /// The views present, with their titles.
+    pub fn views(&self) -> Vec<(String, &View)> {
+        let mut v = Vec::new();
+        if let Some(m) = &self.metrics {
+            v.push((format!("{} classes", m.metrics.confusion.classes.len()), m));
+        }
+        if self.task != Task::Type
+            && let Some(m) = &self.type_view
+        {
+            v.push(("Tumor type (4 classes)".to_string(), m));
+        }
+        if let Some(m) = &self.plane_view {
+            v.push(("Plane (3 classes)".to_string(), m));
+        }
+        v
+    }
+
+    /// The view headline figures come from: the model's task, else the type view.
+    pub fn primary(&self) -> Option<&View> {
+        self.metrics.as_ref().or(self.type_view.as_ref())
+    }
+
     pub fn to_markdown(&self) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "# artemis evaluation\n");
         let _ = writeln!(o, "> **{}**\n", self.notice);
         let _ = writeln!(o, "- run: `{}`", self.run.display());
-        let _ = writeln!(o, "- model: {} (task {})", self.model, self.task);
+        let _ = writeln!(o, "- model: {} (task {})", self.description, self.task);
         let _ = writeln!(o, "- evaluated on: {}", self.source);
+        if let Some(p) = &self.data.protocol {
+            let _ = writeln!(
+                o,
+                "- manifest: `{}` (protocol {p}, seed {}){}",
+                self.data.manifest.display(),
+                self.data.seed.unwrap_or_default(),
+                if self.data.manifest_matches_run == Some(false) {
+                    " **changed since training**"
+                } else {
+                    ""
+                }
+            );
+        }
         let _ = writeln!(o, "- files skipped (unreadable): {}\n", self.skipped.len());
-        if let Some(m) = &self.metrics {
-            if self.task == Task::TypePlane && m.per_class.len() == 12 {
-                let _ = writeln!(
-                    o,
-                    "### Precision / recall (support) by type and plane\n\nThe layout of the \
-                     reference project's results table.\n"
-                );
-                let _ = writeln!(o, "{}", type_plane_grid(m));
+        if let Some(ov) = &self.overlap {
+            let _ = writeln!(
+                o,
+                "**Overlap with the training data:** {} of {} files duplicate a training or \
+                 validation image ({} exact, {} near, threshold {} bits){}.\n",
+                ov.files.len(),
+                ov.checked,
+                ov.exact,
+                ov.near,
+                ov.threshold,
+                if ov.excluded {
+                    "; they are excluded from the metrics below"
+                } else {
+                    "; they are included in the metrics below (`--exclude-duplicates` leaves them out)"
+                }
+            );
+        }
+        if let Some(m) = &self.metrics
+            && self.task == Task::TypePlane
+            && m.metrics.per_class.len() == 12
+        {
+            let _ = writeln!(
+                o,
+                "### Precision / recall (support) by type and plane\n\nThe layout of the \
+                 reference project's results table.\n"
+            );
+            let _ = writeln!(o, "{}", type_plane_grid(&m.metrics));
+        }
+        for (title, v) in self.views() {
+            metrics_table(&mut o, &title, v);
+        }
+        let c = &self.calibration;
+        let _ = writeln!(o, "### Calibration\n");
+        match &c.fitted_on {
+            Some(f) => {
+                let _ = writeln!(o, "Temperature {:.3}, fitted on the {f}.\n", c.temperature);
             }
-            metrics_table(&mut o, &format!("{} classes", m.confusion.classes.len()), m);
+            None => {
+                let _ = writeln!(o, "Not calibrated: probabilities are the raw softmax.\n");
+            }
         }
-        if let Some(m) = &self.type_view {
-            metrics_table(&mut o, "Tumor type (4 classes)", m);
+        let _ = writeln!(o, "| probabilities | ECE ({ECE_BINS} bins) | MCE | NLL |");
+        let _ = writeln!(o, "|---|---:|---:|---:|");
+        let _ = writeln!(
+            o,
+            "| softmax | {:.4} | {:.4} | {:.4} |",
+            c.before.ece, c.before.mce, c.before.nll
+        );
+        if c.fitted_on.is_some() {
+            let _ = writeln!(
+                o,
+                "| temperature-scaled | {:.4} | {:.4} | {:.4} |",
+                c.after.ece, c.after.mce, c.after.nll
+            );
         }
-        if let Some(m) = &self.plane_view {
-            metrics_table(&mut o, "Plane (3 classes)", m);
+        let _ = writeln!(o, "\n### Coverage when the model may abstain\n");
+        coverage_md(&mut o, &self.coverage);
+        if let Some(a) = &self.abstain {
+            let _ = writeln!(o, "At the chosen threshold:\n");
+            coverage_md(&mut o, std::slice::from_ref(a));
         }
         for (p, why) in &self.skipped {
             let _ = writeln!(o, "- skipped `{}`: {why}", p.display());
@@ -351,13 +890,56 @@ impl EvalReport {
             ("type", &self.type_view),
             ("plane", &self.plane_view),
         ] {
-            if let Some(m) = m {
+            if let Some(v) = m {
+                let m = &v.metrics;
                 let _ = writeln!(
                     o,
-                    "  {name:<6} accuracy {:.4}  macro F1 {:.4}  (n = {})",
-                    m.accuracy, m.macro_avg.f1, m.n
+                    "  {name:<6} accuracy {:.4}{}  macro F1 {:.4}{}  ROC-AUC {}  (n = {})",
+                    m.accuracy,
+                    ci_text(&v.bootstrap, |b| b.accuracy),
+                    m.macro_avg.f1,
+                    ci_text(&v.bootstrap, |b| b.macro_f1),
+                    opt3(v.separation.macro_roc_auc),
+                    m.n
                 );
             }
+        }
+        let c = &self.calibration;
+        let _ = writeln!(
+            o,
+            "  ECE {:.4} (softmax {:.4}, temperature {:.3}{})",
+            c.after.ece,
+            c.before.ece,
+            c.temperature,
+            if c.fitted_on.is_some() {
+                ""
+            } else {
+                ", not calibrated"
+            }
+        );
+        if let Some(a) = &self.abstain {
+            let _ = writeln!(
+                o,
+                "  abstain below {:.2}: coverage {:.1}%, accuracy {}",
+                a.threshold,
+                100.0 * a.coverage,
+                a.accuracy
+                    .map_or("-".into(), |x| format!("{:.1}%", 100.0 * x))
+            );
+        }
+        if let Some(ov) = &self.overlap {
+            let _ = writeln!(
+                o,
+                "  overlap with training data: {} files ({} exact, {} near){}",
+                ov.files.len(),
+                ov.exact,
+                ov.near,
+                if ov.excluded {
+                    ", excluded"
+                } else {
+                    ", included"
+                }
+            );
         }
         if !self.skipped.is_empty() {
             let _ = writeln!(o, "  {} files skipped (see report.md)", self.skipped.len());

@@ -1,5 +1,7 @@
-//! Inference with a trained run: the network in inference mode plus the run's preprocessing.
+//! Inference with a trained run: the network in inference mode plus the run's preprocessing,
+//! and the run's temperature (see [`crate::calibrate`]) when one has been fitted.
 
+use crate::calibrate::Calibration;
 use crate::dataset::{batch_tensor, to_vec_f32};
 use crate::error::Result;
 use crate::run::Run;
@@ -12,17 +14,23 @@ pub struct Classifier {
     pub run: Run,
     pub network: Network,
     pub device: Device,
+    /// Temperature scaling fitted for this run's weights (`None`: probabilities are the raw
+    /// softmax).
+    pub calibration: Option<Calibration>,
 }
 
 impl Classifier {
-    /// Loads the best checkpoint of a run on the CPU.
+    /// Loads the best checkpoint of a run on the CPU, with its calibration when one was fitted
+    /// for exactly these weights.
     pub fn open(run: Run) -> Result<Classifier> {
         let device = Device::flex();
         let network = run.load_best(&device)?;
+        let calibration = Calibration::load_for(&run)?;
         Ok(Classifier {
             run,
             network,
             device,
+            calibration,
         })
     }
 
@@ -30,20 +38,36 @@ impl Classifier {
         &self.run.config.classes
     }
 
+    /// Temperature applied to the logits (1 when uncalibrated).
+    pub fn temperature(&self) -> f64 {
+        self.calibration.as_ref().map_or(1.0, |c| c.temperature)
+    }
+
     /// Resizes a decoded image to the network's input.
     pub fn prepare(&self, img: &RgbImage) -> RgbImage {
         self.run.config.preprocess.resize(img)
     }
 
-    /// Class probabilities (softmax) of prepared images, one row per image.
-    pub fn probabilities(&self, images: &[&RgbImage]) -> Result<Vec<Vec<f32>>> {
+    /// Logits of prepared images, one row per image.
+    pub fn logits(&self, images: &[&RgbImage]) -> Result<Vec<Vec<f32>>> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
         let k = self.classes().len();
         let x = batch_tensor(images, &self.run.config.preprocess, None, &self.device);
         let logits = to_vec_f32(self.network.forward(x))?;
-        Ok(logits.chunks(k).map(softmax).collect())
+        Ok(logits.chunks(k).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Class probabilities of prepared images (softmax of the logits divided by the run's
+    /// temperature), one row per image.
+    pub fn probabilities(&self, images: &[&RgbImage]) -> Result<Vec<Vec<f32>>> {
+        let t = self.temperature();
+        Ok(self
+            .logits(images)?
+            .iter()
+            .map(|z| crate::stats::softmax_t(z, t))
+            .collect())
     }
 }
 

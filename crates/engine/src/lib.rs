@@ -4,16 +4,21 @@
 //! typed errors ([`EngineError`]) that name the file they concern.
 
 pub mod bench;
+pub mod calibrate;
+pub mod compare;
 pub mod dataset;
 pub mod error;
 pub mod eval;
 pub mod features;
+pub mod html;
 pub mod infer;
 pub mod metrics;
+pub mod overlap;
 pub mod plot;
 pub mod predict;
 pub mod progress;
 pub mod run;
+pub mod stats;
 pub mod train;
 
 pub use error::{EngineError, Result};

@@ -23,6 +23,8 @@ pub struct PredictRow {
     pub confidence: Option<f32>,
     /// `class name -> probability`, in class order.
     pub probabilities: Option<Vec<(String, f32)>>,
+    /// Whether the probabilities are temperature-scaled (the run was calibrated by `eval`).
+    pub calibrated: bool,
     /// Why the input could not be classified.
     pub error: Option<String>,
 }
@@ -41,6 +43,7 @@ pub fn predict(
             class: None,
             confidence: None,
             probabilities: None,
+            calibrated: false,
             error: Some(p.reason),
         };
         on_row(&row);
@@ -74,6 +77,7 @@ pub fn predict(
                                 .zip(p.iter().cloned())
                                 .collect(),
                         ),
+                        calibrated: clf.calibration.is_some(),
                         error: None,
                     }
                 }
@@ -82,6 +86,7 @@ pub fn predict(
                     class: None,
                     confidence: None,
                     probabilities: None,
+                    calibrated: false,
                     error: Some(e.clone()),
                 },
             };

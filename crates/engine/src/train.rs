@@ -605,7 +605,10 @@ fn run_loop(
         }
         epochs_this_call += 1;
     }
-    if let Err(e) = crate::plot::training_curves(&state.history, &dir.join("curves.png")) {
+    let curves = dir.join("curves.png");
+    if let Err(e) = crate::plot::training_curves(&state.history)
+        .and_then(|png| crate::plot::write_png(&png, &curves))
+    {
         tracing::warn!("{e}");
     }
     Ok(TrainSummary {

@@ -1,0 +1,121 @@
+//! Temperature scaling (Guo et al. 2017): one scalar `T` divides the logits so that the
+//! softmax probabilities match observed accuracy. It is fitted on the run's validation split
+//! (never on the test split), saved as `<run>/calibration.json` with the hash of the weights it
+//! was fitted for, and applied by every later `predict`, `eval` and the library API. Dividing by
+//! `T` never changes the predicted class.
+
+use crate::dataset::load;
+use crate::error::{EngineError, Result};
+use crate::infer::{Classifier, softmax};
+use crate::run::{BEST, Run, file_hash, read_json, write_json};
+use crate::stats::{CalibrationStats, ECE_BINS, calibration, fit_temperature, softmax_t};
+use crate::train::manifest_items;
+use artemis_data::manifest::{Manifest, Split};
+use serde::{Deserialize, Serialize};
+
+pub const CALIBRATION: &str = "calibration.json";
+
+/// A fitted temperature and what it did on the data it was fitted on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub temperature: f64,
+    /// What it was fitted on, e.g. `val split of runs/planes-clean.tsv (325 images)`.
+    pub fitted_on: String,
+    pub images: usize,
+    /// BLAKE3 of `model-best.bpk` when fitted; a calibration for other weights is ignored.
+    pub model_hash: String,
+    /// On the fitting data, before (T = 1) and after.
+    pub before: CalibrationStats,
+    pub after: CalibrationStats,
+}
+
+impl Calibration {
+    /// The run's calibration if one was fitted for its current best weights. A stale one (the
+    /// run trained further since) is reported and ignored.
+    pub fn load_for(run: &Run) -> Result<Option<Calibration>> {
+        let path = run.path(CALIBRATION);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let c: Calibration = read_json(&path)?;
+        if c.model_hash != file_hash(&run.path(BEST))? {
+            tracing::warn!(
+                "{}: fitted for other weights (the run has trained since); ignored until `artemis eval` refits it",
+                path.display()
+            );
+            return Ok(None);
+        }
+        Ok(Some(c))
+    }
+
+    /// Fits the temperature on logits and true classes.
+    pub fn fit(
+        logits: &[Vec<f32>],
+        truth: &[usize],
+        fitted_on: String,
+        model_hash: String,
+    ) -> Calibration {
+        let t = fit_temperature(logits, truth);
+        let raw: Vec<Vec<f32>> = logits.iter().map(|z| softmax(z)).collect();
+        let scaled: Vec<Vec<f32>> = logits.iter().map(|z| softmax_t(z, t)).collect();
+        Calibration {
+            temperature: t,
+            fitted_on,
+            images: logits.len(),
+            model_hash,
+            before: calibration(&raw, truth, ECE_BINS),
+            after: calibration(&scaled, truth, ECE_BINS),
+        }
+    }
+}
+
+/// Fits the temperature of `clf`'s run on the validation split of its manifest and saves it
+/// (atomically) in the run; `clf` then applies it. Returns `None` when the manifest has no
+/// validation images the model can be scored on.
+pub fn calibrate_on_val(
+    clf: &mut Classifier,
+    data_root: Option<&std::path::Path>,
+    batch_size: usize,
+) -> Result<Option<Calibration>> {
+    let run = clf.run.clone();
+    let manifest = Manifest::load(&run.config.manifest)?;
+    let root = data_root.map_or(run.config.data_root.clone(), |p| p.to_path_buf());
+    let items = manifest_items(&manifest, &root, Split::Val, run.config.task);
+    if items.is_empty() {
+        return Ok(None);
+    }
+    let loaded = load(items, &run.config.preprocess, "calibrate (val)");
+    let mut logits = Vec::with_capacity(loaded.images.len());
+    let mut truth = Vec::with_capacity(loaded.images.len());
+    for (imgs, items) in loaded
+        .images
+        .chunks(batch_size.max(1))
+        .zip(loaded.items.chunks(batch_size.max(1)))
+    {
+        let refs: Vec<_> = imgs.iter().collect();
+        logits.extend(clf.logits(&refs)?);
+        truth.extend(items.iter().map(|i| i.class.unwrap_or(0)));
+    }
+    if logits.is_empty() {
+        return Ok(None);
+    }
+    let cal = Calibration::fit(
+        &logits,
+        &truth,
+        format!(
+            "val split of {} ({} images)",
+            run.config.manifest.display(),
+            logits.len()
+        ),
+        file_hash(&run.path(BEST))?,
+    );
+    if !cal.temperature.is_finite() {
+        return Err(EngineError::Config(format!(
+            "{}: temperature fit failed",
+            run.dir.display()
+        )));
+    }
+    write_json(&run.path(CALIBRATION), &cal)?;
+    clf.calibration = Some(cal.clone());
+    Ok(Some(cal))
+}
