@@ -244,6 +244,9 @@ pub struct EvalArgs {
     /// Most confident mistakes shown in report.html.
     #[arg(long, default_value_t = 12)]
     pub worst: usize,
+    /// Test-time augmentation: average over the image, its mirror and four small shifts.
+    #[arg(long)]
+    pub tta: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -269,9 +272,34 @@ pub struct PredictArgs {
     /// Image files or folders (searched recursively).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// Print JSON (one document with every row) instead of a table.
+    /// Print JSON (one document with every row; schema in docs/predict-json.md).
     #[arg(long)]
     pub json: bool,
+    /// Write a Grad-CAM heat map PNG per picture into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub explain: Option<PathBuf>,
+    /// With --explain: map this class instead of the predicted one.
+    #[arg(long, requires = "explain")]
+    pub explain_class: Option<String>,
+    /// Heat-map colour weight over the image (0-1).
+    #[arg(long, default_value_t = 0.45)]
+    pub opacity: f32,
+    /// Test-time augmentation: average over the image, its mirror and four small shifts.
+    #[arg(long)]
+    pub tta: bool,
+    /// DICOM: also read and print patient/study identifiers (never shown otherwise).
+    #[arg(long)]
+    pub show_identifiers: bool,
+    /// NIfTI: slices perpendicular to this axis: auto (transverse, from the header's
+    /// orientation), transverse, coronal, sagittal, or a voxel axis i, j, k.
+    #[arg(long, default_value = "auto")]
+    pub slice_axis: artemis_data::volume::SliceAxis,
+    /// NIfTI: only slices START:END (half-open).
+    #[arg(long, value_name = "START:END")]
+    pub slices: Option<String>,
+    /// Refuse pictures with more pixels than this (checked before decoding).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
 }
 
 #[derive(Args, Debug)]
@@ -463,6 +491,7 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
     cfg.label_map = label_map;
     cfg.exclude_duplicates = a.exclude_duplicates;
     cfg.worst = a.worst;
+    cfg.tta = a.tta;
     cfg.calibration = if a.no_calibration {
         CalibrationMode::Off
     } else if a.recalibrate {
@@ -502,8 +531,49 @@ fn cmd_compare(a: CompareArgs) -> Result<ExitCode> {
 }
 
 fn cmd_predict(a: PredictArgs) -> Result<ExitCode> {
+    use artemis_engine::predict::{PredictConfig, SCHEMA};
     let run = Run::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
     let clf = Classifier::open(run).with_context(|| format!("loading run {}", a.run.display()))?;
+    let explain_class = match &a.explain_class {
+        Some(name) => Some(
+            clf.classes()
+                .iter()
+                .position(|c| c == name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--explain-class {name}: not a class of this run (classes: {})",
+                        clf.classes().join(", ")
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let slice_range = match &a.slices {
+        Some(r) => {
+            let (lo, hi) = r
+                .split_once(':')
+                .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
+                .filter(|(a, b)| a < b)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--slices {r}: expected START:END with START < END")
+                })?;
+            Some((lo, hi))
+        }
+        None => None,
+    };
+    if !(0.0..=1.0).contains(&a.opacity) {
+        anyhow::bail!("--opacity {}: must lie between 0 and 1", a.opacity);
+    }
+    let cfg = PredictConfig {
+        explain_dir: a.explain.clone(),
+        explain_class,
+        tta: a.tta,
+        show_identifiers: a.show_identifiers,
+        slice_axis: a.slice_axis,
+        slice_range,
+        max_pixels: a.max_pixels,
+        opacity: a.opacity,
+    };
     if !a.json {
         println!("{NOTICE}");
         match &clf.calibration {
@@ -518,29 +588,58 @@ fn cmd_predict(a: PredictArgs) -> Result<ExitCode> {
         println!("{:<60} {:<24} {:>10}", "input", "class", "confidence");
     }
     let json = a.json;
-    let rows = predict(&clf, &a.inputs, |r| {
+    let out = predict(&clf, &a.inputs, &cfg, |r| {
         if json {
             return;
         }
+        let name = match (r.frame, r.slice) {
+            (Some(f), _) => format!("{} [frame {f}]", r.input.display()),
+            (_, Some(s)) => format!("{} [slice {s}]", r.input.display()),
+            _ => r.input.display().to_string(),
+        };
         match (&r.class, r.confidence, &r.error) {
-            (Some(c), Some(p), _) => println!("{:<60} {:<24} {:>10.4}", r.input.display(), c, p),
+            (Some(c), Some(p), _) => println!("{name:<60} {c:<24} {p:>10.4}"),
             (_, _, Some(e)) => eprintln!("error: {e}"),
             _ => {}
         }
     })?;
-    let failed = rows.iter().filter(|r| r.error.is_some()).count();
+    let failed = out.rows.iter().filter(|r| r.error.is_some()).count();
     if json {
         let doc = serde_json::json!({
-            "schema": "artemis.predict/1",
+            "schema": SCHEMA,
             "notice": NOTICE,
             "run": a.run,
             "temperature": clf.temperature(),
+            "tta": a.tta,
             "classes": clf.classes(),
-            "rows": rows,
+            "rows": out.rows,
+            "volumes": out.volumes,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        eprintln!("{} classified, {failed} failed", rows.len() - failed);
+        for v in &out.volumes {
+            println!(
+                "volume {}: {} slices along voxel axis {} ({}); per class: {}; most confident: {}",
+                v.input.display(),
+                v.slices,
+                v.axis,
+                v.plane.as_deref().unwrap_or("plane unknown"),
+                v.class_counts
+                    .iter()
+                    .map(|(c, n)| format!("{c} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                v.most_confident
+                    .iter()
+                    .map(|(s, c, p)| format!("slice {s} {c} {p:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if let Some(d) = &cfg.explain_dir {
+            eprintln!("heat maps in {}", d.display());
+        }
+        eprintln!("{} classified, {failed} failed", out.rows.len() - failed);
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS

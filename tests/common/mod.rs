@@ -64,3 +64,146 @@ pub fn make_dataset(root: &Path) {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// DICOM and NIfTI files the tests write themselves (dicom-rs and the `nifti` crate).
+pub mod formats {
+    use dicom_core::value::PixelFragmentSequence;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::{tags, uids};
+    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+    use std::path::Path;
+
+    /// Pixel data of a DICOM test file.
+    pub enum Pixels {
+        U8(Vec<u8>),
+        U16(Vec<u16>),
+        I16(Vec<i16>),
+        /// An encapsulated (compressed) bitstream, one fragment per frame.
+        Encapsulated(Vec<Vec<u8>>),
+    }
+
+    /// What to put in a DICOM test file.
+    pub struct Dicom<'a> {
+        pub rows: u16,
+        pub cols: u16,
+        pub frames: u32,
+        pub photometric: &'a str,
+        pub samples: u16,
+        pub bits: u16,
+        pub signed: bool,
+        pub rescale: Option<(f64, f64)>,
+        pub window: Option<(f64, f64)>,
+        pub transfer_syntax: &'a str,
+        pub pixels: Pixels,
+    }
+
+    impl Default for Dicom<'_> {
+        fn default() -> Self {
+            Dicom {
+                rows: 64,
+                cols: 64,
+                frames: 1,
+                photometric: "MONOCHROME2",
+                samples: 1,
+                bits: 8,
+                signed: false,
+                rescale: None,
+                window: None,
+                transfer_syntax: uids::EXPLICIT_VR_LITTLE_ENDIAN,
+                pixels: Pixels::U8(vec![0; 64 * 64]),
+            }
+        }
+    }
+
+    fn put(o: &mut InMemDicomObject, tag: dicom_core::Tag, vr: VR, v: impl Into<PrimitiveValue>) {
+        o.put(DataElement::new(tag, vr, v.into()));
+    }
+
+    /// Writes a DICOM Part 10 file with made-up patient identifiers
+    /// (`Doe^Jane`, `SECRET-123`) that must never appear in output by default.
+    pub fn write_dicom(path: &Path, d: Dicom<'_>) {
+        let mut o = InMemDicomObject::new_empty();
+        put(&mut o, tags::SOP_CLASS_UID, VR::UI, uids::MR_IMAGE_STORAGE);
+        put(&mut o, tags::SOP_INSTANCE_UID, VR::UI, "2.25.1234567890");
+        put(&mut o, tags::STUDY_INSTANCE_UID, VR::UI, "2.25.42");
+        put(&mut o, tags::PATIENT_NAME, VR::PN, "Doe^Jane");
+        put(&mut o, tags::PATIENT_ID, VR::LO, "SECRET-123");
+        put(&mut o, tags::MODALITY, VR::CS, "MR");
+        put(&mut o, tags::ROWS, VR::US, d.rows);
+        put(&mut o, tags::COLUMNS, VR::US, d.cols);
+        put(&mut o, tags::SAMPLES_PER_PIXEL, VR::US, d.samples);
+        put(
+            &mut o,
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            d.photometric,
+        );
+        put(&mut o, tags::BITS_ALLOCATED, VR::US, d.bits);
+        put(&mut o, tags::BITS_STORED, VR::US, d.bits);
+        put(&mut o, tags::HIGH_BIT, VR::US, d.bits - 1);
+        put(
+            &mut o,
+            tags::PIXEL_REPRESENTATION,
+            VR::US,
+            u16::from(d.signed),
+        );
+        if d.samples == 3 {
+            put(&mut o, tags::PLANAR_CONFIGURATION, VR::US, 0u16);
+        }
+        if d.frames > 1 {
+            put(&mut o, tags::NUMBER_OF_FRAMES, VR::IS, d.frames.to_string());
+        }
+        if let Some((slope, intercept)) = d.rescale {
+            put(&mut o, tags::RESCALE_SLOPE, VR::DS, slope.to_string());
+            put(
+                &mut o,
+                tags::RESCALE_INTERCEPT,
+                VR::DS,
+                intercept.to_string(),
+            );
+        }
+        if let Some((c, w)) = d.window {
+            put(&mut o, tags::WINDOW_CENTER, VR::DS, c.to_string());
+            put(&mut o, tags::WINDOW_WIDTH, VR::DS, w.to_string());
+        }
+        let pixel = match d.pixels {
+            Pixels::U8(v) => {
+                DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::U8(v.into()))
+            }
+            Pixels::U16(v) => {
+                DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(v.into()))
+            }
+            Pixels::I16(v) => DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OW,
+                PrimitiveValue::U16(v.iter().map(|&x| x as u16).collect()),
+            ),
+            Pixels::Encapsulated(frames) => DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OB,
+                dicom_core::value::Value::from(PixelFragmentSequence::new_fragments(frames)),
+            ),
+        };
+        o.put(pixel);
+        let file = o
+            .with_meta(FileMetaTableBuilder::new().transfer_syntax(d.transfer_syntax))
+            .expect("meta");
+        file.write_to_file(path).expect("write dicom");
+    }
+
+    /// Writes a NIfTI volume (`.nii` or `.nii.gz` by the path) from `data[[i, j, k]]`, with
+    /// the given sform rows (voxel to RAS world).
+    pub fn write_nifti(path: &Path, data: &ndarray::Array3<f32>, srow: [[f32; 4]; 3]) {
+        let h = nifti::NiftiHeader {
+            sform_code: 1,
+            srow_x: srow[0],
+            srow_y: srow[1],
+            srow_z: srow[2],
+            ..Default::default()
+        };
+        nifti::writer::WriterOptions::new(path)
+            .reference_header(&h)
+            .write_nifti(data)
+            .expect("write nifti");
+    }
+}

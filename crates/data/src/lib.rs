@@ -11,6 +11,7 @@
 
 pub mod check;
 pub mod dedup;
+pub mod dicom;
 pub mod error;
 pub mod fsutil;
 pub mod hash;
@@ -20,5 +21,6 @@ pub mod manifest;
 pub mod scan;
 pub mod split;
 pub mod transform;
+pub mod volume;
 
 pub use error::{DataError, Result};

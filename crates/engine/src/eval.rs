@@ -68,6 +68,8 @@ pub struct EvalConfig {
     pub exclude_duplicates: bool,
     /// How many of the most confident mistakes the report shows.
     pub worst: usize,
+    /// Average probabilities over test-time augmentation views (flip, shifts).
+    pub tta: bool,
 }
 
 impl EvalConfig {
@@ -86,6 +88,7 @@ impl EvalConfig {
             label_map: None,
             exclude_duplicates: false,
             worst: 12,
+            tta: false,
         }
     }
 
@@ -162,6 +165,9 @@ pub struct EvalReport {
     pub run: PathBuf,
     pub source: String,
     pub model: String,
+    /// Whether probabilities were averaged over test-time augmentation views.
+    #[serde(default)]
+    pub tta: bool,
     /// Architecture, weights and training in one line.
     pub description: String,
     pub task: Task,
@@ -370,9 +376,15 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
     let mut probs = Vec::with_capacity(loaded.images.len());
     for imgs in loaded.images.chunks(cfg.batch_size) {
         let refs: Vec<_> = imgs.iter().collect();
-        for z in clf.logits(&refs)? {
-            raw.push(softmax(&z));
-            probs.push(crate::stats::softmax_t(&z, temperature));
+        if cfg.tta {
+            let views = clf.tta_logits(&refs)?;
+            raw.extend(crate::infer::average_views(&views, 1.0));
+            probs.extend(crate::infer::average_views(&views, temperature));
+        } else {
+            for z in clf.logits(&refs)? {
+                raw.push(softmax(&z));
+                probs.push(crate::stats::softmax_t(&z, temperature));
+            }
         }
     }
     let coarse_truth: Vec<usize> = loaded
@@ -476,6 +488,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
         run: run.dir.clone(),
         source,
         model: run.config.model.architecture.name().into(),
+        tta: cfg.tta,
         description: describe(&run),
         task,
         notice: NOTICE.into(),
@@ -799,6 +812,13 @@ impl EvalReport {
         let _ = writeln!(o, "- run: `{}`", self.run.display());
         let _ = writeln!(o, "- model: {} (task {})", self.description, self.task);
         let _ = writeln!(o, "- evaluated on: {}", self.source);
+        if self.tta {
+            let _ = writeln!(
+                o,
+                "- test-time augmentation: probabilities averaged over the image, its mirror \
+                 and four 4% shifts"
+            );
+        }
         if let Some(p) = &self.data.protocol {
             let _ = writeln!(
                 o,

@@ -71,6 +71,69 @@ impl Classifier {
     }
 }
 
+/// Test-time augmentation: the picture as is, mirrored left-right, and shifted by 4% of its
+/// size in each of the four directions (black fill). Probabilities are averaged over the six.
+pub const TTA_VIEWS: usize = 6;
+
+/// The [`TTA_VIEWS`] views of a prepared image.
+pub fn tta_views(img: &RgbImage) -> Vec<RgbImage> {
+    let (w, h) = img.dimensions();
+    let (dx, dy) = (
+        (w as f32 * 0.04).round() as i64,
+        (h as f32 * 0.04).round() as i64,
+    );
+    let shift = |sx: i64, sy: i64| {
+        let mut out = RgbImage::new(w, h);
+        image::imageops::overlay(&mut out, img, sx, sy);
+        out
+    };
+    vec![
+        img.clone(),
+        image::imageops::flip_horizontal(img),
+        shift(dx, 0),
+        shift(-dx, 0),
+        shift(0, dy),
+        shift(0, -dy),
+    ]
+}
+
+impl Classifier {
+    /// Logits of every TTA view: `result[v][i]` is view `v` of image `i`.
+    pub fn tta_logits(&self, images: &[&RgbImage]) -> Result<Vec<Vec<Vec<f32>>>> {
+        let views: Vec<Vec<RgbImage>> = images.iter().map(|i| tta_views(i)).collect();
+        (0..TTA_VIEWS)
+            .map(|v| {
+                let batch: Vec<&RgbImage> = views.iter().map(|vs| &vs[v]).collect();
+                self.logits(&batch)
+            })
+            .collect()
+    }
+
+    /// Probabilities (with the run's temperature) averaged over the TTA views.
+    pub fn probabilities_tta(&self, images: &[&RgbImage]) -> Result<Vec<Vec<f32>>> {
+        Ok(average_views(&self.tta_logits(images)?, self.temperature()))
+    }
+}
+
+/// Mean over views of `softmax(logits / t)`, per image.
+pub fn average_views(views: &[Vec<Vec<f32>>], t: f64) -> Vec<Vec<f32>> {
+    let Some(first) = views.first() else {
+        return Vec::new();
+    };
+    let n = views.len() as f32;
+    (0..first.len())
+        .map(|i| {
+            let mut acc = vec![0f32; first[i].len()];
+            for v in views {
+                for (a, p) in acc.iter_mut().zip(crate::stats::softmax_t(&v[i], t)) {
+                    *a += p / n;
+                }
+            }
+            acc
+        })
+        .collect()
+}
+
 /// Numerically stable softmax of one row.
 pub fn softmax(row: &[f32]) -> Vec<f32> {
     let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -96,5 +159,20 @@ mod tests {
         assert_eq!(super::top1(&p).0, 3);
         let q = super::softmax(&[0.0, (2.0f32).ln()]);
         assert!((q[1] - 2.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn tta_views_and_their_average() {
+        let mut img = image::RgbImage::new(50, 20);
+        img.put_pixel(0, 0, image::Rgb([255, 0, 0]));
+        let v = super::tta_views(&img);
+        assert_eq!(v.len(), super::TTA_VIEWS);
+        assert_eq!(v[1].get_pixel(49, 0).0, [255, 0, 0]); // mirrored
+        assert_eq!(v[2].get_pixel(2, 0).0, [255, 0, 0]); // shifted right by 2 (4% of 50)
+        assert_eq!(v[3].get_pixel(0, 0).0, [0, 0, 0]); // shifted out
+        // Two views of one image: the mean of their softmaxes.
+        let views = vec![vec![vec![0.0f32, 0.0]], vec![vec![0.0f32, (3.0f32).ln()]]];
+        let p = super::average_views(&views, 1.0);
+        assert!((p[0][1] - (0.5 + 0.75) / 2.0).abs() < 1e-6);
     }
 }

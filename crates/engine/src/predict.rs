@@ -1,100 +1,423 @@
-//! `artemis predict`: classify files and folders with a trained run. Files are streamed in
-//! chunks (decoded on all cores, then classified), so memory stays flat however large the
-//! folder; a file that cannot be read gets its own error row and the rest go on.
+//! `artemis predict`: classify JPEG/PNG images, DICOM files (one row per frame) and NIfTI
+//! volumes (one row per slice, plus a per-volume summary), optionally with test-time
+//! augmentation and a Grad-CAM heat map per picture.
+//!
+//! Files are streamed in chunks (decoded on all cores, then classified), so memory stays flat
+//! however large the folder; a file that cannot be read gets its own error row naming the file
+//! and the problem, and the rest go on. The JSON output is versioned ([`SCHEMA`], documented in
+//! `docs/predict-json.md`).
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::infer::{Classifier, top1};
+use artemis_data::dicom::{DicomOptions, Identifiers, read_dicom, sniff};
 use artemis_data::image_io::{DEFAULT_MAX_PIXELS, read_rgb};
 use artemis_data::scan::list_inputs;
+use artemis_data::volume::{SliceAxis, VolumeOptions, is_nifti_path, read_volume};
+use artemis_explain::{OverlayStyle, grad_cam, overlay_png};
+use image::RgbImage;
 use rayon::prelude::*;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
-/// Files decoded and classified together.
-pub const CHUNK: usize = 64;
+/// Version of the `predict --json` document.
+pub const SCHEMA: &str = "artemis.predict/2";
 
-/// One input's outcome.
+/// Files decoded together (a NIfTI volume counts as one file).
+pub const CHUNK: usize = 32;
+/// Pictures classified together.
+pub const BATCH: usize = 32;
+
+/// Options of a prediction run.
+#[derive(Debug, Clone)]
+pub struct PredictConfig {
+    /// Write a Grad-CAM heat map PNG per picture into this folder.
+    pub explain_dir: Option<PathBuf>,
+    /// Explain this class instead of the predicted one.
+    pub explain_class: Option<usize>,
+    /// Average over test-time augmentation views.
+    pub tta: bool,
+    /// Read and report DICOM patient/study identifiers.
+    pub show_identifiers: bool,
+    pub slice_axis: SliceAxis,
+    /// Half-open range of NIfTI slices.
+    pub slice_range: Option<(usize, usize)>,
+    pub max_pixels: u64,
+    /// Colour-map weight of the heat maps.
+    pub opacity: f32,
+}
+
+impl Default for PredictConfig {
+    fn default() -> Self {
+        PredictConfig {
+            explain_dir: None,
+            explain_class: None,
+            tta: false,
+            show_identifiers: false,
+            slice_axis: SliceAxis::Auto,
+            slice_range: None,
+            max_pixels: DEFAULT_MAX_PIXELS,
+            opacity: 0.45,
+        }
+    }
+}
+
+/// One classified picture (or an input that could not be read).
 #[derive(Debug, Clone, Serialize)]
 pub struct PredictRow {
     pub input: PathBuf,
+    /// DICOM frame index (0-based), for DICOM inputs.
+    pub frame: Option<u32>,
+    /// NIfTI slice index along the slicing axis, for volumes.
+    pub slice: Option<usize>,
     /// Predicted class name, absent on error.
     pub class: Option<String>,
     /// Probability of the predicted class.
     pub confidence: Option<f32>,
-    /// `class name -> probability`, in class order.
+    /// `[class name, probability]` pairs in class order.
     pub probabilities: Option<Vec<(String, f32)>>,
     /// Whether the probabilities are temperature-scaled (the run was calibrated by `eval`).
     pub calibrated: bool,
+    /// Whether the probabilities are averaged over test-time augmentation views.
+    pub tta: bool,
+    /// Heat-map PNG written for this picture.
+    pub heatmap: Option<PathBuf>,
+    /// DICOM identifiers, only with `--show-identifiers`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identifiers: Option<Identifiers>,
     /// Why the input could not be classified.
     pub error: Option<String>,
 }
 
-/// Classifies every file under `inputs`, calling `on_row` as each chunk finishes.
-pub fn predict(
-    clf: &Classifier,
-    inputs: &[PathBuf],
-    mut on_row: impl FnMut(&PredictRow),
-) -> Result<Vec<PredictRow>> {
-    let (files, problems) = list_inputs(inputs);
-    let mut rows = Vec::with_capacity(files.len() + problems.len());
-    for p in problems {
-        let row = PredictRow {
-            input: p.path,
+impl PredictRow {
+    fn failed(input: &Path, error: String) -> PredictRow {
+        PredictRow {
+            input: input.to_path_buf(),
+            frame: None,
+            slice: None,
             class: None,
             confidence: None,
             probabilities: None,
             calibrated: false,
-            error: Some(p.reason),
-        };
-        on_row(&row);
-        rows.push(row);
+            tta: false,
+            heatmap: None,
+            identifiers: None,
+            error: Some(error),
+        }
     }
-    let pb = crate::progress::bar(files.len() as u64, "predict");
-    for chunk in files.chunks(CHUNK) {
-        let decoded: Vec<std::result::Result<image::RgbImage, String>> = chunk
-            .par_iter()
-            .map(|p| {
-                read_rgb(p, DEFAULT_MAX_PIXELS)
-                    .map(|img| clf.prepare(&img))
-                    .map_err(|e| e.to_string())
-            })
+}
+
+/// Per-volume summary of a NIfTI input.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeSummary {
+    pub input: PathBuf,
+    pub dims: [usize; 3],
+    /// Voxel axis the slices are perpendicular to, and its anatomical plane when known.
+    pub axis: usize,
+    pub plane: Option<String>,
+    pub orientation: String,
+    pub slices: usize,
+    /// `[class, number of slices predicted as it]`, most frequent first.
+    pub class_counts: Vec<(String, usize)>,
+    /// The most confident slices: `[slice, class, probability]`.
+    pub most_confident: Vec<(usize, String, f32)>,
+}
+
+/// Everything a prediction run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictOutput {
+    pub rows: Vec<PredictRow>,
+    pub volumes: Vec<VolumeSummary>,
+}
+
+/// A picture to classify and where it came from.
+struct Unit {
+    input: PathBuf,
+    frame: Option<u32>,
+    slice: Option<usize>,
+    image: RgbImage,
+    identifiers: Option<Identifiers>,
+}
+
+/// One file decoded into pictures, or its error.
+enum Decoded {
+    Units(Vec<Unit>, Option<artemis_data::volume::Volume>),
+    Failed(String),
+}
+
+fn decode(path: &Path, cfg: &PredictConfig) -> Decoded {
+    if is_nifti_path(path) {
+        let opts = VolumeOptions {
+            axis: cfg.slice_axis,
+            range: cfg.slice_range,
+            max_voxels: cfg.max_pixels.saturating_mul(64),
+        };
+        return match read_volume(path, &opts) {
+            Ok(mut v) => {
+                let units = std::mem::take(&mut v.slices)
+                    .into_iter()
+                    .map(|s| Unit {
+                        input: path.to_path_buf(),
+                        frame: None,
+                        slice: Some(s.index),
+                        image: s.image,
+                        identifiers: None,
+                    })
+                    .collect();
+                Decoded::Units(units, Some(v))
+            }
+            Err(e) => Decoded::Failed(e.to_string()),
+        };
+    }
+    let mut head = [0u8; 132];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    if sniff(&head[..n]) {
+        let opts = DicomOptions {
+            max_pixels: cfg.max_pixels,
+            identifiers: cfg.show_identifiers,
+        };
+        return match read_dicom(path, &opts) {
+            Ok(d) => Decoded::Units(
+                d.frames
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, f)| Unit {
+                        input: path.to_path_buf(),
+                        frame: Some(i as u32),
+                        slice: None,
+                        image: f.image,
+                        identifiers: d.identifiers.clone(),
+                    })
+                    .collect(),
+                None,
+            ),
+            Err(e) => Decoded::Failed(e.to_string()),
+        };
+    }
+    match read_rgb(path, cfg.max_pixels) {
+        Ok(img) => Decoded::Units(
+            vec![Unit {
+                input: path.to_path_buf(),
+                frame: None,
+                slice: None,
+                image: img,
+                identifiers: None,
+            }],
+            None,
+        ),
+        Err(e) => Decoded::Failed(e.to_string()),
+    }
+}
+
+/// A file name for a unit's heat map, unique within the run.
+fn heatmap_name(u: &Unit, taken: &mut HashSet<String>) -> String {
+    let name = u
+        .input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "input".into());
+    let stem = name
+        .trim_end_matches(".gz")
+        .rsplit_once('.')
+        .map_or(name.as_str(), |(s, _)| s)
+        .to_string();
+    let base = match (u.frame, u.slice) {
+        (Some(f), _) => format!("{stem}_frame{f:03}"),
+        (_, Some(s)) => format!("{stem}_slice{s:04}"),
+        _ => stem,
+    };
+    let mut candidate = format!("{base}.png");
+    let mut k = 2;
+    while !taken.insert(candidate.clone()) {
+        candidate = format!("{base}-{k}.png");
+        k += 1;
+    }
+    candidate
+}
+
+/// Classifies (and explains) a batch of pictures.
+fn classify(
+    clf: &Classifier,
+    units: &[Unit],
+    cfg: &PredictConfig,
+    taken: &mut HashSet<String>,
+) -> Result<Vec<PredictRow>> {
+    let prepared: Vec<RgbImage> = units.par_iter().map(|u| clf.prepare(&u.image)).collect();
+    let refs: Vec<&RgbImage> = prepared.iter().collect();
+    let probs = if cfg.tta {
+        clf.probabilities_tta(&refs)?
+    } else {
+        clf.probabilities(&refs)?
+    };
+    let classes = clf.classes();
+    let mut heatmaps: Vec<Option<PathBuf>> = vec![None; units.len()];
+    if let Some(dir) = &cfg.explain_dir {
+        std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+        let targets: Vec<usize> = probs
+            .iter()
+            .map(|p| cfg.explain_class.unwrap_or_else(|| top1(p).0))
             .collect();
-        let ok: Vec<&image::RgbImage> = decoded.iter().filter_map(|d| d.as_ref().ok()).collect();
-        let mut probs = clf.probabilities(&ok)?.into_iter();
-        for (path, d) in chunk.iter().zip(&decoded) {
-            let row = match d {
-                Ok(_) => {
-                    let p = probs.next().unwrap_or_default();
-                    let (i, conf) = top1(&p);
-                    PredictRow {
-                        input: path.clone(),
-                        class: clf.classes().get(i).cloned(),
-                        confidence: Some(conf),
-                        probabilities: Some(
-                            clf.classes()
-                                .iter()
-                                .cloned()
-                                .zip(p.iter().cloned())
-                                .collect(),
-                        ),
-                        calibrated: clf.calibration.is_some(),
-                        error: None,
+        let pre = &clf.run.config.preprocess;
+        let x = crate::dataset::batch_tensor(&refs, pre, None, &clf.device);
+        let cams =
+            grad_cam(&clf.network, x, &targets).map_err(|e| EngineError::Tensor(e.to_string()))?;
+        for (i, (u, cam)) in units.iter().zip(&cams).enumerate() {
+            let style = OverlayStyle {
+                opacity: cfg.opacity,
+                title: format!(
+                    "{} {:.3}{}",
+                    classes[targets[i]],
+                    probs[i][targets[i]],
+                    if clf.calibration.is_some() {
+                        " (calibrated)"
+                    } else {
+                        ""
+                    }
+                ),
+                notice: crate::eval::NOTICE.into(),
+                ..OverlayStyle::default()
+            };
+            let png = overlay_png(&u.image, cam, (pre.width, pre.height), pre.resize, &style)
+                .map_err(|e| EngineError::Tensor(e.to_string()))?;
+            let path = dir.join(heatmap_name(u, taken));
+            artemis_data::fsutil::write_atomic(&path, &png)?;
+            heatmaps[i] = Some(path);
+        }
+    }
+    Ok(units
+        .iter()
+        .zip(probs)
+        .zip(heatmaps)
+        .map(|((u, p), heatmap)| {
+            let (i, conf) = top1(&p);
+            PredictRow {
+                input: u.input.clone(),
+                frame: u.frame,
+                slice: u.slice,
+                class: classes.get(i).cloned(),
+                confidence: Some(conf),
+                probabilities: Some(classes.iter().cloned().zip(p.iter().cloned()).collect()),
+                calibrated: clf.calibration.is_some(),
+                tta: cfg.tta,
+                heatmap,
+                identifiers: u.identifiers.clone(),
+                error: None,
+            }
+        })
+        .collect())
+}
+
+fn summarise(v: &artemis_data::volume::Volume, input: &Path, rows: &[PredictRow]) -> VolumeSummary {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut conf: Vec<(usize, String, f32)> = Vec::new();
+    for r in rows {
+        if let (Some(c), Some(p), Some(s)) = (&r.class, r.confidence, r.slice) {
+            *counts.entry(c.clone()).or_default() += 1;
+            conf.push((s, c.clone(), p));
+        }
+    }
+    let mut class_counts: Vec<(String, usize)> = counts.into_iter().collect();
+    class_counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    conf.sort_by(|a, b| b.2.total_cmp(&a.2));
+    conf.truncate(5);
+    VolumeSummary {
+        input: input.to_path_buf(),
+        dims: v.dims,
+        axis: v.axis,
+        plane: v.plane.map(|p| p.name().to_string()),
+        orientation: v.orientation.clone(),
+        slices: rows.len(),
+        class_counts,
+        most_confident: conf,
+    }
+}
+
+/// Classifies every file under `inputs`, calling `on_row` as each picture is done.
+pub fn predict(
+    clf: &Classifier,
+    inputs: &[PathBuf],
+    cfg: &PredictConfig,
+    mut on_row: impl FnMut(&PredictRow),
+) -> Result<PredictOutput> {
+    let (files, problems) = list_inputs(inputs);
+    let mut out = PredictOutput {
+        rows: Vec::with_capacity(files.len() + problems.len()),
+        volumes: Vec::new(),
+    };
+    for p in problems {
+        let row = PredictRow::failed(&p.path, p.reason);
+        on_row(&row);
+        out.rows.push(row);
+    }
+    let mut taken = HashSet::new();
+    let pb = crate::progress::bar(files.len() as u64, "predict");
+    // Up to CHUNK files decoded together; a volume (hundreds of slices) is a chunk of its own,
+    // so at most one volume's pictures are in memory at a time.
+    let mut groups: Vec<&[PathBuf]> = Vec::new();
+    let mut start = 0;
+    for (i, f) in files.iter().enumerate() {
+        if is_nifti_path(f) {
+            if start < i {
+                groups.push(&files[start..i]);
+            }
+            groups.push(&files[i..=i]);
+            start = i + 1;
+        } else if i + 1 - start == CHUNK {
+            groups.push(&files[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < files.len() {
+        groups.push(&files[start..]);
+    }
+    for chunk in groups {
+        let decoded: Vec<Decoded> = chunk.par_iter().map(|p| decode(p, cfg)).collect();
+        // Pictures of the whole chunk are classified in batches; rows keep file order.
+        let mut units = Vec::new();
+        let mut slots: Vec<(usize, std::result::Result<usize, String>)> = Vec::new();
+        let mut volumes = Vec::new();
+        for (f, d) in decoded.into_iter().enumerate() {
+            match d {
+                Decoded::Failed(e) => slots.push((f, Err(e))),
+                Decoded::Units(us, v) => {
+                    slots.push((f, Ok(us.len())));
+                    units.extend(us);
+                    if let Some(v) = v {
+                        volumes.push((f, v));
                     }
                 }
-                Err(e) => PredictRow {
-                    input: path.clone(),
-                    class: None,
-                    confidence: None,
-                    probabilities: None,
-                    calibrated: false,
-                    error: Some(e.clone()),
-                },
-            };
-            on_row(&row);
-            rows.push(row);
+            }
+        }
+        let mut rows = Vec::with_capacity(units.len());
+        for batch in units.chunks(BATCH) {
+            rows.extend(classify(clf, batch, cfg, &mut taken)?);
+        }
+        let mut rows = rows.into_iter();
+        for (f, slot) in slots {
+            let first = out.rows.len();
+            match slot {
+                Err(e) => {
+                    let row = PredictRow::failed(&chunk[f], e);
+                    on_row(&row);
+                    out.rows.push(row);
+                }
+                Ok(n) => {
+                    for row in rows.by_ref().take(n) {
+                        on_row(&row);
+                        out.rows.push(row);
+                    }
+                }
+            }
+            if let Some((_, v)) = volumes.iter().find(|(g, _)| *g == f) {
+                out.volumes
+                    .push(summarise(v, &chunk[f], &out.rows[first..]));
+            }
         }
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
-    Ok(rows)
+    Ok(out)
 }
