@@ -128,4 +128,16 @@ fn grad_cam_peaks_on_the_class_evidence() {
         "peak on the blob in {hits} of {} probes",
         probes.len()
     );
+
+    // The library call the web app uses: the same map, and a picture of it.
+    let img = blob_image(20.0, 40.0, 99);
+    let e = artemis_engine::predict::explain(&clf, &img, Some(0), 0.45).unwrap();
+    let prepared = clf.prepare(&img);
+    let x = artemis_engine::dataset::batch_tensor(&[&prepared], &pre, None, &clf.device);
+    let direct = &artemis_explain::grad_cam(&clf.network, x, &[0]).unwrap()[0];
+    assert_eq!(&e.cam, direct);
+    assert_eq!(e.class, 0);
+    assert!((e.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+    assert!(image::load_from_memory(&e.png).unwrap().width() >= 384);
+    assert!(artemis_engine::predict::explain(&clf, &img, Some(99), 0.45).is_err());
 }

@@ -238,6 +238,66 @@ fn heatmap_name(u: &Unit, taken: &mut HashSet<String>) -> String {
     candidate
 }
 
+/// One picture classified and explained: what the web app and other library users get.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// The class the map explains (the predicted one unless another was asked for).
+    pub class: usize,
+    /// Probabilities in class order (calibrated when the run is).
+    pub probabilities: Vec<f32>,
+    pub cam: artemis_explain::Cam,
+    /// The heat-map picture (PNG bytes).
+    pub png: Vec<u8>,
+}
+
+/// The heat-map style for a class and its probability.
+fn style(clf: &Classifier, class: usize, p: f32, opacity: f32) -> OverlayStyle {
+    OverlayStyle {
+        opacity,
+        title: format!(
+            "{} {p:.3}{}",
+            clf.classes()[class],
+            if clf.calibration.is_some() {
+                " (calibrated)"
+            } else {
+                ""
+            }
+        ),
+        notice: crate::eval::NOTICE.into(),
+        ..OverlayStyle::default()
+    }
+}
+
+/// Classifies one decoded picture (as the user gave it) and draws its Grad-CAM heat map.
+pub fn explain(
+    clf: &Classifier,
+    image: &RgbImage,
+    class: Option<usize>,
+    opacity: f32,
+) -> Result<Explanation> {
+    let prepared = clf.prepare(image);
+    let probabilities = clf.probabilities(&[&prepared])?.pop().unwrap_or_default();
+    let class = class.unwrap_or_else(|| top1(&probabilities).0);
+    if class >= clf.classes().len() {
+        return Err(EngineError::Config(format!("class {class} out of range")));
+    }
+    let pre = &clf.run.config.preprocess;
+    let x = crate::dataset::batch_tensor(&[&prepared], pre, None, &clf.device);
+    let cam = grad_cam(&clf.network, x, &[class])
+        .map_err(|e| EngineError::Tensor(e.to_string()))?
+        .pop()
+        .ok_or_else(|| EngineError::Tensor("no map".into()))?;
+    let st = style(clf, class, probabilities[class], opacity);
+    let png = overlay_png(image, &cam, (pre.width, pre.height), pre.resize, &st)
+        .map_err(|e| EngineError::Tensor(e.to_string()))?;
+    Ok(Explanation {
+        class,
+        probabilities,
+        cam,
+        png,
+    })
+}
+
 /// Classifies (and explains) a batch of pictures.
 fn classify(
     clf: &Classifier,
@@ -265,22 +325,8 @@ fn classify(
         let cams =
             grad_cam(&clf.network, x, &targets).map_err(|e| EngineError::Tensor(e.to_string()))?;
         for (i, (u, cam)) in units.iter().zip(&cams).enumerate() {
-            let style = OverlayStyle {
-                opacity: cfg.opacity,
-                title: format!(
-                    "{} {:.3}{}",
-                    classes[targets[i]],
-                    probs[i][targets[i]],
-                    if clf.calibration.is_some() {
-                        " (calibrated)"
-                    } else {
-                        ""
-                    }
-                ),
-                notice: crate::eval::NOTICE.into(),
-                ..OverlayStyle::default()
-            };
-            let png = overlay_png(&u.image, cam, (pre.width, pre.height), pre.resize, &style)
+            let st = style(clf, targets[i], probs[i][targets[i]], cfg.opacity);
+            let png = overlay_png(&u.image, cam, (pre.width, pre.height), pre.resize, &st)
                 .map_err(|e| EngineError::Tensor(e.to_string()))?;
             let path = dir.join(heatmap_name(u, taken));
             artemis_data::fsutil::write_atomic(&path, &png)?;
