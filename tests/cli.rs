@@ -169,7 +169,7 @@ fn check_split_train_resume_eval_predict() {
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(doc["schema"], "artemis.predict/1");
+    assert_eq!(doc["schema"], "artemis.predict/2");
     let rows = doc["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 12);
     let errors: Vec<&serde_json::Value> = rows.iter().filter(|r| !r["error"].is_null()).collect();

@@ -55,29 +55,15 @@ fn grad_cam_peaks_on_the_class_evidence() {
         }
     }
     let manifest = tmp.path().join("m.tsv");
-    let o = artemis(&["data", "split", s(&data), "--seed", "4", "-o", s(&manifest)]);
-    assert!(o.status.success(), "{}", text(&o));
+    split(&data, &manifest, "4", &[]);
     let run = tmp.path().join("run");
-    let o = artemis(&[
-        "train",
-        "--manifest",
-        s(&manifest),
-        "--model",
-        "baseline-relu-bn",
-        "--input-size",
+    train_baseline(
+        &manifest,
+        &run,
         "128",
-        "--epochs",
         "4",
-        "--batch-size",
-        "8",
-        "--lr",
-        "0.003",
-        "--seed",
-        "1",
-        "-o",
-        s(&run),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+        &["--lr", "0.003", "--seed", "1"],
+    );
 
     let clf = Classifier::open(Run::open(&run).unwrap()).unwrap();
     let pre = clf.run.config.preprocess;

@@ -439,25 +439,9 @@ fn predict_on_dicom_and_nifti_with_heat_maps_and_tta() {
     let data = tmp.path().join("data");
     make_dataset(&data);
     let manifest = tmp.path().join("m.tsv");
-    let o = artemis(&["data", "split", s(&data), "--seed", "2", "-o", s(&manifest)]);
-    assert!(o.status.success(), "{}", text(&o));
+    split(&data, &manifest, "2", &[]);
     let run = tmp.path().join("run");
-    let o = artemis(&[
-        "train",
-        "--manifest",
-        s(&manifest),
-        "--model",
-        "baseline-relu-bn",
-        "--input-size",
-        "128",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "-o",
-        s(&run),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    train_baseline(&manifest, &run, "128", "1", &[]);
 
     let inputs = tmp.path().join("scans");
     fs::create_dir_all(&inputs).unwrap();

@@ -64,22 +64,19 @@ fn mobilenetv2_report_with_intervals_calibration_external_data_and_browser() {
         str::to_string,
     );
     let manifest = tmp.path().join("m.tsv");
-    let o = artemis(&[
-        "data",
-        "split",
-        s(&data),
-        "--protocol",
-        "reference",
-        "--seed",
+    split(
+        &data,
+        &manifest,
         "5",
-        "--val-fraction",
-        "0.2",
-        "--test-fraction",
-        "0.2",
-        "-o",
-        s(&manifest),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+        &[
+            "--protocol",
+            "reference",
+            "--val-fraction",
+            "0.2",
+            "--test-fraction",
+            "0.2",
+        ],
+    );
     let run = tmp.path().join("run");
     let o = artemis(&[
         "train",
@@ -150,6 +147,16 @@ fn mobilenetv2_report_with_intervals_calibration_external_data_and_browser() {
     let other: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_ne!(other["metrics"]["bootstrap"], first);
     assert_eq!(other["calibration"]["temperature"].as_f64().unwrap(), 1.0);
+    // Test-time augmentation: recorded, and the probabilities differ from the plain ones.
+    let o = artemis(&["eval", s(&run), "--json", "--tta", "--bootstrap", "0"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let tta: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(tta["tta"], true);
+    assert!(tta["metrics"]["bootstrap"].is_null());
+    assert_ne!(
+        tta["predictions"][0]["confidence"],
+        again["predictions"][0]["confidence"]
+    );
 
     // predict reports calibrated probabilities.
     let o = artemis(&[
@@ -202,15 +209,20 @@ fn mobilenetv2_report_with_intervals_calibration_external_data_and_browser() {
     .unwrap();
     let map = tmp.path().join("labels.tsv");
     fs::write(&map, "# our names\nNormal\tno_tumor\n").unwrap();
-    let o = artemis(&[
-        "eval",
-        s(&run),
-        "--data",
-        s(&ext),
-        "--label-map",
-        s(&map),
-        "--json",
-    ]);
+    let ext_eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            s(&run),
+            "--data",
+            s(&ext),
+            "--label-map",
+            s(&map),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        artemis(&args)
+    };
+    let o = ext_eval(&[]);
     assert!(o.status.success(), "{}", text(&o));
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(
@@ -242,16 +254,7 @@ fn mobilenetv2_report_with_intervals_calibration_external_data_and_browser() {
         kinds.contains(&("reencoded.png".into(), "near".into())),
         "{kinds:?}"
     );
-    let o = artemis(&[
-        "eval",
-        s(&run),
-        "--data",
-        s(&ext),
-        "--label-map",
-        s(&map),
-        "--exclude-duplicates",
-        "--json",
-    ]);
+    let o = ext_eval(&["--exclude-duplicates"]);
     assert!(o.status.success(), "{}", text(&o));
     let x: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(x["overlap"]["excluded"], true);

@@ -63,18 +63,7 @@ fn dataset_with_manifest() -> (tempfile::TempDir, std::path::PathBuf, std::path:
     let data = tmp.path().join("data");
     make_dataset(&data);
     let manifest = tmp.path().join("m.tsv");
-    let o = artemis(&[
-        "data",
-        "split",
-        s(&data),
-        "--protocol",
-        "reference",
-        "--seed",
-        "1",
-        "-o",
-        s(&manifest),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
+    split(&data, &manifest, "1", &["--protocol", "reference"]);
     (tmp, data, manifest)
 }
 

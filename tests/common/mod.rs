@@ -65,6 +65,37 @@ pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `artemis data split DATA --seed SEED -o MANIFEST EXTRA...`, which must succeed.
+pub fn split(data: &Path, manifest: &Path, seed: &str, extra: &[&str]) {
+    let mut args = vec!["data", "split", s(data), "--seed", seed, "-o", s(manifest)];
+    args.extend_from_slice(extra);
+    let o = artemis(&args);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// Trains `baseline-relu-bn` at `size` px for `epochs` epochs (batch 8) into `run`, which
+/// must succeed.
+pub fn train_baseline(manifest: &Path, run: &Path, size: &str, epochs: &str, extra: &[&str]) {
+    let mut args = vec![
+        "train",
+        "--manifest",
+        s(manifest),
+        "--model",
+        "baseline-relu-bn",
+        "--input-size",
+        size,
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "8",
+        "-o",
+        s(run),
+    ];
+    args.extend_from_slice(extra);
+    let o = artemis(&args);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 /// DICOM and NIfTI files the tests write themselves (dicom-rs and the `nifti` crate).
 pub mod formats {
     use dicom_core::value::PixelFragmentSequence;

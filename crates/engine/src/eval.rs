@@ -646,6 +646,60 @@ fn opt3(v: Option<f64>) -> String {
     v.map_or("-".into(), |x| format!("{x:.3}"))
 }
 
+/// Column titles of the per-class table ([`View::class_rows`]).
+pub const CLASS_COLUMNS: [&str; 8] = [
+    "class",
+    "precision",
+    "recall",
+    "recall 95% CI",
+    "F1",
+    "ROC-AUC",
+    "PR-AUC",
+    "support",
+];
+
+impl View {
+    /// The per-class table as text cells (one row per class, then the macro average), shared
+    /// by the Markdown and HTML reports.
+    pub fn class_rows(&self) -> Vec<[String; 8]> {
+        let m = &self.metrics;
+        let sep = &self.separation;
+        let mut rows: Vec<[String; 8]> = m
+            .per_class
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let ci = self
+                    .bootstrap
+                    .as_ref()
+                    .and_then(|b| b.recall.get(i))
+                    .map_or("-".into(), |r| format!("{:.3}-{:.3}", r.low, r.high));
+                [
+                    c.class.clone(),
+                    format!("{:.3}", c.precision),
+                    format!("{:.3}", c.recall),
+                    ci,
+                    format!("{:.3}", c.f1),
+                    opt3(sep.roc_auc.get(i).copied().flatten()),
+                    opt3(sep.pr_auc.get(i).copied().flatten()),
+                    c.support.to_string(),
+                ]
+            })
+            .collect();
+        rows.push([
+            "macro avg".into(),
+            format!("{:.3}", m.macro_avg.precision),
+            format!("{:.3}", m.macro_avg.recall),
+            String::new(),
+            format!("{:.3}", m.macro_avg.f1),
+            opt3(sep.macro_roc_auc),
+            opt3(sep.macro_pr_auc),
+            m.n.to_string(),
+        ]);
+        rows
+    }
+}
+
 fn metrics_table(o: &mut String, title: &str, v: &View) {
     let m = &v.metrics;
     let _ = writeln!(o, "### {title}\n");
@@ -669,39 +723,17 @@ fn metrics_table(o: &mut String, title: &str, v: &View) {
             b.resamples, b.seed
         );
     }
-    let _ = writeln!(
-        o,
-        "| class | precision | recall | recall 95% CI | F1 | ROC-AUC | PR-AUC | support |"
-    );
+    let _ = writeln!(o, "| {} |", CLASS_COLUMNS.join(" | "));
     let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (i, c) in m.per_class.iter().enumerate() {
-        let ci = v
-            .bootstrap
-            .as_ref()
-            .and_then(|b| b.recall.get(i))
-            .map_or("-".into(), |r| format!("{:.3}-{:.3}", r.low, r.high));
-        let _ = writeln!(
-            o,
-            "| {} | {:.3} | {:.3} | {ci} | {:.3} | {} | {} | {} |",
-            c.class,
-            c.precision,
-            c.recall,
-            c.f1,
-            opt3(v.separation.roc_auc.get(i).copied().flatten()),
-            opt3(v.separation.pr_auc.get(i).copied().flatten()),
-            c.support
-        );
+    let rows = v.class_rows();
+    let last = rows.len() - 1;
+    for (i, r) in rows.iter().enumerate() {
+        let mut cells = r.clone();
+        if i == last {
+            cells[0] = format!("*{}*", cells[0]);
+        }
+        let _ = writeln!(o, "| {} |", cells.join(" | "));
     }
-    let _ = writeln!(
-        o,
-        "| *macro avg* | {:.3} | {:.3} | | {:.3} | {} | {} | {} |",
-        m.macro_avg.precision,
-        m.macro_avg.recall,
-        m.macro_avg.f1,
-        opt3(v.separation.macro_roc_auc),
-        opt3(v.separation.macro_pr_auc),
-        m.n
-    );
     let _ = writeln!(
         o,
         "| *weighted avg* | {:.3} | {:.3} | | {:.3} | | | {} |\n",
@@ -836,18 +868,8 @@ impl EvalReport {
         if let Some(ov) = &self.overlap {
             let _ = writeln!(
                 o,
-                "**Overlap with the training data:** {} of {} files duplicate a training or \
-                 validation image ({} exact, {} near, threshold {} bits){}.\n",
-                ov.files.len(),
-                ov.checked,
-                ov.exact,
-                ov.near,
-                ov.threshold,
-                if ov.excluded {
-                    "; they are excluded from the metrics below"
-                } else {
-                    "; they are included in the metrics below (`--exclude-duplicates` leaves them out)"
-                }
+                "**Overlap with the training data:** {}.\n",
+                ov.sentence()
             );
         }
         if let Some(m) = &self.metrics

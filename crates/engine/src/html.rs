@@ -96,41 +96,21 @@ fn view_table(o: &mut String, title: &str, v: &View) {
         opt3(v.separation.macro_pr_auc),
         m.n
     );
-    let _ = write!(
-        o,
-        "<table><tr><th>class</th><th>precision</th><th>recall</th><th>recall 95% CI</th>\
-         <th>F1</th><th>ROC-AUC</th><th>PR-AUC</th><th>support</th></tr>"
-    );
-    for (i, c) in m.per_class.iter().enumerate() {
-        let ci = v
-            .bootstrap
-            .as_ref()
-            .and_then(|b| b.recall.get(i))
-            .map_or("–".into(), |r| format!("{:.3}–{:.3}", r.low, r.high));
-        let _ = write!(
-            o,
-            "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{ci}</td><td>{:.3}</td><td>{}</td>\
-             <td>{}</td><td>{}</td></tr>",
-            esc(&c.class),
-            c.precision,
-            c.recall,
-            c.f1,
-            opt3(v.separation.roc_auc.get(i).copied().flatten()),
-            opt3(v.separation.pr_auc.get(i).copied().flatten()),
-            c.support
-        );
+    let _ = write!(o, "<table><tr>");
+    for h in crate::eval::CLASS_COLUMNS {
+        let _ = write!(o, "<th>{h}</th>");
     }
-    let _ = write!(
-        o,
-        "<tr class=avg><td>macro avg</td><td>{:.3}</td><td>{:.3}</td><td></td><td>{:.3}</td>\
-         <td>{}</td><td>{}</td><td>{}</td></tr></table>",
-        m.macro_avg.precision,
-        m.macro_avg.recall,
-        m.macro_avg.f1,
-        opt3(v.separation.macro_roc_auc),
-        opt3(v.separation.macro_pr_auc),
-        m.n
-    );
+    let _ = write!(o, "</tr>");
+    let rows = v.class_rows();
+    let last = rows.len() - 1;
+    for (i, r) in rows.iter().enumerate() {
+        let _ = write!(o, "<tr{}>", if i == last { " class=avg" } else { "" });
+        for c in r {
+            let _ = write!(o, "<td>{}</td>", esc(c));
+        }
+        let _ = write!(o, "</tr>");
+    }
+    let _ = write!(o, "</table>");
 }
 
 fn coverage_table(o: &mut String, points: &[CoveragePoint]) {
@@ -284,19 +264,8 @@ pub fn report_html(r: &EvalReport, f: &Figures) -> String {
     if let Some(ov) = &r.overlap {
         let _ = write!(
             o,
-            "<h3>Overlap with the training data</h3><p id=overlap>{} of {} files duplicate a \
-             training or validation image ({} exact, {} near; perceptual-hash threshold {} of 256 \
-             bits). They are <b>{}</b> the metrics.</p>",
-            ov.files.len(),
-            ov.checked,
-            ov.exact,
-            ov.near,
-            ov.threshold,
-            if ov.excluded {
-                "excluded from"
-            } else {
-                "included in"
-            }
+            "<h3>Overlap with the training data</h3><p id=overlap>{}.</p>",
+            esc(&ov.sentence())
         );
         if !ov.files.is_empty() {
             let _ = write!(

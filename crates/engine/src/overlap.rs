@@ -58,6 +58,26 @@ pub struct OverlapReport {
     pub files: Vec<Overlap>,
 }
 
+impl OverlapReport {
+    /// One sentence for the reports.
+    pub fn sentence(&self) -> String {
+        format!(
+            "{} of {} files duplicate a training or validation image ({} exact, {} near; \
+             perceptual-hash threshold {} of 256 bits); they are {} the metrics",
+            self.files.len(),
+            self.checked,
+            self.exact,
+            self.near,
+            self.threshold,
+            if self.excluded {
+                "excluded from"
+            } else {
+                "included in (`--exclude-duplicates` leaves them out of)"
+            }
+        )
+    }
+}
+
 fn known_images(run: &Run, manifest: &Manifest, root: &Path) -> Result<Vec<Known>> {
     let cache_path = run.path(CACHE);
     if let Ok(c) = read_json::<Cache>(&cache_path)
