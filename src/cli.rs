@@ -51,6 +51,8 @@ pub enum Command {
     /// One table of several runs' test results (with confidence intervals) beside the
     /// reference project's published figures.
     Compare(CompareArgs),
+    /// Serve a web page and a REST API (`/api/v1`) for a trained run.
+    Serve(ServeArgs),
     /// Print throughput figures (training and inference images/s).
     Bench(BenchArgs),
 }
@@ -253,6 +255,32 @@ pub struct EvalArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Address to listen on (loopback by default; anything else exposes the model to the
+    /// network).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// Largest upload accepted, in MiB.
+    #[arg(long, default_value_t = 32)]
+    pub max_body_mb: usize,
+    /// Largest picture accepted, in pixels (checked before decoding).
+    #[arg(long, default_value_t = 40_000_000)]
+    pub max_pixels: u64,
+    /// Requests classified at once; default: the number of cores.
+    #[arg(long)]
+    pub max_concurrent: Option<usize>,
+    /// Requests that may wait for a slot; beyond slots + waiting, 503 at once.
+    #[arg(long, default_value_t = 64)]
+    pub max_waiting: usize,
+    /// Per-request time limit in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+}
+
+#[derive(Args, Debug)]
 pub struct CompareArgs {
     /// Run folders, each evaluated on its test split (`artemis eval <run>`).
     #[arg(required = true)]
@@ -343,6 +371,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(a) => cmd_eval(a),
         Command::Predict(a) => cmd_predict(a),
         Command::Compare(a) => cmd_compare(a),
+        Command::Serve(a) => cmd_serve(a),
         Command::Bench(a) => cmd_bench(a),
     }
 }
@@ -505,6 +534,34 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
     } else {
         print!("{}", report.summary());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_serve(a: ServeArgs) -> Result<ExitCode> {
+    use artemis_serve::{ServeConfig, serve};
+    if !(a.timeout > 0.0 && a.timeout.is_finite()) {
+        anyhow::bail!(
+            "--timeout {}: must be a positive number of seconds",
+            a.timeout
+        );
+    }
+    let mut cfg = ServeConfig {
+        addr: a.addr,
+        max_body: a.max_body_mb << 20,
+        max_pixels: a.max_pixels,
+        timeout: std::time::Duration::from_secs_f64(a.timeout),
+        max_waiting: a.max_waiting,
+        ..ServeConfig::default()
+    };
+    if let Some(n) = a.max_concurrent {
+        cfg.max_concurrent = n;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(&a.run, cfg))
+        .with_context(|| format!("serving run {}", a.run.display()))?;
     Ok(ExitCode::SUCCESS)
 }
 

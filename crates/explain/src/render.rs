@@ -4,7 +4,7 @@
 
 use crate::{Cam, ExplainError, Result};
 use artemis_data::image_io::ResizeMode;
-use image::RgbImage;
+use image::{Rgb, RgbImage};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use std::sync::Once;
@@ -81,6 +81,13 @@ pub fn upsample(cam: &Cam, ow: u32, oh: u32, iw: u32, ih: u32, mode: ResizeMode)
 fn inferno(v: f32) -> [u8; 3] {
     let c = colorous::INFERNO.eval_continuous(f64::from(v.clamp(0.0, 1.0)));
     [c.r, c.g, c.b]
+}
+
+/// The map alone, upsampled to `ow x oh` and coloured (for viewers that blend it themselves,
+/// such as the web page's opacity slider).
+pub fn heat_layer(cam: &Cam, ow: u32, oh: u32, input: (u32, u32), mode: ResizeMode) -> RgbImage {
+    let v = upsample(cam, ow, oh, input.0, input.1, mode);
+    RgbImage::from_fn(ow, oh, |x, y| Rgb(inferno(v[(y * ow + x) as usize])))
 }
 
 /// Draws `cam` over `original` (the image as the user gave it, before resizing to the network

@@ -1,0 +1,448 @@
+//! artemis-serve: a web page and a versioned REST API over one trained run.
+//!
+//! - `GET /` the single page (no external resource); `GET /api/v1/health`;
+//!   `GET /api/v1/model` (the model card); `GET /api/v1/openapi.json`;
+//!   `POST /api/v1/predict` (multipart field `file`, or the raw body): JPEG, PNG or DICOM in,
+//!   the predict row of `docs/predict-json.md` out, with the heat map as an inline PNG data URI.
+//! - The model is loaded once. Inference and Grad-CAM run on tokio's blocking pool, at most
+//!   `max_concurrent` at a time; up to `max_waiting` more wait their turn (within the
+//!   timeout); beyond that a request is answered 503 at once, never queued without bound.
+//! - Hostile input: a body cap (413), a pixel cap checked before decoding (400), unknown
+//!   content 415, malformed files 400, each with a JSON `{"error": ...}` that names the upload
+//!   but no server path; a per-request timeout (503).
+
+use artemis_data::dicom::{DicomOptions, read_dicom, sniff};
+use artemis_data::image_io::decode_rgb;
+use artemis_engine::eval::{EvalReport, NOTICE};
+use artemis_engine::infer::Classifier;
+use artemis_engine::predict::{SCHEMA, explain};
+use artemis_engine::run::{Run, read_json};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Serialize;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Errors of the serve crate.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Engine(#[from] artemis_engine::EngineError),
+    #[error("{addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub addr: SocketAddr,
+    /// Largest request body accepted (bytes).
+    pub max_body: usize,
+    /// Largest picture accepted (pixels, checked before decoding).
+    pub max_pixels: u64,
+    /// Requests classified at the same time.
+    pub max_concurrent: usize,
+    /// Requests that may wait for a slot (first come, first served, within the timeout);
+    /// a request beyond `max_concurrent + max_waiting` is answered 503 at once.
+    pub max_waiting: usize,
+    /// Longest a request may take.
+    pub timeout: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body: 32 << 20,
+            max_pixels: 40_000_000,
+            max_concurrent: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_waiting: 64,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServeConfig {
+    pub fn validate(&self) -> Result<(), ServeError> {
+        if self.max_concurrent == 0 || self.max_body == 0 || self.timeout.is_zero() {
+            return Err(ServeError::Config(
+                "max concurrency, body size and timeout must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the page and `GET /api/v1/model` show about the model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelCard {
+    pub notice: String,
+    pub task: String,
+    pub classes: Vec<String>,
+    pub model: String,
+    pub description: String,
+    pub input: [u32; 2],
+    pub training_data: String,
+    pub manifest: PathBuf,
+    pub protocol: Option<String>,
+    pub calibrated: bool,
+    pub temperature: f64,
+    /// Test-split figures from the run's `report.json`, when `artemis eval` has run.
+    pub evaluation: Option<serde_json::Value>,
+}
+
+fn model_card(clf: &Classifier) -> ModelCard {
+    let run = &clf.run;
+    let c = &run.config;
+    let report: Option<EvalReport> = read_json(&run.path("report.json")).ok();
+    let evaluation = report.as_ref().and_then(|r| {
+        let v = r.primary()?;
+        Some(json!({
+            "source": r.source,
+            "n": v.metrics.n,
+            "accuracy": v.metrics.accuracy,
+            "accuracy_ci95": v.bootstrap.as_ref().map(|b| [b.accuracy.low, b.accuracy.high]),
+            "macro_f1": v.metrics.macro_avg.f1,
+            "macro_f1_ci95": v.bootstrap.as_ref().map(|b| [b.macro_f1.low, b.macro_f1.high]),
+            "macro_roc_auc": v.separation.macro_roc_auc,
+            "ece": r.calibration.after.ece,
+        }))
+    });
+    ModelCard {
+        notice: NOTICE.into(),
+        task: c.task.name().into(),
+        classes: c.classes.clone(),
+        model: c.model.architecture.name().into(),
+        description: artemis_engine::eval::describe(run),
+        input: [c.preprocess.width, c.preprocess.height],
+        training_data: c.data_root.display().to_string(),
+        manifest: c.manifest.clone(),
+        protocol: report.and_then(|r| r.data.protocol),
+        calibrated: clf.calibration.is_some(),
+        temperature: clf.temperature(),
+        evaluation,
+    }
+}
+
+/// Shared state: the model, its card, the concurrency permits and the settings.
+#[derive(Clone)]
+pub struct AppState {
+    clf: Arc<Classifier>,
+    card: Arc<ModelCard>,
+    /// Inference slots.
+    permits: Arc<Semaphore>,
+    /// Admission: slots plus waiting places.
+    admission: Arc<Semaphore>,
+    cfg: Arc<ServeConfig>,
+}
+
+impl AppState {
+    /// Loads the run's best checkpoint (and calibration) once.
+    pub fn open(run_dir: &Path, cfg: ServeConfig) -> Result<AppState, ServeError> {
+        cfg.validate()?;
+        let clf = Classifier::open(Run::open(run_dir)?)?;
+        let card = model_card(&clf);
+        Ok(AppState {
+            clf: Arc::new(clf),
+            card: Arc::new(card),
+            permits: Arc::new(Semaphore::new(cfg.max_concurrent)),
+            admission: Arc::new(Semaphore::new(cfg.max_concurrent + cfg.max_waiting)),
+            cfg: Arc::new(cfg),
+        })
+    }
+}
+
+impl AppState {
+    /// Takes one inference slot (and its admission place) until the returned permits are
+    /// dropped (`None` when all are busy): for callers that run their own work on the model,
+    /// and for tests of the 503 path.
+    pub fn reserve_slot(
+        &self,
+    ) -> Option<(
+        tokio::sync::OwnedSemaphorePermit,
+        tokio::sync::OwnedSemaphorePermit,
+    )> {
+        let admitted = self.admission.clone().try_acquire_owned().ok()?;
+        let slot = self.permits.clone().try_acquire_owned().ok()?;
+        Some((admitted, slot))
+    }
+}
+
+/// A JSON error response.
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": msg.into(), "notice": NOTICE })),
+    )
+        .into_response()
+}
+
+/// The router: every endpoint, the body cap and the state.
+pub fn app(state: AppState) -> Router {
+    let max_body = state.cfg.max_body;
+    Router::new()
+        .route("/", get(page))
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/model", get(model))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/predict", post(predict))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("../assets/index.html"))
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok", "notice": NOTICE }))
+}
+
+async fn model(State(s): State<AppState>) -> Json<ModelCard> {
+    Json((*s.card).clone())
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../assets/openapi.json"),
+    )
+}
+
+/// The upload: its bytes and the name to use in messages.
+async fn upload(req: Request, state: &AppState) -> Result<(Bytes, String), Response> {
+    let is_multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let too_big = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("upload larger than {} bytes", state.cfg.max_body),
+        )
+    };
+    if is_multipart {
+        let mut mp = Multipart::from_request(req, state)
+            .await
+            .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+        while let Some(field) = mp.next_field().await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_big()
+            } else {
+                error(StatusCode::BAD_REQUEST, e.body_text())
+            }
+        })? {
+            if field.name() == Some("file") {
+                let name = field
+                    .file_name()
+                    .map(|n| n.rsplit(['/', '\\']).next().unwrap_or(n).to_string())
+                    .unwrap_or_else(|| "upload".into());
+                let bytes = field.bytes().await.map_err(|e| {
+                    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        too_big()
+                    } else {
+                        error(StatusCode::BAD_REQUEST, e.body_text())
+                    }
+                })?;
+                return Ok((bytes, name));
+            }
+        }
+        Err(error(
+            StatusCode::BAD_REQUEST,
+            "multipart body without a `file` field",
+        ))
+    } else {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_big()
+            } else {
+                error(StatusCode::BAD_REQUEST, e.body_text())
+            }
+        })?;
+        Ok((bytes, "upload".into()))
+    }
+}
+
+/// What kind of picture the bytes are, by their magic numbers.
+fn kind(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some("jpeg")
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("png")
+    } else if sniff(bytes) {
+        Some("dicom")
+    } else {
+        None
+    }
+}
+
+/// Decodes and classifies one upload (blocking). Errors are user messages naming `name`.
+fn classify(state: &AppState, bytes: &[u8], name: &str) -> Result<serde_json::Value, String> {
+    let display = Path::new(name);
+    let image = match kind(bytes) {
+        Some("dicom") => {
+            // dicom-rs reads files: a private temporary copy, its path replaced by the
+            // upload's name in any message.
+            let tmp = tempfile::NamedTempFile::new().map_err(|_| "server busy".to_string())?;
+            std::fs::write(tmp.path(), bytes).map_err(|_| "server busy".to_string())?;
+            let opts = DicomOptions {
+                max_pixels: state.cfg.max_pixels,
+                identifiers: false,
+            };
+            let d = read_dicom(tmp.path(), &opts).map_err(|e| {
+                e.to_string()
+                    .replace(&tmp.path().display().to_string(), name)
+            })?;
+            d.frames
+                .into_iter()
+                .next()
+                .map(|f| f.image)
+                .ok_or_else(|| format!("{name}: DICOM without frames"))?
+        }
+        _ => decode_rgb(bytes, display, state.cfg.max_pixels).map_err(|e| e.to_string())?,
+    };
+    let e = explain(&state.clf, &image, None, 0.45).map_err(|e| format!("{name}: {e}"))?;
+    let classes = state.clf.classes();
+    let uri = |bytes: &[u8]| {
+        format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+    };
+    // The picture as decoded (at most 640 px) and the coloured map at the same size, for the
+    // page's opacity slider.
+    let (w, h) = image.dimensions();
+    let k = (640.0 / w.max(h) as f32).min(1.0);
+    let (sw, sh) = (
+        ((w as f32 * k) as u32).max(1),
+        ((h as f32 * k) as u32).max(1),
+    );
+    let shown = image::imageops::resize(&image, sw, sh, image::imageops::FilterType::Triangle);
+    let pre = &state.clf.run.config.preprocess;
+    let layer = artemis_explain::heat_layer(&e.cam, sw, sh, (pre.width, pre.height), pre.resize);
+    let png = |img: &image::RgbImage| -> Result<Vec<u8>, String> {
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png)
+            .map_err(|_| "cannot encode picture".to_string())?;
+        Ok(out.into_inner())
+    };
+    Ok(json!({
+        "schema": SCHEMA,
+        "notice": NOTICE,
+        "input": name,
+        "frame": null,
+        "slice": null,
+        "class": classes[e.class],
+        "confidence": e.probabilities[e.class],
+        "probabilities": classes.iter().cloned().zip(e.probabilities.iter().cloned()).collect::<Vec<_>>(),
+        "calibrated": state.clf.calibration.is_some(),
+        "tta": false,
+        "heatmap": uri(&e.png),
+        "image": uri(&png(&shown)?),
+        "heat_layer": uri(&png(&layer)?),
+        "error": null,
+    }))
+}
+
+async fn predict(State(state): State<AppState>, req: Request) -> Response {
+    let (bytes, name) = match upload(req, &state).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    if bytes.is_empty() {
+        return error(StatusCode::BAD_REQUEST, format!("{name}: empty upload"));
+    }
+    if kind(&bytes).is_none() {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("{name}: not a JPEG, PNG or DICOM file"),
+        );
+    }
+    let Ok(admitted) = state.admission.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server busy: all inference slots and waiting places are taken; try again shortly",
+        );
+    };
+    let timeout = state.cfg.timeout;
+    let st = state.clone();
+    let work = async move {
+        let permit = st
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| "server shutting down".to_string())?;
+        tokio::task::spawn_blocking(move || {
+            let _held = (admitted, permit);
+            classify(&st, &bytes, &name)
+        })
+        .await
+        .map_err(|_| "internal error".to_string())
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(Ok(v))) => Json(v).into_response(),
+        Ok(Ok(Err(msg))) => error(StatusCode::BAD_REQUEST, msg),
+        Ok(Err(msg)) => error(StatusCode::INTERNAL_SERVER_ERROR, msg),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("request took longer than {} s", timeout.as_secs_f32()),
+        ),
+    }
+}
+
+/// Serves until SIGINT or SIGTERM, then finishes the requests in flight.
+pub async fn serve(run_dir: &Path, cfg: ServeConfig) -> Result<(), ServeError> {
+    let addr = cfg.addr;
+    let state = AppState::open(run_dir, cfg)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    tracing::info!("serving {} on http://{local}", run_dir.display());
+    println!("artemis serve: http://{local}  ({NOTICE})");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

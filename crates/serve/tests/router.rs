@@ -1,0 +1,354 @@
+//! Every endpoint and every error class, through the router (`app().oneshot`), on a run made
+//! here: MobileNetV2 with random weights at 96 px (the API does not care how good it is).
+
+#![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
+
+use artemis_data::image_io::ResizeMode;
+use artemis_data::labels::Task;
+use artemis_data::transform::{Augment, Preprocess, Scaling};
+use artemis_engine::run::{Plateau, RunConfig, Schedule, TrainSettings, save_module, write_json};
+use artemis_models::{Architecture, ModelSpec};
+use artemis_serve::{AppState, ServeConfig, app};
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use base64::Engine as _;
+use burn::prelude::*;
+use http_body_util::BodyExt;
+use std::path::Path;
+use tower::ServiceExt;
+
+fn make_run(dir: &Path) {
+    let spec = ModelSpec {
+        architecture: Architecture::MobileNetV2,
+        num_classes: 12,
+        input: (96, 96),
+        width: 1.0,
+    };
+    let net = spec.init(&Device::flex()).unwrap();
+    save_module(net, &dir.join("model-best.bpk")).unwrap();
+    let manifest = dir.join("m.tsv");
+    std::fs::write(&manifest, "# artemis split manifest v1\n").unwrap();
+    let cfg = RunConfig {
+        artemis_version: "test".into(),
+        model: spec,
+        task: Task::TypePlane,
+        classes: Task::TypePlane.classes(),
+        preprocess: Preprocess {
+            width: 96,
+            height: 96,
+            resize: ResizeMode::Squash,
+            scaling: Scaling::Imagenet,
+        },
+        augment: Augment::default(),
+        train: TrainSettings {
+            epochs: 1,
+            batch_size: 8,
+            learning_rate: 1e-3,
+            backbone_lr: None,
+            schedule: Schedule::Plateau,
+            warmup_epochs: 0.0,
+            plateau: Plateau::default(),
+            seed: 1,
+        },
+        manifest,
+        manifest_hash: "x".into(),
+        data_root: dir.to_path_buf(),
+        pretrained: None,
+        trainable_from: 0,
+        feature_cache: false,
+        cache_copies: 1,
+    };
+    write_json(&dir.join("config.json"), &cfg).unwrap();
+}
+
+fn state(dir: &Path, cfg: ServeConfig) -> AppState {
+    AppState::open(dir, cfg).unwrap()
+}
+
+fn png_bytes(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, (y * 2) as u8, 90]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+fn jpeg_bytes() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(80, 70, |x, _| image::Rgb([(x * 3) as u8; 3]));
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&img)
+        .unwrap();
+    out
+}
+
+fn dicom_bytes(dir: &Path) -> Vec<u8> {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::{tags, uids};
+    let mut o = dicom_object::InMemDicomObject::new_empty();
+    let put = |o: &mut dicom_object::InMemDicomObject, t, vr, v: PrimitiveValue| {
+        o.put(DataElement::new(t, vr, v));
+    };
+    put(
+        &mut o,
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        uids::MR_IMAGE_STORAGE.into(),
+    );
+    put(&mut o, tags::SOP_INSTANCE_UID, VR::UI, "2.25.7".into());
+    put(&mut o, tags::PATIENT_ID, VR::LO, "SECRET-123".into());
+    put(&mut o, tags::ROWS, VR::US, 32u16.into());
+    put(&mut o, tags::COLUMNS, VR::US, 32u16.into());
+    put(&mut o, tags::SAMPLES_PER_PIXEL, VR::US, 1u16.into());
+    put(
+        &mut o,
+        tags::PHOTOMETRIC_INTERPRETATION,
+        VR::CS,
+        "MONOCHROME2".into(),
+    );
+    put(&mut o, tags::BITS_ALLOCATED, VR::US, 8u16.into());
+    put(&mut o, tags::BITS_STORED, VR::US, 8u16.into());
+    put(&mut o, tags::HIGH_BIT, VR::US, 7u16.into());
+    put(&mut o, tags::PIXEL_REPRESENTATION, VR::US, 0u16.into());
+    put(
+        &mut o,
+        tags::PIXEL_DATA,
+        VR::OB,
+        PrimitiveValue::U8((0..1024).map(|i| (i % 256) as u8).collect()),
+    );
+    let p = dir.join("x.dcm");
+    o.with_meta(
+        dicom_object::FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN),
+    )
+    .unwrap()
+    .write_to_file(&p)
+    .unwrap();
+    std::fs::read(p).unwrap()
+}
+
+/// A PNG whose header claims `w x h` pixels but that carries almost no image data (a
+/// decompression bomb's header).
+fn bomb_png(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    for chunk in [ihdr, b"IDAT\x78\x9c".to_vec(), b"IEND".to_vec()] {
+        out.extend_from_slice(&(chunk.len() as u32 - 4).to_be_bytes());
+        out.extend_from_slice(&chunk);
+        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    }
+    out
+}
+
+fn multipart(name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "artemisboundary7";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn call(state: AppState, req: Request<Body>) -> (StatusCode, serde_json::Value, String) {
+    let res = app(state).oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        text,
+    )
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+fn post_raw(bytes: Vec<u8>) -> Request<Body> {
+    Request::post("/api/v1/predict")
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(Body::from(bytes))
+        .unwrap()
+}
+
+fn post_file(name: &str, bytes: &[u8]) -> Request<Body> {
+    let (ct, body) = multipart(name, bytes);
+    Request::post("/api/v1/predict")
+        .header(header::CONTENT_TYPE, ct)
+        .body(Body::from(body))
+        .unwrap()
+}
+
+fn png_uri(v: &serde_json::Value) -> image::DynamicImage {
+    let s = v
+        .as_str()
+        .unwrap()
+        .strip_prefix("data:image/png;base64,")
+        .unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD.decode(s).unwrap();
+    image::load_from_memory(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn endpoints_and_error_classes() {
+    let tmp = tempfile::tempdir().unwrap();
+    make_run(tmp.path());
+    let st = state(tmp.path(), ServeConfig::default());
+
+    let (s, v, _) = call(st.clone(), get("/api/v1/health")).await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("ok")));
+
+    let (s, v, _) = call(st.clone(), get("/api/v1/model")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["classes"].as_array().unwrap().len(), 12);
+    assert!(
+        v["notice"]
+            .as_str()
+            .unwrap()
+            .contains("not a medical device")
+    );
+    assert_eq!(v["calibrated"], false);
+
+    let (s, v, _) = call(st.clone(), get("/api/v1/openapi.json")).await;
+    assert_eq!(s, StatusCode::OK);
+    for p in [
+        "/api/v1/health",
+        "/api/v1/model",
+        "/api/v1/predict",
+        "/api/v1/openapi.json",
+    ] {
+        assert!(
+            v["paths"][p].is_object(),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+
+    let (s, _, html) = call(st.clone(), get("/")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("not a medical device") && html.contains("<canvas"));
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "external resource"
+    );
+
+    // Multipart PNG, raw JPEG, raw DICOM: predictions with pictures.
+    for req in [
+        post_file("slice.png", &png_bytes(120, 100)),
+        post_raw(jpeg_bytes()),
+        post_raw(dicom_bytes(tmp.path())),
+    ] {
+        let (s, v, text) = call(st.clone(), req).await;
+        assert_eq!(s, StatusCode::OK, "{text}");
+        assert_eq!(v["schema"], "artemis.predict/2");
+        let p: f64 = v["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[1].as_f64().unwrap())
+            .sum();
+        assert!((p - 1.0).abs() < 1e-4);
+        assert!(png_uri(&v["heatmap"]).width() >= 384);
+        let (a, b) = (png_uri(&v["image"]), png_uri(&v["heat_layer"]));
+        assert_eq!((a.width(), a.height()), (b.width(), b.height()));
+        assert!(!text.contains("SECRET-123"));
+    }
+    let (_, v, _) = call(st.clone(), post_file("slice.png", &png_bytes(64, 64))).await;
+    assert_eq!(v["input"], "slice.png");
+
+    // 415: not a picture we read.
+    let (s, v, _) = call(st.clone(), post_raw(b"GIF89a....".to_vec())).await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(v["error"].as_str().unwrap().contains("JPEG, PNG or DICOM"));
+    // 400: malformed, named by the upload's name, no server paths.
+    let mut broken = png_bytes(50, 50);
+    broken.truncate(60);
+    let (s, v, text) = call(st.clone(), post_file("cut.png", &broken)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{text}");
+    assert!(v["error"].as_str().unwrap().contains("cut.png"), "{text}");
+    assert!(!text.contains("/tmp") && !text.contains(".rs:"), "{text}");
+    let mut bad_dicom = dicom_bytes(tmp.path());
+    bad_dicom.truncate(300);
+    let (s, v, text) = call(st.clone(), post_file("cut.dcm", &bad_dicom)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{text}");
+    assert!(
+        v["error"].as_str().unwrap().contains("cut.dcm") && !text.contains("/tmp"),
+        "{text}"
+    );
+    // 400: a decompression bomb is refused from its header.
+    let (s, v, text) = call(
+        st.clone(),
+        post_file("bomb.png", &bomb_png(100_000, 100_000)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{text}");
+    assert!(
+        v["error"].as_str().unwrap().contains("over the limit"),
+        "{text}"
+    );
+    // 400: empty body.
+    let (s, _, _) = call(st.clone(), post_raw(Vec::new())).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // 503: every inference slot busy (answered at once, not queued).
+    let one = state(
+        tmp.path(),
+        ServeConfig {
+            max_concurrent: 1,
+            max_waiting: 0,
+            ..ServeConfig::default()
+        },
+    );
+    let held = one.reserve_slot().unwrap();
+    let (s, v, _) = call(one.clone(), post_raw(jpeg_bytes())).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(v["error"].as_str().unwrap().contains("busy"));
+    drop(held);
+    let (s, _, _) = call(one, post_raw(jpeg_bytes())).await;
+    assert_eq!(s, StatusCode::OK);
+
+    // 413: over the body cap (raw and multipart).
+    let small = state(
+        tmp.path(),
+        ServeConfig {
+            max_body: 2000,
+            ..ServeConfig::default()
+        },
+    );
+    let mut big = jpeg_bytes();
+    big.resize(5000, 0);
+    let (s, v, _) = call(small.clone(), post_raw(big.clone())).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(v["error"].is_string());
+    let (s, _, _) = call(small, post_file("big.jpg", &big)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // 503: over the time limit.
+    let slow = state(
+        tmp.path(),
+        ServeConfig {
+            timeout: std::time::Duration::from_nanos(1),
+            ..ServeConfig::default()
+        },
+    );
+    let (s, v, _) = call(slow, post_raw(jpeg_bytes())).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(v["error"].as_str().unwrap().contains("longer than"));
+}
