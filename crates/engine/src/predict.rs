@@ -13,7 +13,7 @@ use artemis_data::dicom::{DicomOptions, Identifiers, read_dicom, sniff};
 use artemis_data::image_io::{DEFAULT_MAX_PIXELS, read_rgb};
 use artemis_data::scan::list_inputs;
 use artemis_data::volume::{SliceAxis, VolumeOptions, is_nifti_path, read_volume};
-use artemis_explain::{OverlayStyle, grad_cam, overlay_png};
+use artemis_explain::{OverlayStyle, grad_cam, grad_cam_with_logits, overlay_png};
 use image::RgbImage;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -276,17 +276,21 @@ pub fn explain(
     opacity: f32,
 ) -> Result<Explanation> {
     let prepared = clf.prepare(image);
-    let probabilities = clf.probabilities(&[&prepared])?.pop().unwrap_or_default();
-    let class = class.unwrap_or_else(|| top1(&probabilities).0);
-    if class >= clf.classes().len() {
-        return Err(EngineError::Config(format!("class {class} out of range")));
-    }
     let pre = &clf.run.config.preprocess;
     let x = crate::dataset::batch_tensor(&[&prepared], pre, None, &clf.device);
-    let cam = grad_cam(&clf.network, x, &[class])
-        .map_err(|e| EngineError::Tensor(e.to_string()))?
+    // One pass: the logits for the probabilities, the map for the class.
+    let (mut cams, logits) =
+        grad_cam_with_logits(&clf.network, x, |_, z| class.unwrap_or_else(|| top1(z).0)).map_err(
+            |e| match e {
+                artemis_explain::ExplainError::Request(m) => EngineError::Config(m),
+                other => EngineError::Tensor(other.to_string()),
+            },
+        )?;
+    let cam = cams
         .pop()
         .ok_or_else(|| EngineError::Tensor("no map".into()))?;
+    let class = cam.class;
+    let probabilities = crate::stats::softmax_t(&logits[0], clf.temperature());
     let st = style(clf, class, probabilities[class], opacity);
     let png = overlay_png(image, &cam, (pre.width, pre.height), pre.resize, &st)
         .map_err(|e| EngineError::Tensor(e.to_string()))?;
@@ -307,23 +311,43 @@ fn classify(
 ) -> Result<Vec<PredictRow>> {
     let prepared: Vec<RgbImage> = units.par_iter().map(|u| clf.prepare(&u.image)).collect();
     let refs: Vec<&RgbImage> = prepared.iter().collect();
-    let probs = if cfg.tta {
-        clf.probabilities_tta(&refs)?
-    } else {
-        clf.probabilities(&refs)?
-    };
     let classes = clf.classes();
+    let pre = &clf.run.config.preprocess;
+    let t = clf.temperature();
+    let (probs, cams) = match (&cfg.explain_dir, cfg.tta) {
+        // Explaining without TTA: one pass gives both the probabilities and the maps.
+        (Some(_), false) => {
+            let x = crate::dataset::batch_tensor(&refs, pre, None, &clf.device);
+            let (cams, logits) = grad_cam_with_logits(&clf.network, x, |_, z| {
+                cfg.explain_class.unwrap_or_else(|| top1(z).0)
+            })
+            .map_err(|e| EngineError::Tensor(e.to_string()))?;
+            let probs = logits
+                .iter()
+                .map(|z| crate::stats::softmax_t(z, t))
+                .collect();
+            (probs, Some(cams))
+        }
+        // With TTA the class comes from the averaged views; the map explains it on the
+        // picture as given.
+        (Some(_), true) => {
+            let probs = clf.probabilities_tta(&refs)?;
+            let targets: Vec<usize> = probs
+                .iter()
+                .map(|p: &Vec<f32>| cfg.explain_class.unwrap_or_else(|| top1(p).0))
+                .collect();
+            let x = crate::dataset::batch_tensor(&refs, pre, None, &clf.device);
+            let cams = grad_cam(&clf.network, x, &targets)
+                .map_err(|e| EngineError::Tensor(e.to_string()))?;
+            (probs, Some(cams))
+        }
+        (None, true) => (clf.probabilities_tta(&refs)?, None),
+        (None, false) => (clf.probabilities(&refs)?, None),
+    };
     let mut heatmaps: Vec<Option<PathBuf>> = vec![None; units.len()];
-    if let Some(dir) = &cfg.explain_dir {
+    if let (Some(dir), Some(cams)) = (&cfg.explain_dir, cams) {
         std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
-        let targets: Vec<usize> = probs
-            .iter()
-            .map(|p| cfg.explain_class.unwrap_or_else(|| top1(p).0))
-            .collect();
-        let pre = &clf.run.config.preprocess;
-        let x = crate::dataset::batch_tensor(&refs, pre, None, &clf.device);
-        let cams =
-            grad_cam(&clf.network, x, &targets).map_err(|e| EngineError::Tensor(e.to_string()))?;
+        let targets: Vec<usize> = cams.iter().map(|c| c.class).collect();
         for (i, (u, cam)) in units.iter().zip(&cams).enumerate() {
             let st = style(clf, targets[i], probs[i][targets[i]], cfg.opacity);
             let png = overlay_png(&u.image, cam, (pre.width, pre.height), pre.resize, &st)

@@ -105,14 +105,35 @@ pub fn grad_cam(net: &Network, x: Tensor<4>, classes: &[usize]) -> Result<Vec<Ca
             classes.len()
         )));
     }
+    Ok(grad_cam_with_logits(net, x, |i, _| classes[i])?.0)
+}
+
+/// Grad-CAM with the class of image `i` chosen by `pick(i, logits_i)` from the same forward
+/// pass (e.g. the predicted class), and the logits of every image: one pass of the network
+/// serves both the prediction and its explanation.
+pub fn grad_cam_with_logits(
+    net: &Network,
+    x: Tensor<4>,
+    pick: impl Fn(usize, &[f32]) -> usize,
+) -> Result<(Vec<Cam>, Vec<Vec<f32>>)> {
+    let [b, _, _, _] = x.dims();
     let net = net.valid();
     let device = x.device();
     // The trunk once, without a graph; the head on a tracked copy of its output.
     let features = net.forward_features(x.without_autodiff());
-    let [_, c, h, w] = features.dims();
+    let [_, _, h, w] = features.dims();
     let tracked = features.clone().autodiff().require_grad();
     let logits = net.head(tracked.clone());
     let [_, k] = logits.dims();
+    let values = logits
+        .clone()
+        .without_autodiff()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| ExplainError::Tensor(format!("{e:?}")))?;
+    let rows: Vec<Vec<f32>> = values.chunks(k).map(<[f32]>::to_vec).collect();
+    let classes: Vec<usize> = rows.iter().enumerate().map(|(i, r)| pick(i, r)).collect();
     if let Some(&bad) = classes.iter().find(|&&c| c >= k) {
         return Err(ExplainError::Request(format!(
             "class {bad} out of range for {k} classes"
@@ -132,10 +153,9 @@ pub fn grad_cam(net: &Network, x: Tensor<4>, classes: &[usize]) -> Result<Vec<Ca
     let alpha = g.mean_dim(3).mean_dim(2);
     let map = (features * alpha).sum_dim(1).clamp_min(0.0);
     let values = to_vec(map)?;
-    let _ = c;
-    Ok(values
+    let cams = values
         .chunks(h * w)
-        .zip(classes)
+        .zip(&classes)
         .map(|(v, &class)| {
             let peak = v.iter().cloned().fold(0.0f32, f32::max);
             let values = if peak > 0.0 {
@@ -151,7 +171,8 @@ pub fn grad_cam(net: &Network, x: Tensor<4>, classes: &[usize]) -> Result<Vec<Ca
                 peak,
             }
         })
-        .collect())
+        .collect();
+    Ok((cams, rows))
 }
 
 #[cfg(test)]
@@ -238,6 +259,32 @@ mod tests {
             compared >= 3,
             "too few maps with positive evidence: {compared}"
         );
+    }
+
+    #[test]
+    fn the_explaining_pass_gives_the_network_logits_and_picks_its_class() {
+        let device = Device::flex();
+        let net = spec(Architecture::BaselineReluBn, 96)
+            .init(&device)
+            .unwrap();
+        let x = input(&device, 2, 96, 3);
+        let plain = to_vec(net.valid().forward(x.clone()).reshape([2, 5, 1, 1])).unwrap();
+        let (cams, logits) = grad_cam_with_logits(&net, x, |_, z| {
+            z.iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+                )
+                .0
+        })
+        .unwrap();
+        for (got, want) in logits.concat().iter().zip(&plain) {
+            assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        }
+        for (cam, z) in cams.iter().zip(&logits) {
+            assert!(z.iter().all(|&v| v <= z[cam.class]));
+        }
     }
 
     #[test]
