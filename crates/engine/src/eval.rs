@@ -418,16 +418,24 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
         }
         _ => None,
     };
-    // Calibration and coverage on the finest labelled view.
-    let (cal_probs, cal_raw, cal_truth): (Vec<Vec<f32>>, Vec<Vec<f32>>, &[usize]) = if full_labels {
-        (probs.clone(), raw.clone(), &truth)
-    } else {
-        let c = |v: &Vec<Vec<f32>>| -> Vec<Vec<f32>> {
+    // Calibration, coverage and ROC curves on the finest labelled view: the model's classes,
+    // or tumor types when the labels carry no plane.
+    let collapsed = (!full_labels).then(|| {
+        let c = |v: &[Vec<f32>]| -> Vec<Vec<f32>> {
             v.iter()
                 .map(|p| collapse_probs(p, 4, Task::type_of_type_plane))
                 .collect()
         };
-        (c(&probs), c(&raw), &coarse_truth)
+        (c(&probs), c(&raw))
+    });
+    let (cal_probs, cal_raw, cal_truth): (&[Vec<f32>], &[Vec<f32>], &[usize]) = match &collapsed {
+        Some((p, r)) => (p, r, &coarse_truth),
+        None => (&probs, &raw, &truth),
+    };
+    let fine_classes = if full_labels {
+        classes.clone()
+    } else {
+        type_names()
     };
     let calibration_report = CalibrationReport {
         temperature,
@@ -435,8 +443,8 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
             .calibration
             .as_ref()
             .map(|c: &Calibration| c.fitted_on.clone()),
-        before: calibration(&cal_raw, cal_truth, ECE_BINS),
-        after: calibration(&cal_probs, cal_truth, ECE_BINS),
+        before: calibration(cal_raw, cal_truth, ECE_BINS),
+        after: calibration(cal_probs, cal_truth, ECE_BINS),
     };
     let conf_correct: Vec<(f64, bool)> = cal_probs
         .iter()
@@ -522,19 +530,14 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
             figures.confusion.push((label.to_string(), png));
         }
     }
-    let (roc_classes, roc_probs, roc_truth) = if full_labels {
-        (classes.clone(), probs.clone(), truth.clone())
-    } else {
-        (type_names(), cal_probs.clone(), coarse_truth.clone())
-    };
     let curves: Vec<(String, crate::stats::Curve, f64)> =
-        roc_curves(&roc_probs, &roc_truth, roc_classes.len())
+        roc_curves(cal_probs, cal_truth, fine_classes.len())
             .into_iter()
             .enumerate()
             .filter_map(|(c, curve)| {
                 let curve = curve?;
                 let auc = crate::stats::trapezoid(&curve);
-                Some((roc_classes[c].clone(), curve, auc))
+                Some((fine_classes[c].clone(), curve, auc))
             })
             .collect();
     if !curves.is_empty() {
