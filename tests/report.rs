@@ -48,12 +48,12 @@ fn json(path: &Path) -> serde_json::Value {
 
 #[test]
 fn mobilenetv2_report_with_intervals_calibration_external_data_and_browser() {
-    let weights = artemis_models::mobilenetv2::weights::default_path();
+    let weights = artemis_models::mobilenetv2::weights::CHECKPOINT.default_path();
     assert!(
         weights.is_file(),
         "{}: {}",
         weights.display(),
-        artemis_models::mobilenetv2::weights::HOW_TO_GET
+        artemis_models::mobilenetv2::weights::CHECKPOINT.how_to_get
     );
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("planes");

@@ -56,6 +56,33 @@ fn load_run(run: &Path) -> Network {
     net.load_record(rec)
 }
 
+/// `artemis train --manifest M --epochs 1 --batch-size 8 --lr 0.01 --cache-dir C -o OUT
+/// EXTRA...`.
+fn train_one_epoch(
+    manifest: &Path,
+    cache: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "train",
+        "--manifest",
+        s(manifest),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.01",
+        "--cache-dir",
+        s(cache),
+        "-o",
+        s(out),
+    ];
+    args.extend_from_slice(extra);
+    artemis(&args)
+}
+
 /// A temporary folder with the generated data set (`data/`) and its reference-protocol
 /// manifest (`m.tsv`, seed 1).
 fn dataset_with_manifest() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
@@ -69,41 +96,27 @@ fn dataset_with_manifest() -> (tempfile::TempDir, std::path::PathBuf, std::path:
 
 #[test]
 fn frozen_stages_stay_bit_identical_and_the_cache_is_reused() {
-    let weights_path = weights::default_path();
+    let weights_path = weights::CHECKPOINT.default_path();
     assert!(
         weights_path.is_file(),
         "{}: {}",
         weights_path.display(),
-        weights::HOW_TO_GET
+        weights::CHECKPOINT.how_to_get
     );
     let (tmp, data, manifest) = dataset_with_manifest();
     let cache = tmp.path().join("cache");
+    let model_args = [
+        "--model",
+        "mobilenetv2",
+        "--pretrained",
+        "imagenet",
+        "--weights",
+        s(&weights_path),
+        "--input-size",
+        "64",
+    ];
     let train = |out: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--manifest",
-            s(&manifest),
-            "--model",
-            "mobilenetv2",
-            "--pretrained",
-            "imagenet",
-            "--weights",
-            s(&weights_path),
-            "--input-size",
-            "64",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--lr",
-            "0.01",
-            "--cache-dir",
-            s(&cache),
-            "-o",
-            s(out),
-        ];
-        args.extend_from_slice(extra);
-        let o = artemis(&args);
+        let o = train_one_epoch(&manifest, &cache, out, &[&model_args[..], extra].concat());
         assert!(o.status.success(), "{}", text(&o));
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
@@ -121,6 +134,7 @@ fn frozen_stages_stay_bit_identical_and_the_cache_is_reused() {
         num_classes: 3,
         input: (64, 64),
         width: 1.0,
+        aux_logits: false,
     }
     .init_pretrained(&weights_path, &Device::flex())
     .unwrap();
@@ -269,4 +283,140 @@ fn bench_prints_time_to_accuracy() {
     assert!(t[0] > 0.0 && t[0] <= t[1] && t[1] <= t[2], "{out}");
     let acc: f64 = rows[2][3].parse().unwrap();
     assert!((0.0..=1.0).contains(&acc), "{out}");
+}
+
+/// Whether stages `0..to` of two networks give bit-identical activations on a fixed input.
+fn same_prefix(a: &Network, b: &Network, to: usize, side: usize) -> bool {
+    let device = Device::flex();
+    let n = 2 * 3 * side * side;
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 255) as f32 / 64.0 - 2.0)
+        .collect();
+    let x = Tensor::<4>::from_data(TensorData::new(x, [2, 3, side, side]), &device);
+    let run = |net: &Network| net.forward_stages(x.clone(), 0, to).into_data();
+    run(a) == run(b)
+}
+
+#[test]
+fn efficientnet_lite0_fine_tunes_and_inceptionv3_trains_from_scratch() {
+    let (tmp, data, manifest) = dataset_with_manifest();
+    let cache = tmp.path().join("cache");
+    let train = |model: &str, out: &Path, extra: &[&str]| {
+        train_one_epoch(
+            &manifest,
+            &cache,
+            out,
+            &[&["--model", model][..], extra].concat(),
+        )
+    };
+
+    // EfficientNet-Lite0 from its ImageNet checkpoint, stages 12.. trained on cached
+    // activations of the frozen stages 0..12.
+    let lite = Architecture::EfficientNetLite0;
+    let w = lite.checkpoint().unwrap().default_path();
+    assert!(
+        w.is_file(),
+        "{}: {}",
+        w.display(),
+        lite.checkpoint().unwrap().how_to_get
+    );
+    let run = tmp.path().join("lite");
+    let extra = [
+        "--pretrained",
+        "imagenet",
+        "--strategy",
+        "from:12",
+        "--input-size",
+        "64",
+    ];
+    let o = train("efficientnet-lite0", &run, &extra);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("train features, copy 1/1: Built"),
+        "{}",
+        text(&o)
+    );
+    let net = load_run(&run);
+    let imagenet = ModelSpec {
+        architecture: lite,
+        num_classes: 12,
+        input: (64, 64),
+        width: 1.0,
+        aux_logits: false,
+    }
+    .init_pretrained(&w, &Device::flex())
+    .unwrap();
+    assert!(
+        same_prefix(&net, &imagenet, 12, 64),
+        "frozen stages changed"
+    );
+    assert!(
+        !same_prefix(&net, &imagenet, 18, 64),
+        "trainable stages did not move"
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["preprocess"]["scaling"], "lite");
+
+    // InceptionV3 from scratch at its smallest input; eval, and predict with heat maps.
+    let inc = tmp.path().join("inception");
+    let o = train("inceptionv3", &inc, &["--input-size", "75"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = artemis(&["eval", s(&inc), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let maps = tmp.path().join("maps");
+    let o = artemis(&[
+        "predict",
+        s(&inc),
+        s(&data.join("glioma_coronal/img_0.png")),
+        "--explain",
+        s(&maps),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let pngs = fs::read_dir(&maps)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count();
+    assert_eq!(pngs, 1);
+
+    // The InceptionV3 ImageNet checkpoint cannot be fetched here: asking for it without the
+    // file fails before anything is written, naming the file and where to get it.
+    let missing = tmp.path().join("nowhere/inception_v3_google-0cc3c7bd.pth");
+    for (out, weights) in [("inc-a", Some(&missing)), ("inc-b", None)] {
+        let out = tmp.path().join(out);
+        let mut args = vec![
+            "train",
+            "--manifest",
+            s(&manifest),
+            "--model",
+            "inceptionv3",
+            "--pretrained",
+            "imagenet",
+            "-o",
+            s(&out),
+        ];
+        if let Some(w) = weights {
+            args.extend(["--weights", s(w)]);
+        }
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_artemis"))
+            .args(&args)
+            .env("ARTEMIS_CACHE", tmp.path().join("empty-cache"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let e = text(&o);
+        assert!(
+            e.contains("inception_v3_google-0cc3c7bd.pth")
+                && e.contains("download.pytorch.org")
+                && e.contains("file not found"),
+            "{e}"
+        );
+        assert!(!out.exists(), "a refused run wrote {}", out.display());
+    }
 }

@@ -16,8 +16,13 @@ pub enum Scaling {
     Raw255,
     /// 0..1.
     Unit,
-    /// `(x/255 - mean) / std` with the ImageNet mean and std, for pretrained backbones.
+    /// `(x/255 - mean) / std` with the ImageNet mean and std (torchvision's MobileNetV2).
     Imagenet,
+    /// `x/127.5 - 1`, i.e. -1..1 (InceptionV3: what torchvision's `transform_input` makes of
+    /// ImageNet-normalised input, the scaling its ImageNet weights were trained on).
+    Inception,
+    /// `(x - 127) / 128` (EfficientNet-Lite's TensorFlow preprocessing).
+    Lite,
 }
 
 impl std::str::FromStr for Scaling {
@@ -27,8 +32,10 @@ impl std::str::FromStr for Scaling {
             "raw255" => Ok(Scaling::Raw255),
             "unit" => Ok(Scaling::Unit),
             "imagenet" => Ok(Scaling::Imagenet),
+            "inception" => Ok(Scaling::Inception),
+            "lite" => Ok(Scaling::Lite),
             o => Err(format!(
-                "unknown scaling '{o}' (expected raw255, unit or imagenet)"
+                "unknown scaling '{o}' (expected raw255, unit, imagenet, inception or lite)"
             )),
         }
     }
@@ -83,6 +90,8 @@ impl Preprocess {
                     Scaling::Raw255 => v,
                     Scaling::Unit => v / 255.0,
                     Scaling::Imagenet => (v / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c],
+                    Scaling::Inception => v / 127.5 - 1.0,
+                    Scaling::Lite => (v - 127.0) / 128.0,
                 };
             }
         }
@@ -222,6 +231,34 @@ mod tests {
         p.write_chw(&img, &mut out);
         assert!((out[0] - (1.0 - 0.485) / 0.229).abs() < 1e-6);
         assert!((out[2] - (0.0 - 0.456) / 0.224).abs() < 1e-6);
+        p.scaling = Scaling::Inception;
+        p.write_chw(&img, &mut out);
+        assert_eq!(
+            out,
+            [
+                1.0,
+                1.0,
+                -1.0,
+                -1.0,
+                128.0 / 127.5 - 1.0,
+                128.0 / 127.5 - 1.0
+            ]
+        );
+        p.scaling = Scaling::Lite;
+        p.write_chw(&img, &mut out);
+        assert_eq!(
+            out,
+            [
+                1.0,
+                1.0,
+                -127.0 / 128.0,
+                -127.0 / 128.0,
+                1.0 / 128.0,
+                1.0 / 128.0
+            ]
+        );
+        assert_eq!("lite".parse::<Scaling>(), Ok(Scaling::Lite));
+        assert!("tf".parse::<Scaling>().unwrap_err().contains("inception"));
     }
 
     #[test]

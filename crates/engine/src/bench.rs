@@ -24,7 +24,8 @@ pub struct BenchRow {
     pub batch: usize,
     /// `train` (whole network: forward + backward + Adam step), `infer` (forward only),
     /// `extract` (frozen stages only, what the feature cache computes once per image) or
-    /// `train-from:K` (stages K.. and the head on cached activations; `K = 20`: head only).
+    /// `train-from:K` (stages K.. and the head on cached activations; `K` = the number of
+    /// stages: head only).
     pub mode: String,
     /// Median images per second over the timed steps.
     pub images_per_s: f64,
@@ -61,6 +62,7 @@ pub fn bench_model(
         num_classes: 12,
         input: (input, input),
         width: 1.0,
+        aux_logits: false,
     };
     let steps = steps.max(1);
     let mut rows = Vec::new();
@@ -105,8 +107,8 @@ pub fn bench_model(
     rows.push(row("infer", infer_rate));
     // The transfer-learning fast path: extraction of the frozen stages, then training steps
     // on their cached output.
-    if arch.stages() > 1 {
-        for from in [14, arch.stages()] {
+    if let Some(top) = arch.top_stage() {
+        for from in [top, arch.stages()] {
             let acts = model.forward_stages(x.clone(), 0, from);
             let extract_rate = timed(steps, batch, || {
                 let _ = model.forward_stages(x.clone(), 0, from).into_data();
@@ -175,6 +177,7 @@ pub fn time_to_accuracy(
         pretrained: Some(weights.to_path_buf()),
         strategy,
         width: 1.0,
+        aux_logits: false,
         feature_cache: true,
         cache_dir: work_dir.join(format!("cache-{tag}")),
         cache_copies: 1,

@@ -247,6 +247,7 @@ mod tests {
                 num_classes: 3,
                 input: (32, 32),
                 width: 1.0,
+                aux_logits: false,
             },
             from: 19,
             weights: "w".into(),

@@ -53,6 +53,8 @@ pub struct TrainConfig {
     pub strategy: Strategy,
     /// Width multiplier (MobileNetV2).
     pub width: f32,
+    /// Train InceptionV3's auxiliary classifier too (loss weight 0.4).
+    pub aux_logits: bool,
     /// Train on cached activations of the frozen stages.
     pub feature_cache: bool,
     /// Where cached activations live.
@@ -151,9 +153,15 @@ impl TrainConfig {
                 "cache copies must be at least 1".into(),
             ));
         }
-        if self.pretrained.is_some() && self.architecture != Architecture::MobileNetV2 {
+        if self.pretrained.is_some() && self.architecture.checkpoint().is_none() {
             return Err(EngineError::Config(format!(
                 "no pretrained weights exist for model {}",
+                self.architecture.name()
+            )));
+        }
+        if self.width != 1.0 && self.architecture != Architecture::MobileNetV2 {
+            return Err(EngineError::Config(format!(
+                "a width multiplier applies to MobileNetV2 only, not {}",
                 self.architecture.name()
             )));
         }
@@ -253,16 +261,13 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
         };
         pre.validate()?;
         let trainable_from = cfg.strategy.trainable_from(cfg.architecture)?;
-        let pretrained = match &cfg.pretrained {
-            Some(w) => {
-                artemis_models::mobilenetv2::weights::verify(w)?;
-                Some(Pretrained {
-                    source: "imagenet".into(),
-                    weights: w.clone(),
-                    sha256: artemis_models::mobilenetv2::weights::SHA256.into(),
-                })
-            }
-            None => None,
+        let pretrained = match (&cfg.pretrained, cfg.architecture.checkpoint()) {
+            (Some(w), Some(checkpoint)) => Some(Pretrained {
+                source: "imagenet".into(),
+                weights: w.clone(),
+                sha256: checkpoint.verify(w)?,
+            }),
+            _ => None,
         };
         let run_cfg = RunConfig {
             artemis_version: env!("CARGO_PKG_VERSION").into(),
@@ -271,6 +276,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
                 num_classes: cfg.task.num_classes(),
                 input,
                 width: cfg.width,
+                aux_logits: cfg.aux_logits,
             },
             task: cfg.task,
             classes: cfg.task.classes(),
@@ -504,8 +510,16 @@ fn run_loop(
                 &device,
             );
             let y = target_tensor(&classes, &device);
-            let logits = model.forward_from(x, input_stage);
-            let loss = loss_fn.forward(logits.clone(), y);
+            let (logits, aux) = model.forward_train(x, input_stage);
+            let mut loss = loss_fn.forward(logits.clone(), y.clone());
+            if let Some(aux) = aux {
+                // InceptionV3's auxiliary classifier: `loss = main + 0.4 * aux`. The logged
+                // loss is this sum; validation loss is the main classifier's alone.
+                loss = loss
+                    + loss_fn
+                        .forward(aux, y)
+                        .mul_scalar(artemis_models::inceptionv3::AUX_WEIGHT);
+            }
             let preds = argmax_rows(&to_vec_f32(logits.detach())?, run_cfg.classes.len());
             correct += preds.iter().zip(&classes).filter(|(p, c)| p == c).count();
             let l = f64::from(loss.clone().into_scalar::<f32>());
@@ -691,6 +705,7 @@ mod tests {
             num_classes: 3,
             input: (96, 96),
             width: 1.0,
+            aux_logits: false,
         };
         let mut model = spec.init(&device).unwrap();
         let mut optim = AdamConfig::new().init();

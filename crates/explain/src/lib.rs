@@ -186,6 +186,7 @@ mod tests {
             num_classes: 5,
             input: (side, side),
             width: 1.0,
+            aux_logits: false,
         }
     }
 
@@ -290,11 +291,7 @@ mod tests {
     #[test]
     fn every_architecture_gives_a_normalised_map_and_bad_requests_fail() {
         let device = Device::flex();
-        for arch in [
-            Architecture::Baseline,
-            Architecture::BaselineReluBn,
-            Architecture::MobileNetV2,
-        ] {
+        for arch in Architecture::ALL {
             let net = spec(arch, 96).init(&device).unwrap();
             let cams = grad_cam(&net, input(&device, 1, 96, 2), &[0]).unwrap();
             let cam = &cams[0];

@@ -4,13 +4,21 @@
 //! maps) and `head` (features to logits) besides `forward`.
 
 pub mod baseline;
+pub mod efficientnet_lite;
+pub mod inceptionv3;
 pub mod mobilenetv2;
+pub mod staged;
+pub mod weights;
 
 use baseline::{BaselineCnn, BaselineConfig, BaselineVariant};
 use burn::prelude::*;
+use efficientnet_lite::{EfficientNetLite, EfficientNetLiteConfig};
+use inceptionv3::{InceptionV3, InceptionV3Config};
 use mobilenetv2::{MobileNetV2, MobileNetV2Config};
 use serde::{Deserialize, Serialize};
+pub use staged::Staged;
 use std::path::PathBuf;
+use weights::Checkpoint;
 
 /// Errors of the models crate.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +50,13 @@ pub enum Architecture {
     /// MobileNetV2 (torchvision layout; ImageNet weights with `--pretrained imagenet`).
     #[serde(rename = "mobilenetv2")]
     MobileNetV2,
+    /// InceptionV3 (torchvision layout; its ImageNet checkpoint loads with `--pretrained
+    /// imagenet --weights FILE`, but cannot be fetched by the setup step).
+    #[serde(rename = "inceptionv3")]
+    InceptionV3,
+    /// EfficientNet-Lite0 (ImageNet weights from the efficientnet-lite-pytorch port).
+    #[serde(rename = "efficientnet-lite0")]
+    EfficientNetLite0,
 }
 
 impl Architecture {
@@ -50,13 +65,27 @@ impl Architecture {
             Architecture::Baseline => "baseline",
             Architecture::BaselineReluBn => "baseline-relu-bn",
             Architecture::MobileNetV2 => "mobilenetv2",
+            Architecture::InceptionV3 => "inceptionv3",
+            Architecture::EfficientNetLite0 => "efficientnet-lite0",
         }
     }
 
-    /// The input size the reference used for this architecture `(height, width)`.
+    /// Every architecture, in the order the help text lists them.
+    pub const ALL: [Architecture; 5] = [
+        Architecture::Baseline,
+        Architecture::BaselineReluBn,
+        Architecture::MobileNetV2,
+        Architecture::InceptionV3,
+        Architecture::EfficientNetLite0,
+    ];
+
+    /// The default input size `(height, width)`: the reference's (150 for the baseline, 160
+    /// for MobileNetV2), InceptionV3's native 299, EfficientNet-Lite0's native 224.
     pub fn default_input(self) -> (usize, usize) {
         match self {
             Architecture::MobileNetV2 => (160, 160),
+            Architecture::InceptionV3 => (299, 299),
+            Architecture::EfficientNetLite0 => (224, 224),
             _ => (150, 150),
         }
     }
@@ -65,7 +94,31 @@ impl Architecture {
     pub fn stages(self) -> usize {
         match self {
             Architecture::MobileNetV2 => mobilenetv2::STAGES,
+            Architecture::InceptionV3 => inceptionv3::STAGES,
+            Architecture::EfficientNetLite0 => efficientnet_lite::STAGES,
             _ => 1,
+        }
+    }
+
+    /// A stage to fine-tune from that trains the top of the backbone (the benchmark's and the
+    /// README's `from:K`): MobileNetV2's last 160/320-channel blocks, InceptionV3's 8x8
+    /// modules, EfficientNet-Lite0's last five blocks.
+    pub fn top_stage(self) -> Option<usize> {
+        match self {
+            Architecture::MobileNetV2 => Some(14),
+            Architecture::InceptionV3 => Some(13),
+            Architecture::EfficientNetLite0 => Some(12),
+            _ => None,
+        }
+    }
+
+    /// The ImageNet checkpoint `--pretrained imagenet` loads.
+    pub fn checkpoint(self) -> Option<&'static Checkpoint> {
+        match self {
+            Architecture::MobileNetV2 => Some(&mobilenetv2::weights::CHECKPOINT),
+            Architecture::InceptionV3 => Some(&inceptionv3::weights::CHECKPOINT),
+            Architecture::EfficientNetLite0 => Some(&efficientnet_lite::weights::CHECKPOINT),
+            _ => None,
         }
     }
 }
@@ -83,8 +136,11 @@ impl std::str::FromStr for Architecture {
             "baseline" => Ok(Architecture::Baseline),
             "baseline-relu-bn" | "relu-bn" => Ok(Architecture::BaselineReluBn),
             "mobilenetv2" | "mobilenet-v2" | "mobilenet_v2" => Ok(Architecture::MobileNetV2),
+            "inceptionv3" | "inception-v3" | "inception_v3" => Ok(Architecture::InceptionV3),
+            "efficientnet-lite0" | "efficientnet_lite0" => Ok(Architecture::EfficientNetLite0),
             o => Err(format!(
-                "unknown model '{o}' (expected baseline, baseline-relu-bn or mobilenetv2)"
+                "unknown model '{o}' (expected one of: {})",
+                Architecture::ALL.map(Architecture::name).join(", ")
             )),
         }
     }
@@ -104,6 +160,13 @@ pub struct ModelSpec {
     /// Width multiplier (MobileNetV2; 1.0 elsewhere).
     #[serde(default = "one")]
     pub width: f32,
+    /// InceptionV3's auxiliary classifier (trained with weight 0.4; unused at inference).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub aux_logits: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Dropout before the classifier of the transfer-learning head (the reference's 0.5).
@@ -116,6 +179,8 @@ pub const HEAD_DROPOUT: f64 = 0.5;
 pub enum Network {
     Baseline(BaselineCnn),
     MobileNetV2(MobileNetV2),
+    InceptionV3(InceptionV3),
+    EfficientNetLite(EfficientNetLite),
 }
 
 impl ModelSpec {
@@ -127,7 +192,45 @@ impl ModelSpec {
             width: self.input.1,
             reason: reason.into(),
         };
+        if self.aux_logits && self.architecture != Architecture::InceptionV3 {
+            return Err(ModelError::Config {
+                model: self.architecture.name().into(),
+                reason: "only InceptionV3 has an auxiliary classifier".into(),
+            });
+        }
         let variant = match self.architecture {
+            Architecture::InceptionV3 => {
+                let min = inceptionv3::MIN_INPUT;
+                if self.input.0.min(self.input.1) < min || self.input.0.max(self.input.1) > 1024 {
+                    return Err(input_err("InceptionV3 takes 75 to 1024 px"));
+                }
+                let aux_min = inceptionv3::min_aux_input();
+                if self.aux_logits && self.input.0.min(self.input.1) < aux_min {
+                    return Err(input_err(&format!(
+                        "InceptionV3's auxiliary classifier needs at least {aux_min} px"
+                    )));
+                }
+                return Ok(Network::InceptionV3(
+                    InceptionV3Config {
+                        num_classes: self.num_classes,
+                        aux_logits: self.aux_logits,
+                        dropout: HEAD_DROPOUT,
+                    }
+                    .init(device),
+                ));
+            }
+            Architecture::EfficientNetLite0 => {
+                if self.input.0.min(self.input.1) < 32 || self.input.0.max(self.input.1) > 1024 {
+                    return Err(input_err("EfficientNet-Lite0 takes 32 to 1024 px"));
+                }
+                return Ok(Network::EfficientNetLite(
+                    EfficientNetLiteConfig {
+                        num_classes: self.num_classes,
+                        dropout: HEAD_DROPOUT,
+                    }
+                    .init(device),
+                ));
+            }
             Architecture::Baseline => BaselineVariant::Sigmoid,
             Architecture::BaselineReluBn => BaselineVariant::ReluBn,
             Architecture::MobileNetV2 => {
@@ -169,11 +272,19 @@ impl ModelSpec {
         weights: &std::path::Path,
         device: &Device,
     ) -> Result<Network, ModelError> {
+        let with_classifier = self.num_classes == 1000;
         match self.init(device)? {
             Network::MobileNetV2(m) => {
-                let with_classifier = self.num_classes == 1000;
                 mobilenetv2::weights::load_torchvision(m, weights, with_classifier)
                     .map(Network::MobileNetV2)
+            }
+            Network::InceptionV3(m) => {
+                inceptionv3::weights::load_torchvision(m, weights, with_classifier)
+                    .map(Network::InceptionV3)
+            }
+            Network::EfficientNetLite(m) => {
+                efficientnet_lite::weights::load_imagenet(m, weights, with_classifier)
+                    .map(Network::EfficientNetLite)
             }
             Network::Baseline(_) => Err(ModelError::Config {
                 model: self.architecture.name().into(),
@@ -189,6 +300,8 @@ impl Network {
         match self {
             Network::Baseline(m) => m.forward(x),
             Network::MobileNetV2(m) => m.forward(x),
+            Network::InceptionV3(m) => m.forward(x),
+            Network::EfficientNetLite(m) => m.forward(x),
         }
     }
 
@@ -200,6 +313,8 @@ impl Network {
             // One stage: the whole network is stage 0; nothing to run below it.
             Network::Baseline(_) => x,
             Network::MobileNetV2(m) => m.forward_stages(x, from, to),
+            Network::InceptionV3(m) => m.forward_stages(x, from, to),
+            Network::EfficientNetLite(m) => m.forward_stages(x, from, to),
         }
     }
 
@@ -208,6 +323,17 @@ impl Network {
         match self {
             Network::Baseline(m) => m.forward(x),
             Network::MobileNetV2(m) => m.forward_from(x, from),
+            Network::InceptionV3(m) => m.forward_from(x, from),
+            Network::EfficientNetLite(m) => m.forward_from(x, from),
+        }
+    }
+
+    /// Training forward pass from stage `from`: logits and, for InceptionV3 with its
+    /// auxiliary classifier (when the stage it reads is computed here), the auxiliary logits.
+    pub fn forward_train(&self, x: Tensor<4>, from: usize) -> (Tensor<2>, Option<Tensor<2>>) {
+        match self {
+            Network::InceptionV3(m) => m.forward_train(x, from),
+            _ => (self.forward_from(x, from), None),
         }
     }
 
@@ -217,6 +343,8 @@ impl Network {
         match self {
             Network::Baseline(_) => None,
             Network::MobileNetV2(m) => Some(&m.classifier),
+            Network::InceptionV3(m) => Some(&m.fc),
+            Network::EfficientNetLite(m) => Some(&m.fc),
         }
     }
 
@@ -227,6 +355,8 @@ impl Network {
             Network::Baseline(m) if stage > 0 => Network::Baseline(m.freeze()),
             Network::Baseline(m) => Network::Baseline(m),
             Network::MobileNetV2(m) => Network::MobileNetV2(m.freeze_below(stage)),
+            Network::InceptionV3(m) => Network::InceptionV3(m.freeze_below(stage)),
+            Network::EfficientNetLite(m) => Network::EfficientNetLite(m.freeze_below(stage)),
         }
     }
 
@@ -235,6 +365,8 @@ impl Network {
         match self {
             Network::Baseline(m) => m.forward_features(x),
             Network::MobileNetV2(m) => m.forward_features(x),
+            Network::InceptionV3(m) => m.forward_features(x),
+            Network::EfficientNetLite(m) => m.forward_features(x),
         }
     }
 
@@ -243,6 +375,8 @@ impl Network {
         match self {
             Network::Baseline(m) => m.head(features),
             Network::MobileNetV2(m) => m.head(features),
+            Network::InceptionV3(m) => m.head(features),
+            Network::EfficientNetLite(m) => m.head(features),
         }
     }
 }

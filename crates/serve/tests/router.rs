@@ -23,6 +23,7 @@ fn make_run(dir: &Path) {
         num_classes: 12,
         input: (96, 96),
         width: 1.0,
+        aux_logits: false,
     };
     let net = spec.init(&Device::flex()).unwrap();
     save_module(net, &dir.join("model-best.bpk")).unwrap();

