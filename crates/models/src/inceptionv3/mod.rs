@@ -248,8 +248,8 @@ mod tests {
     }
 
     #[test]
-    fn auxiliary_classifier_at_its_smallest_input() {
-        let d = Device::flex();
+    fn auxiliary_classifier_trains_at_its_smallest_input() {
+        let d = Device::flex().autodiff();
         let m = InceptionV3Config {
             num_classes: 12,
             aux_logits: true,
@@ -257,11 +257,28 @@ mod tests {
         }
         .init(&d);
         let s = min_aux_input();
-        let (main, aux) = m.forward_train(Tensor::<4>::zeros([1, 3, s, s], &d), 0);
-        assert_eq!(main.dims(), [1, 12]);
-        assert_eq!(aux.map(|a| a.dims()), Some([1, 12]));
+        // Two different images: in training mode BatchNorm normalises over the batch, and the
+        // auxiliary head's 1x1 map of a single image would normalise to zero.
+        let x = Tensor::<4>::random([2, 3, s, s], burn::tensor::Distribution::Default, &d);
+        let (main, aux) = m.forward_train(x.clone(), 0);
+        assert_eq!(main.dims(), [2, 12]);
+        let aux = aux.unwrap();
+        assert_eq!(aux.dims(), [2, 12]);
+        // The weighted auxiliary loss reaches the auxiliary classifier and the trunk below
+        // its tap.
+        let grads = (main.sum() + aux.sum().mul_scalar(AUX_WEIGHT)).backward();
+        let aux_fc = m
+            .AuxLogits
+            .as_ref()
+            .unwrap()
+            .fc
+            .weight
+            .grad(&grads)
+            .unwrap();
+        assert!(aux_fc.abs().sum().into_scalar::<f32>() > 0.0);
+        assert!(m.Mixed_6e.branch1x1.conv.weight.grad(&grads).is_some());
         // Training from above the tap: no auxiliary output.
-        let f = m.forward_stages(Tensor::<4>::zeros([1, 3, s, s], &d), 0, 14);
+        let f = m.forward_stages(x, 0, 14);
         assert!(m.forward_train(f, 14).1.is_none());
     }
 }
