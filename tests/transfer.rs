@@ -129,15 +129,9 @@ fn frozen_stages_stay_bit_identical_and_the_cache_is_reused() {
         "--cache-copies",
         "2",
     ];
-    let pretrained = ModelSpec {
-        architecture: Architecture::MobileNetV2,
-        num_classes: 3,
-        input: (64, 64),
-        width: 1.0,
-        aux_logits: false,
-    }
-    .init_pretrained(&weights_path, &Device::flex())
-    .unwrap();
+    let pretrained = ModelSpec::new(Architecture::MobileNetV2, 3, (64, 64))
+        .init_pretrained(&weights_path, &Device::flex())
+        .unwrap();
 
     // Head only, on cached features: the whole backbone is the checkpoint's, bit for bit.
     let head = tmp.path().join("head");
@@ -337,15 +331,9 @@ fn efficientnet_lite0_fine_tunes_and_inceptionv3_trains_from_scratch() {
         text(&o)
     );
     let net = load_run(&run);
-    let imagenet = ModelSpec {
-        architecture: lite,
-        num_classes: 12,
-        input: (64, 64),
-        width: 1.0,
-        aux_logits: false,
-    }
-    .init_pretrained(&w, &Device::flex())
-    .unwrap();
+    let imagenet = ModelSpec::new(lite, 12, (64, 64))
+        .init_pretrained(&w, &Device::flex())
+        .unwrap();
     assert!(
         same_prefix(&net, &imagenet, 12, 64),
         "frozen stages changed"

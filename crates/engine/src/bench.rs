@@ -57,13 +57,7 @@ pub fn bench_model(
     batch: usize,
     steps: usize,
 ) -> Result<Vec<BenchRow>> {
-    let spec = ModelSpec {
-        architecture: arch,
-        num_classes: 12,
-        input: (input, input),
-        width: 1.0,
-        aux_logits: false,
-    };
+    let spec = ModelSpec::new(arch, 12, (input, input));
     let steps = steps.max(1);
     let mut rows = Vec::new();
     // Training.

@@ -242,13 +242,7 @@ mod tests {
 
     fn key(tag: u64) -> FeatureKey {
         FeatureKey {
-            model: ModelSpec {
-                architecture: artemis_models::Architecture::MobileNetV2,
-                num_classes: 3,
-                input: (32, 32),
-                width: 1.0,
-                aux_logits: false,
-            },
+            model: ModelSpec::new(artemis_models::Architecture::MobileNetV2, 3, (32, 32)),
             from: 19,
             weights: "w".into(),
             preprocess: Preprocess {

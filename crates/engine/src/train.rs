@@ -700,13 +700,7 @@ mod tests {
     fn a_training_step_lowers_the_loss() {
         let device = Device::flex().autodiff();
         device.seed(1);
-        let spec = ModelSpec {
-            architecture: Architecture::BaselineReluBn,
-            num_classes: 3,
-            input: (96, 96),
-            width: 1.0,
-            aux_logits: false,
-        };
+        let spec = ModelSpec::new(Architecture::BaselineReluBn, 3, (96, 96));
         let mut model = spec.init(&device).unwrap();
         let mut optim = AdamConfig::new().init();
         let loss_fn = CrossEntropyLossConfig::new().init(&device);

@@ -181,13 +181,7 @@ mod tests {
     use artemis_models::{Architecture, ModelSpec};
 
     fn spec(arch: Architecture, side: usize) -> ModelSpec {
-        ModelSpec {
-            architecture: arch,
-            num_classes: 5,
-            input: (side, side),
-            width: 1.0,
-            aux_logits: false,
-        }
+        ModelSpec::new(arch, 5, (side, side))
     }
 
     fn input(device: &Device, b: usize, side: usize, seed: u64) -> Tensor<4> {

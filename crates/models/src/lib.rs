@@ -184,6 +184,18 @@ pub enum Network {
 }
 
 impl ModelSpec {
+    /// `architecture` for `num_classes` at `input` `(height, width)`, width multiplier 1,
+    /// no auxiliary classifier.
+    pub fn new(architecture: Architecture, num_classes: usize, input: (usize, usize)) -> Self {
+        ModelSpec {
+            architecture,
+            num_classes,
+            input,
+            width: 1.0,
+            aux_logits: false,
+        }
+    }
+
     /// Builds a freshly initialised network on `device`.
     pub fn init(&self, device: &Device) -> Result<Network, ModelError> {
         let input_err = |reason: &str| ModelError::InputSize {

@@ -30,13 +30,7 @@ fn to_vec(t: Tensor<2>) -> Vec<f32> {
 }
 
 fn spec(architecture: Architecture, num_classes: usize, side: usize) -> ModelSpec {
-    ModelSpec {
-        architecture,
-        num_classes,
-        input: (side, side),
-        width: 1.0,
-        aux_logits: false,
-    }
+    ModelSpec::new(architecture, num_classes, (side, side))
 }
 
 /// The ImageNet check for `arch`: the checkpoint from `$env_var` or the cache, the fixture

@@ -18,13 +18,7 @@ use std::path::Path;
 use tower::ServiceExt;
 
 fn make_run(dir: &Path) {
-    let spec = ModelSpec {
-        architecture: Architecture::MobileNetV2,
-        num_classes: 12,
-        input: (96, 96),
-        width: 1.0,
-        aux_logits: false,
-    };
+    let spec = ModelSpec::new(Architecture::MobileNetV2, 12, (96, 96));
     let net = spec.init(&Device::flex()).unwrap();
     save_module(net, &dir.join("model-best.bpk")).unwrap();
     let manifest = dir.join("m.tsv");
