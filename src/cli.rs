@@ -22,7 +22,8 @@ use std::process::ExitCode;
 
 /// Exit code for a failed command (bad input, unreadable file, failed run).
 pub const EXIT_FAILURE: u8 = 1;
-/// Exit code when the command finished but some inputs were skipped (predict, data check).
+/// Exit code when the command finished but some inputs were skipped, each reported with its
+/// path and reason (data check, data split, train, eval, predict).
 pub const EXIT_PARTIAL: u8 = 3;
 
 #[derive(Parser, Debug)]
@@ -182,8 +183,9 @@ pub struct TrainArgs {
     /// brightness and contrast).
     #[arg(long, default_value = "none")]
     pub augment: AugmentChoice,
-    #[arg(long, default_value_t = 30)]
-    pub epochs: usize,
+    /// Epochs in all (default 30; with --resume: what the run was started with, or more).
+    #[arg(long)]
+    pub epochs: Option<usize>,
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 1e-3)]
@@ -202,6 +204,9 @@ pub struct TrainArgs {
     /// Stop after this many epochs in this call (continue later with --resume).
     #[arg(long)]
     pub stop_after: Option<usize>,
+    /// Skip images with more pixels than this (checked before decoding).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -261,6 +266,9 @@ pub struct EvalArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Skip images with more pixels than this (checked before decoding).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
 }
 
 #[derive(Args, Debug)]
@@ -405,11 +413,9 @@ fn data_check(a: CheckArgs) -> Result<ExitCode> {
     } else {
         print!("{}", report.to_text());
     }
-    Ok(if report.unreadable.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_PARTIAL)
-    })
+    Ok(partial_if(
+        !report.unreadable.is_empty() || !report.skipped.is_empty(),
+    ))
 }
 
 fn data_split(a: SplitArgs) -> Result<ExitCode> {
@@ -431,7 +437,17 @@ fn data_split(a: SplitArgs) -> Result<ExitCode> {
         m.protocol,
         m.seed
     );
-    Ok(ExitCode::SUCCESS)
+    // Unreadable files stand in the manifest as `excluded` rows with the reason.
+    let mut skipped = 0;
+    for p in &idx.scan.problems {
+        eprintln!("skipped {}: {}", p.path.display(), p.reason);
+        skipped += 1;
+    }
+    for f in idx.fingerprints.iter().filter_map(|f| f.as_ref().err()) {
+        eprintln!("skipped: {f}");
+        skipped += 1;
+    }
+    Ok(partial_if(skipped > 0))
 }
 
 /// The input scaling a model's ImageNet weights were trained with (the baselines: the
@@ -476,7 +492,7 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
         scaling,
         augment,
         settings: TrainSettings {
-            epochs: a.epochs,
+            epochs: a.epochs.unwrap_or(if a.resume { 0 } else { 30 }),
             batch_size: a.batch_size,
             learning_rate: a.lr,
             backbone_lr: a.backbone_lr,
@@ -501,6 +517,7 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| artemis_models::weights::cache_dir().join("features")),
         cache_copies: a.cache_copies,
+        max_pixels: a.max_pixels,
     };
     let s = train(&cfg).with_context(|| format!("training run {}", a.out.display()))?;
     for (p, why) in &s.skipped_files {
@@ -516,7 +533,16 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
         s.val_images,
         s.seconds
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(partial_if(!s.skipped_files.is_empty()))
+}
+
+/// Exit code 3 when the command finished but skipped some inputs (each was reported).
+fn partial_if(skipped: bool) -> ExitCode {
+    if skipped {
+        ExitCode::from(EXIT_PARTIAL)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
@@ -545,6 +571,7 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
     cfg.exclude_duplicates = a.exclude_duplicates;
     cfg.worst = a.worst;
     cfg.tta = a.tta;
+    cfg.max_pixels = a.max_pixels;
     cfg.calibration = if a.no_calibration {
         CalibrationMode::Off
     } else if a.recalibrate {
@@ -558,7 +585,10 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
     } else {
         print!("{}", report.summary());
     }
-    Ok(ExitCode::SUCCESS)
+    for (p, why) in &report.skipped {
+        eprintln!("skipped {}: {why}", p.display());
+    }
+    Ok(partial_if(!report.skipped.is_empty()))
 }
 
 fn cmd_serve(a: ServeArgs) -> Result<ExitCode> {
@@ -722,11 +752,7 @@ fn cmd_predict(a: PredictArgs) -> Result<ExitCode> {
         }
         eprintln!("{} classified, {failed} failed", out.rows.len() - failed);
     }
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_PARTIAL)
-    })
+    Ok(partial_if(failed > 0))
 }
 
 /// Elapsed time against validation accuracy for transfer-learning strategies, each from a

@@ -14,11 +14,28 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = cli::Cli::parse();
-    match cli::run(args) {
+    let code = match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(cli::EXIT_FAILURE)
         }
+    };
+    // For scripts/bench-memory: the process's peak resident memory, as the kernel counted it.
+    if std::env::var_os("ARTEMIS_PEAK_RSS").is_some() {
+        match peak_rss_kib() {
+            Some(kib) => eprintln!("peak resident memory: {kib} KiB"),
+            None => eprintln!("peak resident memory: unknown (no /proc/self/status)"),
+        }
     }
+    code
+}
+
+/// `VmHWM` of /proc/self/status (Linux): the high-water mark of resident memory, in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

@@ -47,7 +47,9 @@ fn check_split_train_resume_eval_predict() {
             "-o",
             s(m),
         ]);
-        assert!(o.status.success(), "{}", text(&o));
+        // Exit 3: finished, the broken file skipped (and named).
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        assert!(text(&o).contains("broken.jpg"), "{}", text(&o));
     }
     assert_eq!(fs::read(&m1).unwrap(), fs::read(&m2).unwrap());
     let manifest = fs::read_to_string(&m1).unwrap();

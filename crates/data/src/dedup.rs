@@ -1,6 +1,6 @@
 //! Fingerprinting every file of a scan and grouping exact and near duplicates.
 
-use crate::error::{DataError, Result};
+use crate::error::Result;
 use crate::hash::{PHash, content_hash};
 use crate::image_io::decode_rgb;
 use crate::scan::Sample;
@@ -40,7 +40,10 @@ pub fn fingerprint_files(
         .par_iter()
         .map(|path| {
             let r = (|| {
-                let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+                let bytes = crate::image_io::read_limited(
+                    path,
+                    crate::image_io::max_file_bytes(max_pixels),
+                )?;
                 let content = content_hash(&bytes);
                 let img = decode_rgb(&bytes, path, max_pixels)?;
                 Ok(Fingerprint {

@@ -16,6 +16,7 @@
 
 use crate::error::{DataError, Result};
 use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder, VoiLutOption};
 use image::{Rgb, RgbImage};
@@ -116,10 +117,182 @@ pub fn window_linear(x: f64, center: f64, width: f64) -> u8 {
     y.round().clamp(0.0, 255.0) as u8
 }
 
+/// How a DICOM data set is encoded, as far as element headers go.
+#[derive(Clone, Copy)]
+struct Syntax {
+    explicit_vr: bool,
+    big_endian: bool,
+}
+
+/// Value representations whose length field is 4 bytes in explicit-VR encodings.
+const LONG_VRS: [&[u8; 2]; 13] = [
+    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
+];
+
+/// Checks, before dicom-rs parses a file, that no element, item or fragment declares more
+/// bytes than the file holds after it. Walks the file meta group (explicit VR little endian),
+/// reads the transfer syntax from it, then walks the data set, descending into sequences,
+/// items and encapsulated pixel data. Deflated data sets are not walked (dicom-rs inflates
+/// them); truncation is left for the parser to report.
+fn check_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
+    let start = if sniff(bytes) { 132 } else { 0 };
+    let meta = Syntax {
+        explicit_vr: true,
+        big_endian: false,
+    };
+    let mut ts = String::new();
+    let pos = walk(bytes, start, bytes.len(), meta, 0, true, false, &mut ts)?;
+    let ts = ts.trim_end_matches(['\0', ' ']);
+    let syntax = match ts {
+        "1.2.840.10008.1.2" => Syntax {
+            explicit_vr: false,
+            big_endian: false,
+        },
+        "1.2.840.10008.1.2.2" => Syntax {
+            explicit_vr: true,
+            big_endian: true,
+        },
+        "1.2.840.10008.1.2.1.99" => return Ok(()),
+        _ => meta,
+    };
+    walk(
+        bytes,
+        pos,
+        bytes.len(),
+        syntax,
+        0,
+        false,
+        false,
+        &mut String::new(),
+    )
+    .map(|_| ())
+}
+
+/// Walks elements in `bytes[pos..end]`; returns where it stopped (the end, a delimiter it
+/// consumed, or with `meta_only` the first element after group 0002). `fragments`: the
+/// level is encapsulated pixel data, whose items are not walked into.
+#[allow(clippy::too_many_arguments)]
+fn walk(
+    bytes: &[u8],
+    mut pos: usize,
+    end: usize,
+    syn: Syntax,
+    depth: usize,
+    meta_only: bool,
+    fragments: bool,
+    ts: &mut String,
+) -> std::result::Result<usize, String> {
+    if depth > 64 {
+        return Err("sequences nested more than 64 deep".into());
+    }
+    let u16_at = |p: usize| {
+        let b = [bytes[p], bytes[p + 1]];
+        if syn.big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
+    };
+    let u32_at = |p: usize| {
+        let b = [bytes[p], bytes[p + 1], bytes[p + 2], bytes[p + 3]];
+        if syn.big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
+    const UNDEFINED: u32 = 0xFFFF_FFFF;
+    while end.saturating_sub(pos) >= 8 {
+        let (group, element) = (u16_at(pos), u16_at(pos + 2));
+        if meta_only && group != 0x0002 {
+            return Ok(pos);
+        }
+        let tag = format!("({group:04X},{element:04X})");
+        if group == 0xFFFE {
+            let len = u32_at(pos + 4);
+            pos += 8;
+            match element {
+                0xE000 if len == UNDEFINED => {
+                    pos = walk(bytes, pos, end, syn, depth + 1, false, false, ts)?;
+                }
+                0xE000 => {
+                    let len = len as usize;
+                    if len > end - pos {
+                        return Err(format!(
+                            "item at byte {pos} declares {len} bytes, only {} remain",
+                            end - pos
+                        ));
+                    }
+                    // Items of a sequence hold elements; fragments of encapsulated pixel
+                    // data hold compressed bytes.
+                    if !fragments {
+                        walk(bytes, pos, pos + len, syn, depth + 1, false, false, ts)?;
+                    }
+                    pos += len;
+                }
+                // Item or sequence delimiter: this level ends.
+                _ => return Ok(pos),
+            }
+            continue;
+        }
+        let (vr, len, header): (Option<[u8; 2]>, u32, usize) = if syn.explicit_vr {
+            let vr = [bytes[pos + 4], bytes[pos + 5]];
+            if LONG_VRS.contains(&&vr) {
+                if end - pos < 12 {
+                    return Ok(end);
+                }
+                (Some(vr), u32_at(pos + 8), 12)
+            } else {
+                (Some(vr), u32::from(u16_at(pos + 6)), 8)
+            }
+        } else {
+            (None, u32_at(pos + 4), 8)
+        };
+        pos += header;
+        if len == UNDEFINED {
+            // A sequence, or encapsulated pixel data (a sequence of fragments).
+            let pixel_fragments = (group, element) == (0x7FE0, 0x0010);
+            pos = walk(bytes, pos, end, syn, depth + 1, false, pixel_fragments, ts)?;
+            continue;
+        }
+        let len = len as usize;
+        if len > end - pos {
+            return Err(format!(
+                "element {tag} declares {len} bytes, only {} remain in the file",
+                end - pos
+            ));
+        }
+        let value = &bytes[pos..pos + len];
+        if (group, element) == (0x0002, 0x0010) {
+            *ts = String::from_utf8_lossy(value).into_owned();
+        }
+        let is_sequence =
+            vr == Some(*b"SQ") || (vr.is_none() && value.starts_with(&[0xFE, 0xFF, 0x00, 0xE0]));
+        if is_sequence {
+            walk(bytes, pos, pos + len, syn, depth + 1, false, false, ts)?;
+        }
+        pos += len;
+    }
+    Ok(end)
+}
+
 /// Reads a DICOM file into one picture per frame.
 pub fn read_dicom(path: &Path, opts: &DicomOptions) -> Result<DicomImage> {
+    // The whole file is parsed into memory: refuse files no picture within the pixel limit
+    // could fill before reading them.
+    let bytes =
+        crate::image_io::read_limited(path, crate::image_io::max_file_bytes(opts.max_pixels))?;
+    // dicom-rs sizes each value's buffer by its declared length before reading it: a
+    // 4 kB file declaring a 3 GB value made it allocate 3 GB (found by fuzzing).
+    check_lengths(&bytes).map_err(|e| bad(path, e))?;
+    let preamble = if sniff(&bytes) {
+        ReadPreamble::Always
+    } else {
+        ReadPreamble::Auto
+    };
     let obj = OpenFileOptions::new()
-        .open_file(path)
+        .read_preamble(preamble)
+        .from_reader(std::io::Cursor::new(bytes))
         .map_err(|e| bad(path, e))?;
     let ts = obj
         .meta()
@@ -142,8 +315,37 @@ pub fn read_dicom(path: &Path, opts: &DicomOptions) -> Result<DicomImage> {
             limit: opts.max_pixels,
         });
     }
-    if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+    let Some(pixel_data) = obj.element_opt(tags::PIXEL_DATA).ok().flatten() else {
         return Err(bad(path, "no pixel data (7FE0,0010)"));
+    };
+    // The decoder allocates rows x columns x frames x samples x bytes before it decodes a
+    // compressed stream: only grey or colour pictures of up to 32-bit samples get that far
+    // (a fuzzed header asked for gigabytes here).
+    let spp = int(&obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    if spp != 1 && spp != 3 {
+        return Err(bad(path, format!("{spp} samples per pixel not supported")));
+    }
+    let bits = int(&obj, tags::BITS_ALLOCATED).unwrap_or(8);
+    if !matches!(bits, 1 | 8 | 16 | 32) {
+        return Err(bad(
+            path,
+            format!("{bits} bits allocated per sample not supported"),
+        ));
+    }
+    let (spp, bits) = (spp as u64, bits as u64);
+    // Native (uncompressed) pixel data must hold every pixel the header announces.
+    if let Some(p) = pixel_data.value().primitive() {
+        let need = (pixels * spp * bits).div_ceil(8);
+        let have = p.calculate_byte_len() as u64;
+        if have < need {
+            return Err(bad(
+                path,
+                format!(
+                    "inconsistent sizes: pixel data holds {have} bytes, {cols}x{rows} x \
+                     {frames} frame(s) x {spp} sample(s) x {bits} bits need {need}"
+                ),
+            ));
+        }
     }
     let decoded = obj.decode_pixel_data().map_err(|e| {
         bad(

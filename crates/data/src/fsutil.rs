@@ -4,6 +4,18 @@ use crate::error::{DataError, Result};
 use std::io::Write;
 use std::path::Path;
 
+/// What names [`write_atomic`]'s temporary files: `.<name>.tmp-<pid>`.
+const TEMP_MARK: &str = ".tmp-";
+
+/// Whether a file name is one of [`write_atomic`]'s temporary files (left behind only when a
+/// process was killed mid-write; the file it was replacing is intact).
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.')
+        && name
+            .rsplit_once(TEMP_MARK)
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder is written, synced
 /// and renamed over `path`, so a reader (or a crash) sees the old file or the new one, never a
 /// torn mix.
@@ -17,7 +29,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!(".{name}{TEMP_MARK}{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -39,6 +51,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Serialising paths that may not be UTF-8 (a file name a scanner wrote in Latin-1): JSON
+/// strings must be UTF-8, so such bytes are written as U+FFFD instead of failing the whole
+/// report. Use with `#[serde(serialize_with = "...")]`.
+pub mod lossy {
+    use serde::Serializer;
+    use std::path::{Path, PathBuf};
+
+    /// One path.
+    pub fn path<S: Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&p.to_string_lossy())
+    }
+
+    /// `(path, reason)` pairs, as `[path, reason]` arrays.
+    pub fn path_reasons<S: Serializer>(v: &[(PathBuf, String)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|(p, r)| (p.to_string_lossy(), r)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -50,5 +80,9 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
         let leftovers = std::fs::read_dir(dir.path().join("sub")).unwrap().count();
         assert_eq!(leftovers, 1);
+        assert!(super::is_temp_name(".state.json.tmp-4242"));
+        assert!(!super::is_temp_name("state.json"));
+        assert!(!super::is_temp_name(".state.json.tmp-"));
+        assert!(!super::is_temp_name("x.tmp-12"));
     }
 }

@@ -5,18 +5,67 @@
 
 use crate::error::{DataError, Result};
 use fast_image_resize as fr;
-use image::{ImageReader, RgbImage};
-use std::io::Cursor;
+use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use std::io::{Cursor, Read};
 use std::path::Path;
 
 /// Default pixel-count limit: 64 megapixels, far above any MRI slice.
 pub const DEFAULT_MAX_PIXELS: u64 = 64 * 1024 * 1024;
 
+/// The largest file accepted for a pixel limit: the raw size of that many 16-bit RGBA pixels
+/// (no compressed image is larger) plus 16 MiB of metadata. Bigger files are refused before
+/// they are read, so one huge file cannot exhaust memory.
+pub fn max_file_bytes(max_pixels: u64) -> u64 {
+    max_pixels.saturating_mul(8).saturating_add(16 << 20)
+}
+
+/// Reads a whole file, refusing files over `max_bytes` (checked before reading, and again
+/// while reading in case the file grows) and anything that is not a regular file (a FIFO
+/// would block, a device would never end).
+pub fn read_limited(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(DataError::Decode {
+            path: path.to_path_buf(),
+            reason: "not a regular file (folder, FIFO, socket or device), skipped".into(),
+        });
+    }
+    let too_big = |len: u64| DataError::Decode {
+        path: path.to_path_buf(),
+        reason: format!("file is {len} bytes, over the limit of {max_bytes} for the pixel limit"),
+    };
+    if meta.len() > max_bytes {
+        return Err(too_big(meta.len()));
+    }
+    let f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| DataError::io(path, e))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// Reads and decodes an image file to 8-bit RGB (grey images are replicated to 3 channels,
-/// alpha is dropped, 16-bit samples are scaled to 8 bits).
+/// alpha is dropped, 16-bit samples are scaled to 8 bits, palettes and CMYK are converted, the
+/// EXIF orientation is applied).
 pub fn read_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = read_limited(path, max_file_bytes(max_pixels))?;
     decode_rgb(&bytes, path, max_pixels)
+}
+
+/// Whether JPEG bytes end their last scan with an end-of-image marker (`FF D9` after the last
+/// start-of-scan `FF DA`). The decoder fills a cut-off scan with grey without complaint; a
+/// truncated file is refused instead. (Inside entropy-coded data every `FF` is followed by
+/// `00` or a restart marker, so neither marker can appear there by accident.)
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |m: u8| bytes.windows(2).rposition(|w| w == [0xFF, m]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
 }
 
 /// Decodes image bytes to 8-bit RGB. `path` is only used in error messages.
@@ -31,9 +80,14 @@ pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| decode_err(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(decode_err("not a recognised image format".into()));
-    }
+    let Some(format) = reader.format() else {
+        let what = if crate::dicom::sniff(bytes) {
+            "a DICOM file: data folders hold JPEG/PNG slices (`artemis predict` reads DICOM)"
+        } else {
+            "not a recognised image format (JPEG or PNG expected)"
+        };
+        return Err(decode_err(what.into()));
+    };
     let (width, height) = reader
         .into_dimensions()
         .map_err(|e| decode_err(e.to_string()))?;
@@ -50,16 +104,30 @@ pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage
     if pixels == 0 {
         return Err(decode_err("image has zero width or height".into()));
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| decode_err(e.to_string()))?;
+    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(decode_err(format!(
+            "JPEG is truncated: no end-of-image marker after the last scan ({} bytes)",
+            bytes.len()
+        )));
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes));
+    reader.set_format(format);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(width);
     limits.max_image_height = Some(height);
     // Output at up to 16 bits x 4 channels, plus decoder working memory.
     limits.max_alloc = Some(pixels.saturating_mul(16).max(64 << 20));
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| decode_err(e.to_string()))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| decode_err(e.to_string()))?;
+    // A camera or viewer may store the picture sideways with an EXIF orientation tag; what a
+    // person sees is the oriented picture. An unreadable EXIF block is ignored.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode_err(e.to_string()))?;
+    img.apply_orientation(orientation);
     Ok(img.into_rgb8())
 }
 

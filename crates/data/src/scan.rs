@@ -30,6 +30,7 @@ pub struct Sample {
 /// A file or folder that could not be taken into the scan, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
+    #[serde(serialize_with = "crate::fsutil::lossy::path")]
     pub path: PathBuf,
     pub reason: String,
 }
@@ -232,9 +233,13 @@ fn walk_files(scan: &mut Scan, dir: &Path, rel: &str, on_file: &mut OnFile<'_>) 
             // Follow links to files only; a link to a folder could form a loop.
             match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() => on_file(scan, path, child_rel),
-                Ok(_) => scan.problems.push(Problem {
+                Ok(m) if m.is_dir() => scan.problems.push(Problem {
                     path,
                     reason: "symbolic link to a folder, not followed".into(),
+                }),
+                Ok(_) => scan.problems.push(Problem {
+                    path,
+                    reason: "symbolic link to a FIFO, socket or device, skipped".into(),
                 }),
                 Err(err) => scan.problems.push(Problem {
                     path,
@@ -243,6 +248,12 @@ fn walk_files(scan: &mut Scan, dir: &Path, rel: &str, on_file: &mut OnFile<'_>) 
             }
         } else if ft.is_file() {
             on_file(scan, path, child_rel);
+        } else {
+            // Reading a FIFO would block forever, a device might never end.
+            scan.problems.push(Problem {
+                path,
+                reason: "not a regular file (FIFO, socket or device), skipped".into(),
+            });
         }
     }
 }
@@ -265,7 +276,11 @@ pub fn list_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<Problem>) {
                 walk_files(&mut scan, input, "", &mut |_, p, _| found.push(p));
                 files.extend(found);
             }
-            Ok(_) => files.push(input.clone()),
+            Ok(m) if m.is_file() => files.push(input.clone()),
+            Ok(_) => scan.problems.push(Problem {
+                path: input.clone(),
+                reason: "not a regular file (FIFO, socket or device), skipped".into(),
+            }),
             Err(e) => scan.problems.push(Problem {
                 path: input.clone(),
                 reason: e.to_string(),

@@ -185,6 +185,19 @@ pub fn read_volume(path: &Path, opts: &VolumeOptions) -> Result<Volume> {
             format!("{nd}-D volume {dims:?}: only 2-D and 3-D volumes (one time point) are read"),
         ));
     }
+    // The reader sizes the data by `bitpix` and converts it by `datatype`: when they disagree
+    // the conversion panics inside the crate (found by fuzzing), so refuse such headers here.
+    let datatype = header.data_type().map_err(|e| bad(path, e))?;
+    if i64::from(header.bitpix) != 8 * datatype.size_of() as i64 {
+        return Err(bad(
+            path,
+            format!(
+                "inconsistent header: bitpix {} but datatype {datatype:?} has {} bits",
+                header.bitpix,
+                8 * datatype.size_of()
+            ),
+        ));
+    }
     let grid = [dims[0], dims[1], dims.get(2).copied().unwrap_or(1)];
     let voxels = grid.iter().map(|&d| d as u64).product::<u64>();
     if voxels > opts.max_voxels {
@@ -332,5 +345,31 @@ mod tests {
         let m = [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 0.0]];
         assert_eq!(axis_map(&m), [(2, false), (0, true), (1, true)]);
         assert!(is_nifti_path(Path::new("a/B.NII.GZ")) && !is_nifti_path(Path::new("x.png")));
+    }
+
+    /// Fuzzing regression (fuzz/ target `nifti`): a header whose `bitpix` disagrees with its
+    /// datatype made the `nifti` crate panic while converting the data.
+    #[test]
+    fn bitpix_that_disagrees_with_the_datatype_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.nii");
+        let data = ndarray::Array3::<f32>::from_shape_fn((6, 5, 4), |(i, j, k)| (i + j + k) as f32);
+        nifti::writer::WriterOptions::new(&p)
+            .write_nifti(&data)
+            .unwrap();
+        let mut bytes = std::fs::read(&p).unwrap();
+        // Header offsets: datatype at 70 (16 = FLOAT32), bitpix at 72.
+        assert_eq!(i16::from_le_bytes([bytes[70], bytes[71]]), 16);
+        bytes[72..74].copy_from_slice(&8i16.to_le_bytes());
+        let bad = dir.path().join("bad.nii");
+        std::fs::write(&bad, &bytes).unwrap();
+        let opts = VolumeOptions {
+            axis: SliceAxis::Auto,
+            range: None,
+            max_voxels: 1 << 20,
+        };
+        assert!(read_volume(&p, &opts).is_ok());
+        let e = read_volume(&bad, &opts).unwrap_err().to_string();
+        assert!(e.contains("bad.nii") && e.contains("bitpix 8"), "{e}");
     }
 }

@@ -4,7 +4,7 @@
 //! was fitted for, and applied by every later `predict`, `eval` and the library API. Dividing by
 //! `T` never changes the predicted class.
 
-use crate::dataset::load;
+use crate::dataset::stream;
 use crate::error::{EngineError, Result};
 use crate::infer::{Classifier, softmax};
 use crate::run::{BEST, Run, file_hash, read_json, write_json};
@@ -76,6 +76,7 @@ pub fn calibrate_on_val(
     clf: &mut Classifier,
     data_root: Option<&std::path::Path>,
     batch_size: usize,
+    max_pixels: u64,
 ) -> Result<Option<Calibration>> {
     let run = clf.run.clone();
     let manifest = Manifest::load(&run.config.manifest)?;
@@ -84,18 +85,26 @@ pub fn calibrate_on_val(
     if items.is_empty() {
         return Ok(None);
     }
-    let loaded = load(items, &run.config.preprocess, "calibrate (val)");
-    let mut logits = Vec::with_capacity(loaded.images.len());
-    let mut truth = Vec::with_capacity(loaded.images.len());
-    for (imgs, items) in loaded
-        .images
-        .chunks(batch_size.max(1))
-        .zip(loaded.items.chunks(batch_size.max(1)))
-    {
-        let refs: Vec<_> = imgs.iter().collect();
-        logits.extend(clf.logits(&refs)?);
-        truth.extend(items.iter().map(|i| i.class.unwrap_or(0)));
-    }
+    let mut logits = Vec::with_capacity(items.len());
+    let mut truth = Vec::with_capacity(items.len());
+    let pre = run.config.preprocess;
+    stream(
+        items,
+        &pre,
+        "calibrate (val)",
+        max_pixels,
+        |items, images| {
+            for (imgs, items) in images
+                .chunks(batch_size.max(1))
+                .zip(items.chunks(batch_size.max(1)))
+            {
+                let refs: Vec<_> = imgs.iter().collect();
+                logits.extend(clf.logits(&refs)?);
+                truth.extend(items.iter().map(|i| i.class.unwrap_or(0)));
+            }
+            Ok(())
+        },
+    )?;
     if logits.is_empty() {
         return Ok(None);
     }

@@ -1,11 +1,16 @@
 //! Images in memory, resized once, and batches made from them.
 //!
-//! Training and evaluation decode each file once, resize it to the network's input size and
-//! keep the 8-bit result (150x150x3 = 66 kB an image: the 12-class set is about 220 MB).
-//! Augmentation and value scaling happen per batch, on all cores.
+//! Memory bounds:
+//! - Training ([`load`]) decodes each file once, resizes it to the network's input size and
+//!   keeps the 8-bit result: `n x side x side x 3` bytes (150 px: 66 kB an image, the 12-class
+//!   training split of ~2600 images about 175 MB; 224 px: 150 kB, about 390 MB). Augmentation
+//!   and value scaling happen per batch, on all cores. While a file is decoded its full-size
+//!   picture is held too: at most one per core, each under the pixel limit.
+//! - Evaluation, calibration and prediction ([`stream`]) hold one chunk of files at a time
+//!   (decoded at input size) plus one row of probabilities per image: flat in the folder size.
 
 use crate::error::{EngineError, Result};
-use artemis_data::image_io::{DEFAULT_MAX_PIXELS, read_rgb};
+use artemis_data::image_io::read_rgb;
 use artemis_data::transform::{Augment, Preprocess};
 use burn::prelude::*;
 use image::RgbImage;
@@ -29,21 +34,71 @@ pub struct Loaded {
     pub failed: Vec<(PathBuf, String)>,
 }
 
-/// Decodes and resizes `items` on all cores with a progress bar; unreadable files are
-/// reported in [`Loaded::failed`] and skipped.
-pub fn load(items: Vec<Item>, pre: &Preprocess, what: &str) -> Loaded {
+/// Decodes and resizes `items` on all cores with a progress bar; unreadable files and files
+/// over `max_pixels` are reported in [`Loaded::failed`] and skipped.
+pub fn load(items: Vec<Item>, pre: &Preprocess, what: &str, max_pixels: u64) -> Loaded {
     let pb = crate::progress::bar(items.len() as u64, what);
+    let out = decode_all(items, pre, max_pixels, &pb);
+    pb.finish_and_clear();
+    out
+}
+
+/// Files decoded at once by [`stream`]: enough to keep every core busy and to fill batches.
+pub const STREAM_CHUNK: usize = 64;
+
+/// Decodes `items` [`STREAM_CHUNK`] files at a time (in parallel within a chunk) and hands each
+/// chunk's readable items and pictures (at input size) to `f`, so memory holds one chunk, not
+/// the folder. Returns the files that could not be read or decoded, with the reason.
+pub fn stream(
+    items: Vec<Item>,
+    pre: &Preprocess,
+    what: &str,
+    max_pixels: u64,
+    mut f: impl FnMut(&[Item], &[RgbImage]) -> Result<()>,
+) -> Result<Vec<(PathBuf, String)>> {
+    let pb = crate::progress::bar(items.len() as u64, what);
+    let mut failed = Vec::new();
+    let mut rest = items.into_iter();
+    loop {
+        let chunk: Vec<Item> = rest.by_ref().take(STREAM_CHUNK).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let mut loaded = decode_all(chunk, pre, max_pixels, &pb);
+        failed.append(&mut loaded.failed);
+        if !loaded.items.is_empty() {
+            f(&loaded.items, &loaded.images)?;
+        }
+    }
+    pb.finish_and_clear();
+    Ok(failed)
+}
+
+/// Decodes and resizes one file as [`load`] and [`stream`] do (for re-reading a few files).
+pub fn read_resized(
+    path: &std::path::Path,
+    pre: &Preprocess,
+    max_pixels: u64,
+) -> std::result::Result<RgbImage, String> {
+    read_rgb(path, max_pixels)
+        .map(|img| pre.resize(&img))
+        .map_err(|e| e.to_string())
+}
+
+fn decode_all(
+    items: Vec<Item>,
+    pre: &Preprocess,
+    max_pixels: u64,
+    pb: &indicatif::ProgressBar,
+) -> Loaded {
     let results: Vec<std::result::Result<RgbImage, String>> = items
         .par_iter()
         .map(|it| {
-            let r = read_rgb(&it.path, DEFAULT_MAX_PIXELS)
-                .map(|img| pre.resize(&img))
-                .map_err(|e| e.to_string());
+            let r = read_resized(&it.path, pre, max_pixels);
             pb.inc(1);
             r
         })
         .collect();
-    pb.finish_and_clear();
     let mut out = Loaded {
         items: Vec::new(),
         images: Vec::new(),

@@ -7,7 +7,7 @@
 //! `report.html` and the pictures.
 
 use crate::calibrate::{Calibration, calibrate_on_val};
-use crate::dataset::{Item, load};
+use crate::dataset::{Item, read_resized, stream};
 use crate::error::{EngineError, Result};
 use crate::infer::{Classifier, softmax, top1};
 use crate::metrics::{Confusion, Metrics};
@@ -70,6 +70,8 @@ pub struct EvalConfig {
     pub worst: usize,
     /// Average probabilities over test-time augmentation views (flip, shifts).
     pub tta: bool,
+    /// Files with more pixels than this are skipped (checked before decoding).
+    pub max_pixels: u64,
 }
 
 impl EvalConfig {
@@ -89,6 +91,7 @@ impl EvalConfig {
             exclude_duplicates: false,
             worst: 12,
             tta: false,
+            max_pixels: artemis_data::image_io::DEFAULT_MAX_PIXELS,
         }
     }
 
@@ -187,6 +190,7 @@ pub struct EvalReport {
     pub abstain: Option<CoveragePoint>,
     /// External folders: files that duplicate training images.
     pub overlap: Option<OverlapReport>,
+    #[serde(serialize_with = "artemis_data::fsutil::lossy::path_reasons")]
     pub skipped: Vec<(PathBuf, String)>,
     pub predictions: Vec<EvalRow>,
     /// Files written.
@@ -281,16 +285,28 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
     match cfg.calibration {
         CalibrationMode::Off => clf.calibration = None,
         CalibrationMode::Refit => {
-            calibrate_on_val(&mut clf, cfg.data_root.as_deref(), cfg.batch_size)?;
+            calibrate_on_val(
+                &mut clf,
+                cfg.data_root.as_deref(),
+                cfg.batch_size,
+                cfg.max_pixels,
+            )?;
         }
         CalibrationMode::Auto if clf.calibration.is_none() => {
-            if let Err(e) = calibrate_on_val(&mut clf, cfg.data_root.as_deref(), cfg.batch_size) {
+            if let Err(e) = calibrate_on_val(
+                &mut clf,
+                cfg.data_root.as_deref(),
+                cfg.batch_size,
+                cfg.max_pixels,
+            ) {
                 tracing::warn!("no calibration: {e}");
             }
         }
         CalibrationMode::Auto => {}
     }
     let mut overlap = None;
+    // Folders and files the scan of an external folder skipped (odd names, links, FIFOs).
+    let mut scan_skipped: Vec<(PathBuf, String)> = Vec::new();
     // Items carry the class under the model's task when the labels allow it; `coarse` holds the
     // tumor type for every item (for the type view of a 12-class model on a 4-class folder).
     let (mut items, mut coarse, source, out_dir): (Vec<Item>, Vec<usize>, String, PathBuf) =
@@ -314,6 +330,11 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
             }
             EvalSource::Folder(folder) => {
                 let s = scan_mapped(folder, &cfg.label_map.clone().unwrap_or_default())?;
+                scan_skipped.extend(
+                    s.problems
+                        .iter()
+                        .map(|p| (p.path.clone(), p.reason.clone())),
+                );
                 let mut items = Vec::new();
                 let mut coarse = Vec::new();
                 for smp in &s.samples {
@@ -369,30 +390,44 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
         .zip(&coarse)
         .map(|(i, c)| (i.path.clone(), *c))
         .collect();
-    let loaded = load(items, &pre, "evaluate");
+    // Streamed: one chunk of pictures in memory at a time, one probability row per image kept.
     let classes = clf.classes().to_vec();
     let temperature = clf.temperature();
-    let mut raw = Vec::with_capacity(loaded.images.len());
-    let mut probs = Vec::with_capacity(loaded.images.len());
-    for imgs in loaded.images.chunks(cfg.batch_size) {
-        let refs: Vec<_> = imgs.iter().collect();
-        if cfg.tta {
-            let views = clf.tta_logits(&refs)?;
-            raw.extend(crate::infer::average_views(&views, 1.0));
-            probs.extend(crate::infer::average_views(&views, temperature));
-        } else {
-            for z in clf.logits(&refs)? {
-                raw.push(softmax(&z));
-                probs.push(crate::stats::softmax_t(&z, temperature));
+    let mut kept: Vec<Item> = Vec::with_capacity(items.len());
+    let mut raw = Vec::with_capacity(items.len());
+    let mut probs = Vec::with_capacity(items.len());
+    let failed = stream(items, &pre, "evaluate", cfg.max_pixels, |chunk, images| {
+        kept.extend_from_slice(chunk);
+        for imgs in images.chunks(cfg.batch_size) {
+            let refs: Vec<_> = imgs.iter().collect();
+            if cfg.tta {
+                let views = clf.tta_logits(&refs)?;
+                raw.extend(crate::infer::average_views(&views, 1.0));
+                probs.extend(crate::infer::average_views(&views, temperature));
+            } else {
+                for z in clf.logits(&refs)? {
+                    raw.push(softmax(&z));
+                    probs.push(crate::stats::softmax_t(&z, temperature));
+                }
             }
         }
+        Ok(())
+    })?;
+    if kept.is_empty() {
+        return Err(EngineError::Config(format!(
+            "{source}: none of the {} files could be read (first: {})",
+            failed.len(),
+            failed
+                .first()
+                .map(|(p, why)| format!("{}: {why}", p.display()))
+                .unwrap_or_default()
+        )));
     }
-    let coarse_truth: Vec<usize> = loaded
-        .items
+    let coarse_truth: Vec<usize> = kept
         .iter()
         .map(|i| coarse_of.get(&i.path).copied().unwrap_or(0))
         .collect();
-    let truth: Vec<usize> = loaded.items.iter().map(|i| i.class.unwrap_or(0)).collect();
+    let truth: Vec<usize> = kept.iter().map(|i| i.class.unwrap_or(0)).collect();
     let metrics = full_labels.then(|| view(classes.clone(), &truth, &probs, cfg));
     let type_view = match task {
         Task::TypePlane => {
@@ -462,7 +497,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
     // Rows.
     let mut rows = Vec::with_capacity(probs.len());
     for (i, p) in probs.iter().enumerate() {
-        let item = &loaded.items[i];
+        let item = &kept[i];
         let (pred, conf) = top1(p);
         let (truth_name, correct) = match item.class {
             Some(t) => (classes[t].clone(), t == pred),
@@ -508,7 +543,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
         coverage,
         abstain,
         overlap,
-        skipped: loaded.failed.clone(),
+        skipped: scan_skipped.into_iter().chain(failed).collect(),
         predictions: rows,
         outputs: Vec::new(),
     };
@@ -584,10 +619,14 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
             .confidence
             .total_cmp(&report.predictions[a].confidence)
     });
+    // Only these few files are decoded again (the stream kept no pictures).
     for &i in wrong.iter().take(cfg.worst) {
-        figures
-            .mistakes
-            .push((i, crate::html::thumbnail_jpeg(&loaded.images[i])?));
+        match read_resized(&kept[i].path, &pre, cfg.max_pixels) {
+            Ok(img) => figures
+                .mistakes
+                .push((i, crate::html::thumbnail_jpeg(&img)?)),
+            Err(e) => tracing::warn!("no thumbnail: {e}"),
+        }
     }
     let json = out_dir.join("report.json");
     let md = out_dir.join("report.md");

@@ -66,6 +66,7 @@ impl Default for PredictConfig {
 /// One classified picture (or an input that could not be read).
 #[derive(Debug, Clone, Serialize)]
 pub struct PredictRow {
+    #[serde(serialize_with = "artemis_data::fsutil::lossy::path")]
     pub input: PathBuf,
     /// DICOM frame index (0-based), for DICOM inputs.
     pub frame: Option<u32>,
@@ -147,6 +148,16 @@ enum Decoded {
 }
 
 fn decode(path: &Path, cfg: &PredictConfig) -> Decoded {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Decoded::Failed(format!(
+                "{}: not a regular file (FIFO, socket or device), skipped",
+                path.display()
+            ));
+        }
+        Err(e) => return Decoded::Failed(format!("{}: {e}", path.display())),
+    }
     if is_nifti_path(path) {
         let opts = VolumeOptions {
             axis: cfg.slice_axis,

@@ -61,6 +61,8 @@ pub struct TrainConfig {
     pub cache_dir: PathBuf,
     /// Augmented copies per training image in the cache (with augmentation on).
     pub cache_copies: usize,
+    /// Files with more pixels than this are skipped (checked before decoding).
+    pub max_pixels: u64,
 }
 
 /// Which part of a network trains.
@@ -127,7 +129,8 @@ impl TrainConfig {
     /// Checks values that would otherwise fail late.
     pub fn validate(&self) -> Result<()> {
         let s = &self.settings;
-        if s.epochs == 0 || s.batch_size == 0 {
+        // On resume, 0 epochs means "as many as the run was started with".
+        if (s.epochs == 0 && !self.resume) || s.batch_size == 0 {
             return Err(EngineError::Config(
                 "epochs and batch size must be at least 1".into(),
             ));
@@ -224,9 +227,27 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
     cfg.validate()?;
     let t0 = Instant::now();
     let dir = &cfg.run_dir;
+    let fresh = |lr: f64| TrainState {
+        lr,
+        best_val_accuracy: -1.0,
+        best_val_loss: f64::INFINITY,
+        ..TrainState::default()
+    };
     let (run_cfg, state) = if cfg.resume {
+        if !dir.join(CONFIG).exists() {
+            return Err(EngineError::Config(format!(
+                "{}: no run to resume (no {CONFIG}); start it without --resume",
+                dir.display()
+            )));
+        }
         let run_cfg: RunConfig = read_json(&dir.join(CONFIG))?;
-        let mut state: TrainState = read_json(&dir.join(STATE))?;
+        // A run stopped before its first epoch was committed has no state yet.
+        let mut state: TrainState = if dir.join(STATE).exists() {
+            read_json(&dir.join(STATE))?
+        } else {
+            fresh(run_cfg.train.learning_rate)
+        };
+        tidy_after_crash(dir, &state)?;
         let hash = file_hash(&run_cfg.manifest)?;
         if hash != run_cfg.manifest_hash {
             return Err(EngineError::Config(format!(
@@ -302,15 +323,33 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
         run_cfg.model.init(&Device::flex())?;
         std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
         write_json(&dir.join(CONFIG), &run_cfg)?;
-        let state = TrainState {
-            lr: cfg.settings.learning_rate,
-            best_val_accuracy: -1.0,
-            best_val_loss: f64::INFINITY,
-            ..TrainState::default()
-        };
-        (run_cfg, state)
+        (run_cfg, fresh(cfg.settings.learning_rate))
     };
     run_loop(cfg, run_cfg, state, t0)
+}
+
+/// Puts a run folder back in order after a process was killed: temporary files of writes that
+/// never finished and checkpoints of epochs that were never committed (or whose removal was
+/// cut short) are deleted, and the metrics table is rewritten from the committed state.
+fn tidy_after_crash(dir: &Path, state: &TrainState) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale_temp = artemis_data::fsutil::is_temp_name(&name);
+        let orphan_ckpt = name.starts_with("ckpt-")
+            && name.ends_with(".bpk")
+            && (state.checkpoint.is_empty()
+                || !name.starts_with(&format!("{}.", state.checkpoint)));
+        if stale_temp || orphan_ckpt {
+            tracing::info!("removing {name} left by an interrupted run");
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|e| EngineError::io(&path, e))?;
+        }
+    }
+    if !state.history.is_empty() {
+        write_metrics_csv(&dir.join(METRICS), &state.history)?;
+    }
+    Ok(())
 }
 
 /// What the trainable stages take as input: decoded images (augmented per batch) or cached
@@ -421,14 +460,34 @@ fn run_loop(
             run_cfg.manifest.display()
         )));
     }
-    let train_set = load(train_items, &pre, "train set");
-    let val_set = load(val_items, &pre, "val set");
+    let train_set = load(train_items, &pre, "train set", cfg.max_pixels);
+    let val_set = load(val_items, &pre, "val set", cfg.max_pixels);
     let mut skipped = train_set.failed.clone();
     skipped.extend(val_set.failed.iter().cloned());
     if train_set.images.is_empty() {
-        return Err(EngineError::Config(
-            "no training image could be decoded".into(),
-        ));
+        return Err(EngineError::Config(format!(
+            "no training image could be decoded ({} files failed; first: {})",
+            train_set.failed.len(),
+            train_set
+                .failed
+                .first()
+                .map(|(p, why)| format!("{}: {why}", p.display()))
+                .unwrap_or_default()
+        )));
+    }
+    let mut present: Vec<usize> = train_set.items.iter().filter_map(|i| i.class).collect();
+    present.sort_unstable();
+    present.dedup();
+    if present.len() < 2 {
+        let names = task.classes();
+        return Err(EngineError::Config(format!(
+            "{}: the training split holds a single class ({}); a classifier needs at least two",
+            run_cfg.manifest.display(),
+            present
+                .first()
+                .and_then(|&c| names.get(c))
+                .map_or("none", String::as_str)
+        )));
     }
     let settings = run_cfg.train;
     let from = run_cfg.trainable_from;

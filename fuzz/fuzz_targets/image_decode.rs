@@ -1,0 +1,16 @@
+//! JPEG/PNG decoding as every command does it: header check against the pixel limit, decode,
+//! EXIF orientation, resize to a network input. Any panic, abort or runaway allocation is a bug.
+#![no_main]
+
+use artemis_data::image_io::{ResizeMode, decode_rgb, resize_rgb};
+use libfuzzer_sys::fuzz_target;
+use std::path::Path;
+
+fuzz_target!(|data: &[u8]| {
+    // 4 megapixels: enough for any real slice, small enough that libFuzzer's memory limit
+    // is never the first thing to trip.
+    if let Ok(img) = decode_rgb(data, Path::new("fuzz-input"), 1 << 22) {
+        let out = resize_rgb(&img, 32, 24, ResizeMode::KeepAspect);
+        assert_eq!(out.dimensions(), (32, 24));
+    }
+});
