@@ -94,7 +94,12 @@ fn weight_bits(net: &artemis_models::Network) -> Vec<Vec<u32>> {
             &mut self,
             p: &burn::module::Param<burn::prelude::Tensor<D>>,
         ) {
-            let v: Vec<f32> = p.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            let v: Vec<f32> = p
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap();
             self.0.push(v.iter().map(|x| x.to_bits()).collect());
         }
     }
