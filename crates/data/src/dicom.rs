@@ -124,9 +124,11 @@ struct Syntax {
     big_endian: bool,
 }
 
-/// Value representations whose length field is 4 bytes in explicit-VR encodings.
-const LONG_VRS: [&[u8; 2]; 13] = [
-    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
+/// Value representations whose length field is 2 bytes in explicit-VR encodings; every other
+/// one, unknown codes included (dicom-rs reads those as UN), has a 4-byte length.
+const SHORT_VRS: [&[u8; 2]; 21] = [
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN",
+    b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
 ];
 
 /// Checks, before dicom-rs parses a file, that no element, item or fragment declares more
@@ -237,7 +239,7 @@ fn walk(
         }
         let (vr, len, header): (Option<[u8; 2]>, u32, usize) = if syn.explicit_vr {
             let vr = [bytes[pos + 4], bytes[pos + 5]];
-            if LONG_VRS.contains(&&vr) {
+            if !SHORT_VRS.contains(&&vr) {
                 if end - pos < 12 {
                     return Ok(end);
                 }
@@ -250,9 +252,26 @@ fn walk(
         };
         pos += header;
         if len == UNDEFINED {
-            // A sequence, or encapsulated pixel data (a sequence of fragments).
+            // A sequence, or encapsulated pixel data (a sequence of fragments). Inside an
+            // undefined-length UN (or unknown VR) the encoding is implicit VR little endian.
             let pixel_fragments = (group, element) == (0x7FE0, 0x0010);
-            pos = walk(bytes, pos, end, syn, depth + 1, false, pixel_fragments, ts)?;
+            let inner = match vr {
+                Some(v) if &v != b"SQ" && !pixel_fragments => Syntax {
+                    explicit_vr: false,
+                    big_endian: false,
+                },
+                _ => syn,
+            };
+            pos = walk(
+                bytes,
+                pos,
+                end,
+                inner,
+                depth + 1,
+                false,
+                pixel_fragments,
+                ts,
+            )?;
             continue;
         }
         let len = len as usize;
