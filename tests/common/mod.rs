@@ -66,18 +66,26 @@ pub fn s(p: &Path) -> &str {
 }
 
 /// `artemis data split DATA --seed SEED -o MANIFEST EXTRA...`, which must write the manifest
-/// (exit 0, or 3 when it skipped unreadable files, as the tiny data set's broken file).
-pub fn split(data: &Path, manifest: &Path, seed: &str, extra: &[&str]) {
+/// (exit 0, or 3 when it skipped unreadable files, as the tiny data set's broken file); its
+/// output is returned for the messages.
+pub fn split(data: &Path, manifest: &Path, seed: &str, extra: &[&str]) -> Output {
     let mut args = vec!["data", "split", s(data), "--seed", seed, "-o", s(manifest)];
     args.extend_from_slice(extra);
     let o = artemis(&args);
     assert!(matches!(o.status.code(), Some(0 | 3)), "{}", text(&o));
     assert!(manifest.exists(), "{}", text(&o));
+    o
 }
 
-/// Trains `baseline-relu-bn` at `size` px for `epochs` epochs (batch 8) into `run`, which
-/// must succeed.
-pub fn train_baseline(manifest: &Path, run: &Path, size: &str, epochs: &str, extra: &[&str]) {
+/// Arguments of `artemis train` for `baseline-relu-bn` at `size` px for `epochs` epochs
+/// (batch 8) into `run`, followed by `extra`.
+pub fn baseline_args<'a>(
+    manifest: &'a Path,
+    run: &'a Path,
+    size: &'a str,
+    epochs: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
     let mut args = vec![
         "train",
         "--manifest",
@@ -94,7 +102,12 @@ pub fn train_baseline(manifest: &Path, run: &Path, size: &str, epochs: &str, ext
         s(run),
     ];
     args.extend_from_slice(extra);
-    let o = artemis(&args);
+    args
+}
+
+/// Trains `baseline-relu-bn` ([`baseline_args`]), which must succeed.
+pub fn train_baseline(manifest: &Path, run: &Path, size: &str, epochs: &str, extra: &[&str]) {
+    let o = artemis(&baseline_args(manifest, run, size, epochs, extra));
     assert!(o.status.success(), "{}", text(&o));
 }
 

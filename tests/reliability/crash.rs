@@ -22,27 +22,8 @@ fn train_args<'a>(manifest: &'a Path, run: &'a Path, resume: bool) -> Vec<&'a st
     if resume {
         return vec!["train", "--resume", "-o", s(run)];
     }
-    vec![
-        "train",
-        "--manifest",
-        s(manifest),
-        "--model",
-        "baseline-relu-bn",
-        "--input-size",
-        "96",
-        "--epochs",
-        "4",
-        "--batch-size",
-        "6",
-        "--lr",
-        "0.003",
-        "--augment",
-        "standard",
-        "--seed",
-        "11",
-        "-o",
-        s(run),
-    ]
+    let extra = ["--lr", "0.003", "--augment", "standard", "--seed", "11"];
+    baseline_args(manifest, run, "96", "4", &extra)
 }
 
 /// Every file of the run folder is whole: returns the committed state (None before the first

@@ -733,19 +733,12 @@ fn hostile_inputs_meet_clear_messages_and_documented_exit_codes() {
 
     // data split: unreadable files become `excluded` rows, each reported; exit 3.
     let manifest = tmp.path().join("m.tsv");
-    let o = artemis(&[
-        "data",
-        "split",
-        s(&data),
-        "--seed",
+    let o = split(
+        &data,
+        &manifest,
         "1",
-        "--val-fraction",
-        "0.25",
-        "--test-fraction",
-        "0.25",
-        "-o",
-        s(&manifest),
-    ]);
+        &["--val-fraction", "0.25", "--test-fraction", "0.25"],
+    );
     no_panic("data split", &o);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     tally("data split", &all, &stderr_lines(&o), &mut outcome);
@@ -783,21 +776,7 @@ fn hostile_inputs_meet_clear_messages_and_documented_exit_codes() {
         fs::write(p, b).unwrap();
     }
     let run = tmp.path().join("run");
-    let o = artemis(&[
-        "train",
-        "--manifest",
-        s(&manifest),
-        "--model",
-        "baseline-relu-bn",
-        "--input-size",
-        "96",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "-o",
-        s(&run),
-    ]);
+    let o = artemis(&baseline_args(&manifest, &run, "96", "1", &[]));
     no_panic("train", &o);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let lines = stderr_lines(&o);
@@ -879,17 +858,8 @@ fn hostile_inputs_meet_clear_messages_and_documented_exit_codes() {
     ]);
     no_panic("data split (one class)", &o);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let o = artemis(&[
-        "train",
-        "--manifest",
-        s(&m1),
-        "--input-size",
-        "96",
-        "--epochs",
-        "1",
-        "-o",
-        s(&tmp.path().join("run1")),
-    ]);
+    let run1 = tmp.path().join("run1");
+    let o = artemis(&baseline_args(&m1, &run1, "96", "1", &[]));
     no_panic("train (one class)", &o);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(

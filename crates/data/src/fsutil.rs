@@ -4,6 +4,10 @@ use crate::error::{DataError, Result};
 use std::io::Write;
 use std::path::Path;
 
+/// Why a path that is not a regular file is skipped: reading a FIFO would block forever, a
+/// device might never end.
+pub const NOT_REGULAR_FILE: &str = "not a regular file (FIFO, socket or device), skipped";
+
 /// What names [`write_atomic`]'s temporary files: `.<name>.tmp-<pid>`.
 const TEMP_MARK: &str = ".tmp-";
 

@@ -27,7 +27,7 @@ pub fn read_limited(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
     if !meta.is_file() {
         return Err(DataError::Decode {
             path: path.to_path_buf(),
-            reason: "not a regular file (folder, FIFO, socket or device), skipped".into(),
+            reason: crate::fsutil::NOT_REGULAR_FILE.into(),
         });
     }
     let too_big = |len: u64| DataError::Decode {
@@ -77,7 +77,7 @@ pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage
     if bytes.is_empty() {
         return Err(decode_err("file is empty (0 bytes)".into()));
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| decode_err(e.to_string()))?;
     let Some(format) = reader.format() else {
@@ -88,9 +88,13 @@ pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage
         };
         return Err(decode_err(what.into()));
     };
-    let (width, height) = reader
-        .into_dimensions()
+    // One decoder: its header gives the size, checked against our limit (with our message)
+    // before any pixel is decoded; the decoder's own limits follow from that size.
+    reader.no_limits();
+    let mut decoder = reader
+        .into_decoder()
         .map_err(|e| decode_err(e.to_string()))?;
+    let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
         return Err(DataError::TooLarge {
@@ -110,16 +114,13 @@ pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage
             bytes.len()
         )));
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes));
-    reader.set_format(format);
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(width);
     limits.max_image_height = Some(height);
     // Output at up to 16 bits x 4 channels, plus decoder working memory.
     limits.max_alloc = Some(pixels.saturating_mul(16).max(64 << 20));
-    reader.limits(limits);
-    let mut decoder = reader
-        .into_decoder()
+    decoder
+        .set_limits(limits)
         .map_err(|e| decode_err(e.to_string()))?;
     // A camera or viewer may store the picture sideways with an EXIF orientation tag; what a
     // person sees is the oriented picture. An unreadable EXIF block is ignored.

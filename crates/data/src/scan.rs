@@ -249,10 +249,9 @@ fn walk_files(scan: &mut Scan, dir: &Path, rel: &str, on_file: &mut OnFile<'_>) 
         } else if ft.is_file() {
             on_file(scan, path, child_rel);
         } else {
-            // Reading a FIFO would block forever, a device might never end.
             scan.problems.push(Problem {
                 path,
-                reason: "not a regular file (FIFO, socket or device), skipped".into(),
+                reason: crate::fsutil::NOT_REGULAR_FILE.into(),
             });
         }
     }
@@ -279,7 +278,7 @@ pub fn list_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<Problem>) {
             Ok(m) if m.is_file() => files.push(input.clone()),
             Ok(_) => scan.problems.push(Problem {
                 path: input.clone(),
-                reason: "not a regular file (FIFO, socket or device), skipped".into(),
+                reason: crate::fsutil::NOT_REGULAR_FILE.into(),
             }),
             Err(e) => scan.problems.push(Problem {
                 path: input.clone(),

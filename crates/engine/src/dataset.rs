@@ -74,6 +74,18 @@ pub fn stream(
     Ok(failed)
 }
 
+/// "N files failed; first: PATH: REASON", for errors when no file at all could be read.
+pub fn describe_failures(failed: &[(PathBuf, String)]) -> String {
+    match failed.first() {
+        Some((p, why)) => format!(
+            "{} files failed; first: {}: {why}",
+            failed.len(),
+            p.display()
+        ),
+        None => "no files".into(),
+    }
+}
+
 /// Decodes and resizes one file as [`load`] and [`stream`] do (for re-reading a few files).
 pub fn read_resized(
     path: &std::path::Path,

@@ -7,7 +7,7 @@
 //! `report.html` and the pictures.
 
 use crate::calibrate::{Calibration, calibrate_on_val};
-use crate::dataset::{Item, read_resized, stream};
+use crate::dataset::{Item, describe_failures, read_resized, stream};
 use crate::error::{EngineError, Result};
 use crate::infer::{Classifier, softmax, top1};
 use crate::metrics::{Confusion, Metrics};
@@ -415,12 +415,8 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
     })?;
     if kept.is_empty() {
         return Err(EngineError::Config(format!(
-            "{source}: none of the {} files could be read (first: {})",
-            failed.len(),
-            failed
-                .first()
-                .map(|(p, why)| format!("{}: {why}", p.display()))
-                .unwrap_or_default()
+            "{source}: no file could be read ({})",
+            describe_failures(&failed)
         )));
     }
     let coarse_truth: Vec<usize> = kept

@@ -147,17 +147,8 @@ enum Decoded {
     Failed(String),
 }
 
+/// `path` is a regular file: [`list_inputs`] reports everything else before decoding.
 fn decode(path: &Path, cfg: &PredictConfig) -> Decoded {
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => {
-            return Decoded::Failed(format!(
-                "{}: not a regular file (FIFO, socket or device), skipped",
-                path.display()
-            ));
-        }
-        Err(e) => return Decoded::Failed(format!("{}: {e}", path.display())),
-    }
     if is_nifti_path(path) {
         let opts = VolumeOptions {
             axis: cfg.slice_axis,

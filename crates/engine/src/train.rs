@@ -6,7 +6,9 @@
 //! every epoch (dropout). A run resumed after a kill therefore replays exactly the epochs it
 //! lost.
 
-use crate::dataset::{Item, Loaded, batch_tensor, load, target_tensor, to_vec_f32};
+use crate::dataset::{
+    Item, Loaded, batch_tensor, describe_failures, load, target_tensor, to_vec_f32,
+};
 use crate::error::{EngineError, Result};
 use crate::features::{FeatureKey, Features, cached, extract};
 use crate::run::{
@@ -466,13 +468,8 @@ fn run_loop(
     skipped.extend(val_set.failed.iter().cloned());
     if train_set.images.is_empty() {
         return Err(EngineError::Config(format!(
-            "no training image could be decoded ({} files failed; first: {})",
-            train_set.failed.len(),
-            train_set
-                .failed
-                .first()
-                .map(|(p, why)| format!("{}: {why}", p.display()))
-                .unwrap_or_default()
+            "no training image could be decoded ({})",
+            describe_failures(&train_set.failed)
         )));
     }
     let mut present: Vec<usize> = train_set.items.iter().filter_map(|i| i.class).collect();
