@@ -117,13 +117,6 @@ pub fn window_linear(x: f64, center: f64, width: f64) -> u8 {
     y.round().clamp(0.0, 255.0) as u8
 }
 
-/// How a DICOM data set is encoded, as far as element headers go.
-#[derive(Clone, Copy)]
-struct Syntax {
-    explicit_vr: bool,
-    big_endian: bool,
-}
-
 /// Value representations whose length field is 2 bytes in explicit-VR encodings; every other
 /// one, unknown codes included (dicom-rs reads those as UN), has a 4-byte length.
 const SHORT_VRS: [&[u8; 2]; 21] = [
@@ -131,168 +124,119 @@ const SHORT_VRS: [&[u8; 2]; 21] = [
     b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
 ];
 
-/// Checks, before dicom-rs parses a file, that no element, item or fragment declares more
-/// bytes than the file holds after it. Walks the file meta group (explicit VR little endian),
-/// reads the transfer syntax from it, then walks the data set, descending into sequences,
-/// items and encapsulated pixel data. Deflated data sets are not walked (dicom-rs inflates
-/// them); truncation is left for the parser to report.
+/// Checks, before dicom-rs builds the object, that no element, item or fragment declares more
+/// bytes than the file holds after it: dicom-rs allocates (and zeroes) a value's declared
+/// length before reading it, so a 4 kB file declaring a 3 GB value made it allocate 3 GB
+/// (found by fuzzing). The file meta group is walked here (explicit VR little endian, as far
+/// as its byte count (0002,0000) says, as dicom-rs reads it); the data set is walked by
+/// dicom-rs's own reader, stopping at each header before its value is read, so the check
+/// sees the file exactly as the parser will. Whatever fails to parse here is left for the
+/// parser to report.
 fn check_lengths(bytes: &[u8]) -> std::result::Result<(), String> {
-    let start = if sniff(bytes) { 132 } else { 0 };
-    let meta = Syntax {
-        explicit_vr: true,
-        big_endian: false,
-    };
-    let mut ts = String::new();
-    let pos = walk(bytes, start, bytes.len(), meta, 0, true, false, &mut ts)?;
-    let ts = ts.trim_end_matches(['\0', ' ']);
-    let syntax = match ts {
-        "1.2.840.10008.1.2" => Syntax {
-            explicit_vr: false,
-            big_endian: false,
-        },
-        "1.2.840.10008.1.2.2" => Syntax {
-            explicit_vr: true,
-            big_endian: true,
-        },
-        "1.2.840.10008.1.2.1.99" => return Ok(()),
-        _ => meta,
-    };
-    walk(
-        bytes,
-        pos,
-        bytes.len(),
-        syntax,
-        0,
-        false,
-        false,
-        &mut String::new(),
-    )
-    .map(|_| ())
-}
+    use dicom_encoding::transfer_syntax::TransferSyntaxIndex;
+    use dicom_parser::dataset::{DataSetReader, DataToken};
+    use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
-/// Walks elements in `bytes[pos..end]`; returns where it stopped (the end, a delimiter it
-/// consumed, or with `meta_only` the first element after group 0002). `fragments`: the
-/// level is encapsulated pixel data, whose items are not walked into.
-#[allow(clippy::too_many_arguments)]
-fn walk(
-    bytes: &[u8],
-    mut pos: usize,
-    end: usize,
-    syn: Syntax,
-    depth: usize,
-    meta_only: bool,
-    fragments: bool,
-    ts: &mut String,
-) -> std::result::Result<usize, String> {
-    if depth > 64 {
-        return Err("sequences nested more than 64 deep".into());
-    }
-    let u16_at = |p: usize| {
-        let b = [bytes[p], bytes[p + 1]];
-        if syn.big_endian {
-            u16::from_be_bytes(b)
+    let magic = if sniff(bytes) { 128 } else { 0 };
+    // One explicit-VR little-endian element header at `at`: (group, element, length, header
+    // size), the length field 2 or 4 bytes by the VR as dicom-rs reads it (it does not
+    // check that (0002,0000) says UL, only that its length is 4).
+    let header = |at: usize| -> Option<(u16, u16, u32, usize)> {
+        let h = bytes.get(at..at + 8)?;
+        let (g, e) = (
+            u16::from_le_bytes([h[0], h[1]]),
+            u16::from_le_bytes([h[2], h[3]]),
+        );
+        if SHORT_VRS.contains(&&[h[4], h[5]]) {
+            Some((g, e, u32::from(u16::from_le_bytes([h[6], h[7]])), 8))
         } else {
-            u16::from_le_bytes(b)
+            let l = bytes.get(at + 8..at + 12)?;
+            Some((g, e, u32::from_le_bytes([l[0], l[1], l[2], l[3]]), 12))
         }
     };
-    let u32_at = |p: usize| {
-        let b = [bytes[p], bytes[p + 1], bytes[p + 2], bytes[p + 3]];
-        if syn.big_endian {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        }
+    let start = magic + 4;
+    let (group_len, meta_start) = match header(start) {
+        Some((0x0002, 0x0000, 4, size)) => match bytes.get(start + size..start + size + 4) {
+            Some(v) => (
+                u32::from_le_bytes([v[0], v[1], v[2], v[3]]) as usize,
+                start + size + 4,
+            ),
+            None => return Ok(()),
+        },
+        // dicom-rs refuses a meta group without its length: nothing to check.
+        _ => return Ok(()),
     };
-    const UNDEFINED: u32 = 0xFFFF_FFFF;
-    while end.saturating_sub(pos) >= 8 {
-        let (group, element) = (u16_at(pos), u16_at(pos + 2));
-        if meta_only && group != 0x0002 {
-            return Ok(pos);
-        }
-        let tag = format!("({group:04X},{element:04X})");
-        if group == 0xFFFE {
-            let len = u32_at(pos + 4);
-            pos += 8;
-            match element {
-                0xE000 if len == UNDEFINED => {
-                    pos = walk(bytes, pos, end, syn, depth + 1, false, false, ts)?;
-                }
-                0xE000 => {
-                    let len = len as usize;
-                    if len > end - pos {
-                        return Err(format!(
-                            "item at byte {pos} declares {len} bytes, only {} remain",
-                            end - pos
-                        ));
-                    }
-                    // Items of a sequence hold elements; fragments of encapsulated pixel
-                    // data hold compressed bytes.
-                    if !fragments {
-                        walk(bytes, pos, pos + len, syn, depth + 1, false, false, ts)?;
-                    }
-                    pos += len;
-                }
-                // Item or sequence delimiter: this level ends.
-                _ => return Ok(pos),
-            }
-            continue;
-        }
-        let (vr, len, header): (Option<[u8; 2]>, u32, usize) = if syn.explicit_vr {
-            let vr = [bytes[pos + 4], bytes[pos + 5]];
-            if !SHORT_VRS.contains(&&vr) {
-                if end - pos < 12 {
-                    return Ok(end);
-                }
-                (Some(vr), u32_at(pos + 8), 12)
-            } else {
-                (Some(vr), u32::from(u16_at(pos + 6)), 8)
-            }
-        } else {
-            (None, u32_at(pos + 4), 8)
+    let mut pos = meta_start;
+    while pos - meta_start < group_len {
+        let Some((g, e, len, size)) = header(pos) else {
+            return Ok(());
         };
-        pos += header;
-        if len == UNDEFINED {
-            // A sequence, or encapsulated pixel data (a sequence of fragments). Inside an
-            // undefined-length UN (or unknown VR) the encoding is implicit VR little endian.
-            let pixel_fragments = (group, element) == (0x7FE0, 0x0010);
-            let inner = match vr {
-                Some(v) if &v != b"SQ" && !pixel_fragments => Syntax {
-                    explicit_vr: false,
-                    big_endian: false,
-                },
-                _ => syn,
-            };
-            pos = walk(
-                bytes,
-                pos,
-                end,
-                inner,
-                depth + 1,
-                false,
-                pixel_fragments,
-                ts,
-            )?;
-            continue;
-        }
-        let len = len as usize;
-        if len > end - pos {
+        pos += size;
+        if len == u32::MAX || len as usize > bytes.len() - pos {
             return Err(format!(
-                "element {tag} declares {len} bytes, only {} remain in the file",
-                end - pos
+                "file meta element ({g:04X},{e:04X}) declares {len} bytes, only {} remain",
+                bytes.len() - pos
             ));
         }
-        let value = &bytes[pos..pos + len];
-        if (group, element) == (0x0002, 0x0010) {
-            *ts = String::from_utf8_lossy(value).into_owned();
-        }
-        let is_sequence =
-            vr == Some(*b"SQ") || (vr.is_none() && value.starts_with(&[0xFE, 0xFF, 0x00, 0xE0]));
-        if is_sequence {
-            walk(bytes, pos, pos + len, syn, depth + 1, false, false, ts)?;
-        }
-        pos += len;
+        pos += len as usize;
     }
-    Ok(end)
+    let mut cursor = std::io::Cursor::new(&bytes[magic..]);
+    let Ok(meta) = dicom_object::FileMetaTable::from_reader(&mut cursor) else {
+        return Ok(());
+    };
+    let Some(ts) = TransferSyntaxRegistry.get(meta.transfer_syntax()) else {
+        return Ok(());
+    };
+    if !matches!(
+        ts.codec(),
+        dicom_encoding::transfer_syntax::Codec::None
+            | dicom_encoding::transfer_syntax::Codec::EncapsulatedPixelData(..)
+    ) {
+        // Deflated data sets: dicom-rs inflates them as a stream; not walked.
+        return Ok(());
+    }
+    let offset = magic + cursor.position() as usize;
+    let reader = Tracked {
+        bytes,
+        pos: std::rc::Rc::new(std::cell::Cell::new(offset)),
+    };
+    let pos = reader.pos.clone();
+    let Ok(dataset) = DataSetReader::new_with_ts(reader, ts) else {
+        return Ok(());
+    };
+    for token in dataset {
+        let (what, len) = match token {
+            Ok(DataToken::ElementHeader(h)) => (format!("element {}", h.tag), h.len.get()),
+            Ok(DataToken::ItemStart { len }) => ("item".to_string(), len.get()),
+            Ok(_) => continue,
+            Err(_) => break,
+        };
+        let left = bytes.len() - pos.get();
+        if let Some(len) = len
+            && len as usize > left
+        {
+            return Err(format!(
+                "{what} declares {len} bytes, only {left} remain in the file"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A reader over the file's bytes whose position can be read while dicom-rs owns it.
+struct Tracked<'a> {
+    bytes: &'a [u8],
+    pos: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+impl std::io::Read for Tracked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let at = self.pos.get();
+        let n = buf.len().min(self.bytes.len() - at);
+        buf[..n].copy_from_slice(&self.bytes[at..at + n]);
+        self.pos.set(at + n);
+        Ok(n)
+    }
 }
 
 /// Reads a DICOM file into one picture per frame.
@@ -496,6 +440,48 @@ pub fn read_dicom(path: &Path, opts: &DicomOptions) -> Result<DicomImage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Explicit-VR little-endian element with a 2-byte length.
+    fn short(group: u16, element: u16, vr: &[u8; 2], value: &[u8]) -> Vec<u8> {
+        let mut v = [group.to_le_bytes(), element.to_le_bytes()].concat();
+        v.extend_from_slice(vr);
+        v.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        v.extend_from_slice(value);
+        v
+    }
+
+    /// Fuzzing regression (fuzz/ target `dicom`, twice): dicom-rs allocates a value's declared
+    /// length before reading it. Here the meta group holds a foreign element before the
+    /// transfer syntax (implicit VR), as dicom-rs accepts, and the data set then declares 3 GB.
+    #[test]
+    fn declared_lengths_past_the_end_are_refused_before_parsing() {
+        let mut meta = short(0x0021, 0x0003, b"UI", b"1\0");
+        meta.extend(short(0x0002, 0x0010, b"UI", b"1.2.840.10008.1.2\0"));
+        let mut file = vec![0u8; 128];
+        file.extend_from_slice(b"DICM");
+        file.extend(short(
+            0x0002,
+            0x0000,
+            b"UL",
+            &(meta.len() as u32).to_le_bytes(),
+        ));
+        file.extend(&meta);
+        // Implicit VR: tag, 4-byte length, value.
+        for (tag, len, value) in [
+            ([0x10u8, 0x00, 0x10, 0x00], 4u32, &b"Doe^"[..]),
+            ([0xE1, 0x7F, 0x10, 0x00], 0xC000_0000, &[0u8; 16][..]),
+        ] {
+            file.extend_from_slice(&tag);
+            file.extend_from_slice(&len.to_le_bytes());
+            file.extend_from_slice(value);
+        }
+        let e = check_lengths(&file).unwrap_err();
+        assert!(e.contains("(7FE1,0010) declares 3221225472 bytes"), "{e}");
+        // The same file with an honest length passes.
+        let n = file.len();
+        file[n - 20..n - 16].copy_from_slice(&16u32.to_le_bytes());
+        assert_eq!(check_lengths(&file), Ok(()));
+    }
 
     #[test]
     fn linear_window_follows_the_standard() {

@@ -210,7 +210,10 @@ impl Manifest {
             line,
             reason,
         };
-        let mut lines = text.lines().enumerate();
+        // Carriage returns at the end of a line are line-ending debris (Windows editors, a file
+        // cut after its "\r"): all are dropped, so what parses is what `to_tsv` writes back
+        // (fuzzing found notes ending in "\r" that changed on every round trip).
+        let mut lines = text.lines().map(|l| l.trim_end_matches('\r')).enumerate();
         match lines.next() {
             Some((_, l)) if l == MAGIC => {}
             _ => {
@@ -279,10 +282,18 @@ impl Manifest {
                 .cloned()
                 .ok_or_else(|| bad(1, format!("header '{k}' missing")))
         };
+        // A fraction of the files: a number in [0, 1] (NaN and infinities are refused).
         let num = |k: &str| -> Result<f64> {
             let v = get(k)?;
             v.parse::<f64>()
-                .map_err(|_| bad(1, format!("header '{k}' is not a number: '{v}'")))
+                .ok()
+                .filter(|x| (0.0..=1.0).contains(x))
+                .ok_or_else(|| {
+                    bad(
+                        1,
+                        format!("header '{k}' is not a fraction in [0, 1]: '{v}'"),
+                    )
+                })
         };
         Ok(Manifest {
             protocol: get("protocol")?.parse().map_err(|e| bad(1, e))?,
@@ -359,5 +370,25 @@ mod tests {
         assert!(e.contains("m.tsv:10:") && e.contains("relative"), "{e}");
         let truncated = &good[..good.find("split\t").unwrap()];
         assert!(Manifest::parse(truncated, p).is_err());
+        let e = Manifest::parse(&good.replace("val_fraction: 0.1", "val_fraction: NaN"), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("val_fraction") && e.contains("[0, 1]"), "{e}");
+    }
+
+    /// Fuzzing regression (fuzz/ target `manifest`): lines ending in "\r" kept it in the note,
+    /// and the manifest written back read differently.
+    #[test]
+    fn crlf_and_a_trailing_carriage_return_read_like_the_written_file() {
+        let p = Path::new("m.tsv");
+        let good = sample().to_tsv();
+        let windows = good.replace('\n', "\r\n");
+        assert_eq!(Manifest::parse(&windows, p).unwrap(), sample());
+        let cut = format!("{}\r", good.trim_end_matches('\n'));
+        let m = Manifest::parse(&cut, p).unwrap();
+        assert_eq!(m, sample());
+        let many = good.replace("\n", "\r\r\r\n");
+        assert_eq!(Manifest::parse(&many, p).unwrap(), sample());
+        assert_eq!(Manifest::parse(&m.to_tsv(), p).unwrap(), m);
     }
 }
