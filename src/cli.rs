@@ -13,7 +13,7 @@ use artemis_engine::bench::{bench_model, time_to_accuracy};
 use artemis_engine::eval::{CalibrationMode, EvalConfig, EvalSource, NOTICE, evaluate};
 use artemis_engine::infer::Classifier;
 use artemis_engine::predict::predict;
-use artemis_engine::run::{Plateau, Run, Schedule, TrainSettings};
+use artemis_engine::run::{Plateau, Run, Schedule, TrainSettings, native_scaling};
 use artemis_engine::train::{Strategy, TrainConfig, train};
 use artemis_models::Architecture;
 use clap::{Args, Parser, Subcommand};
@@ -56,6 +56,43 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print throughput figures (training and inference images/s).
     Bench(BenchArgs),
+    /// Write a run's network as ONNX (logits graph and backbone graph) into <run>/export/.
+    Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Format (ONNX, opset 17, BatchNorm folded).
+    #[arg(long, default_value = "onnx", value_parser = ["onnx"])]
+    pub format: String,
+    /// Check the export: run both graphs with ONNX Runtime on this many seeded random
+    /// inputs and compare with burn (max |difference| printed; fails above 1e-4).
+    #[arg(long, default_value_t = 4)]
+    pub check: usize,
+}
+
+/// Which engine computes logits, and with how many threads.
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Inference engine: auto (ONNX Runtime when the run has a current `artemis export` and
+    /// the runtime library loads, else burn with a one-line notice), burn, or onnx.
+    #[arg(long, default_value = "auto")]
+    pub engine: artemis_engine::onnx::Backend,
+    /// ONNX Runtime threads (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl EngineArgs {
+    fn options(&self) -> artemis_engine::onnx::EngineOptions {
+        artemis_engine::onnx::EngineOptions {
+            backend: self.engine,
+            threads: self.threads.unwrap_or(0),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,6 +201,10 @@ pub struct TrainArgs {
     /// Augmented copies of each training image in the feature cache (with --augment).
     #[arg(long, default_value_t = 4)]
     pub cache_copies: usize,
+    /// What computes the feature cache: auto (ONNX Runtime when its library loads, else
+    /// burn), burn, or onnx; --threads: its thread count.
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// type-plane (12 classes), type (4) or plane (3).
     #[arg(long, default_value = "type-plane")]
     pub task: Task,
@@ -269,6 +310,8 @@ pub struct EvalArgs {
     /// Skip images with more pixels than this (checked before decoding).
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Args, Debug)]
@@ -295,6 +338,8 @@ pub struct ServeArgs {
     /// Per-request time limit in seconds.
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Args, Debug)]
@@ -345,6 +390,8 @@ pub struct PredictArgs {
     /// Refuse pictures with more pixels than this (checked before decoding).
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Args, Debug)]
@@ -354,17 +401,37 @@ pub struct BenchArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Models to measure (repeat or comma-separate).
-    #[arg(long = "model", value_delimiter = ',', default_values_t = [Architecture::Baseline, Architecture::BaselineReluBn])]
+    /// Models to measure (repeat or comma-separate; default: the two baselines, with
+    /// --inference every architecture).
+    #[arg(long = "model", value_delimiter = ',')]
     pub models: Vec<Architecture>,
-    /// Input sides (repeat or comma-separate), each measured for every model.
-    #[arg(long = "input-size", value_delimiter = ',', default_values_t = [150])]
+    /// Input sides (repeat or comma-separate), each measured for every model (default: 150;
+    /// with --inference, each model's bench size: 224, 299 for InceptionV3, 150 for the
+    /// baselines).
+    #[arg(long = "input-size", value_delimiter = ',')]
     pub input_sizes: Vec<usize>,
     /// Time-to-accuracy of MobileNetV2 transfer learning on this split manifest instead:
     /// trains each --strategy from ImageNet weights with a cold feature cache in a temporary
     /// folder and prints elapsed time against validation accuracy, epoch by epoch.
     #[arg(long)]
     pub manifest: Option<PathBuf>,
+    /// Inference instead: burn against ONNX Runtime per model at batch 1 and 32, then
+    /// end-to-end folder prediction on --data with each engine.
+    #[arg(long, conflicts_with = "manifest")]
+    pub inference: bool,
+    /// With --inference: the folder predicted end to end (e.g. ../shared/data/artemis-planes).
+    #[arg(long, requires = "inference")]
+    pub data: Option<PathBuf>,
+    /// With --inference: files burn predicts end to end (it is slow; ONNX Runtime does all).
+    #[arg(long, default_value_t = 256)]
+    pub burn_files: usize,
+    /// With --inference: ONNX Runtime threads (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// With --inference: keep the benchmark's run folders (config, checkpoint, ONNX export)
+    /// here, e.g. for bench/peers.
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
     /// Strategies for --manifest (comma-separated).
     #[arg(long = "strategy", value_delimiter = ',', default_values = ["head", "from:14"])]
     pub strategies: Vec<Strategy>,
@@ -390,6 +457,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Compare(a) => cmd_compare(a),
         Command::Serve(a) => cmd_serve(a),
         Command::Bench(a) => cmd_bench(a),
+        Command::Export(a) => cmd_export(a),
     }
 }
 
@@ -450,17 +518,6 @@ fn data_split(a: SplitArgs) -> Result<ExitCode> {
     Ok(partial_if(skipped > 0))
 }
 
-/// The input scaling a model's ImageNet weights were trained with (the baselines: the
-/// reference's raw 0..255).
-fn native_scaling(model: Architecture) -> Scaling {
-    match model {
-        Architecture::MobileNetV2 => Scaling::Imagenet,
-        Architecture::InceptionV3 => Scaling::Inception,
-        Architecture::EfficientNetLite0 => Scaling::Lite,
-        Architecture::Baseline | Architecture::BaselineReluBn => Scaling::Raw255,
-    }
-}
-
 fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
     let augment = match a.augment {
         AugmentChoice::None => Augment::default(),
@@ -518,6 +575,7 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| artemis_models::weights::cache_dir().join("features")),
         cache_copies: a.cache_copies,
         max_pixels: a.max_pixels,
+        engine: a.engine.options(),
     };
     let s = train(&cfg).with_context(|| format!("training run {}", a.out.display()))?;
     for (p, why) in &s.skipped_files {
@@ -572,6 +630,7 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
     cfg.worst = a.worst;
     cfg.tta = a.tta;
     cfg.max_pixels = a.max_pixels;
+    cfg.engine = a.engine.options();
     cfg.calibration = if a.no_calibration {
         CalibrationMode::Off
     } else if a.recalibrate {
@@ -605,6 +664,7 @@ fn cmd_serve(a: ServeArgs) -> Result<ExitCode> {
         max_pixels: a.max_pixels,
         timeout: std::time::Duration::from_secs_f64(a.timeout),
         max_waiting: a.max_waiting,
+        engine: a.engine.options(),
         ..ServeConfig::default()
     };
     if let Some(n) = a.max_concurrent {
@@ -644,7 +704,11 @@ fn cmd_compare(a: CompareArgs) -> Result<ExitCode> {
 fn cmd_predict(a: PredictArgs) -> Result<ExitCode> {
     use artemis_engine::predict::{PredictConfig, SCHEMA};
     let run = Run::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
-    let clf = Classifier::open(run).with_context(|| format!("loading run {}", a.run.display()))?;
+    let clf = Classifier::open_with(run, a.engine.options())
+        .with_context(|| format!("loading run {}", a.run.display()))?;
+    if let Some(notice) = &clf.notice {
+        eprintln!("notice: {notice}");
+    }
     let explain_class = match &a.explain_class {
         Some(name) => Some(
             clf.classes()
@@ -721,6 +785,7 @@ fn cmd_predict(a: PredictArgs) -> Result<ExitCode> {
             "notice": NOTICE,
             "run": a.run,
             "temperature": clf.temperature(),
+            "engine": clf.engine(),
             "tta": a.tta,
             "classes": clf.classes(),
             "rows": out.rows,
@@ -787,13 +852,177 @@ fn bench_time_to_accuracy(a: &BenchArgs, manifest: &std::path::Path) -> Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+fn cmd_export(a: ExportArgs) -> Result<ExitCode> {
+    use artemis_engine::onnx::{export_run, parity};
+    let run = Run::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
+    let out = export_run(&run).with_context(|| format!("exporting run {}", a.run.display()))?;
+    println!(
+        "wrote {} ({:.1} MB, image -> logits) and {} ({:.1} MB, image -> features, pooled)",
+        out.model.display(),
+        out.bytes.0 as f64 / 1e6,
+        out.backbone.display(),
+        out.bytes.1 as f64 / 1e6
+    );
+    if a.check > 0 {
+        match artemis_engine::onnx::runtime() {
+            Err(e) => eprintln!("notice: not checked against ONNX Runtime: {e}"),
+            Ok(_) => {
+                let p = parity(&run, a.check, 42).context("checking the export")?;
+                println!(
+                    "checked with ONNX Runtime on {} random inputs: max |logit difference| {:.2e}, max |feature difference| {:.2e} (burn vs ONNX Runtime)",
+                    a.check, p.logits, p.features
+                );
+                if p.logits > 1e-4 || p.features > 1e-4 {
+                    anyhow::bail!(
+                        "burn and ONNX Runtime disagree by more than 1e-4 on {}",
+                        out.model.display()
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_inference(a: &BenchArgs) -> Result<ExitCode> {
+    use artemis_engine::bench_infer::{bench_folder, bench_inference, bench_side};
+    use artemis_engine::onnx::{Backend, EngineOptions, runtime};
+    let threads = EngineOptions {
+        backend: Backend::Auto,
+        threads: a.threads.unwrap_or(0),
+    }
+    .threads();
+    let tmp = tempfile::tempdir().context("creating a temporary folder")?;
+    let root = a.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let models = if a.models.is_empty() {
+        Architecture::ALL.to_vec()
+    } else {
+        a.models.clone()
+    };
+    match runtime() {
+        Ok(rt) => println!(
+            "ONNX Runtime {} ({}), {threads} threads; burn flex, {} rayon threads",
+            artemis_engine::onnx::ORT_VERSION,
+            rt.library.display(),
+            rayon::current_num_threads()
+        ),
+        Err(e) => println!("ONNX Runtime unavailable ({e}); burn only"),
+    }
+    println!("inference: median images/s, input tensor ready to logits read back");
+    println!(
+        "{:<18} {:>6} {:>6} {:>12} {:>12} {:>9}",
+        "model", "input", "batch", "burn", "onnxruntime", "ort/burn"
+    );
+    let mut runs = Vec::new();
+    let mut rows = Vec::new();
+    for &arch in &models {
+        let sides = if a.input_sizes.is_empty() {
+            vec![bench_side(arch)]
+        } else {
+            a.input_sizes.clone()
+        };
+        for side in sides {
+            let dir = root.join(format!("{}-{side}", arch.name()));
+            for r in bench_inference(arch, side, &[1, a.batch_size], a.steps, threads, &dir)
+                .with_context(|| format!("benchmarking {} at {side} px", arch.name()))?
+            {
+                let ort = r.onnxruntime.map_or("-".into(), |v| format!("{v:.1}"));
+                let ratio = r
+                    .onnxruntime
+                    .map_or("-".into(), |v| format!("{:.1}x", v / r.burn));
+                println!(
+                    "{:<18} {:>6} {:>6} {:>12.1} {:>12} {:>9}",
+                    r.model, r.input, r.batch, r.burn, ort, ratio
+                );
+                rows.push(r);
+            }
+            runs.push(dir);
+        }
+    }
+    let mut folder_rows = Vec::new();
+    if let Some(data) = &a.data {
+        let (files, problems) = artemis_data::scan::list_inputs(std::slice::from_ref(data));
+        if files.is_empty() {
+            anyhow::bail!(
+                "{}: no image files found ({} problems)",
+                data.display(),
+                problems.len()
+            );
+        }
+        println!(
+            "\nend-to-end folder prediction (read, decode, resize, infer, one JSON row per file) on {} ({} files)",
+            data.display(),
+            files.len()
+        );
+        println!(
+            "{:<18} {:>6} {:>12} {:>7} {:>9} {:>10}",
+            "model", "input", "engine", "files", "seconds", "images/s"
+        );
+        for dir in &runs {
+            let rate = artemis_engine::bench_infer::bench_decode(dir, &files)?;
+            println!(
+                "{:<18} {:>6} {:>12} {:>7} {:>9.1} {:>10.1}",
+                "(read+decode+resize only)",
+                "",
+                "-",
+                files.len(),
+                files.len() as f64 / rate,
+                rate
+            );
+            for (backend, n) in [
+                (Backend::Onnx, files.len()),
+                (Backend::Burn, a.burn_files.min(files.len())),
+            ] {
+                if backend == Backend::Onnx && runtime().is_err() || n == 0 {
+                    continue;
+                }
+                let r = bench_folder(dir, &files[..n], backend, threads)
+                    .with_context(|| format!("predicting with {}", dir.display()))?;
+                println!(
+                    "{:<18} {:>6} {:>12} {:>7} {:>9.1} {:>10.1}",
+                    r.model, r.input, r.engine, r.files, r.seconds, r.images_per_s
+                );
+                folder_rows.push(r);
+            }
+        }
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"inference": rows, "folder": folder_rows})
+            )?
+        );
+    }
+    if a.keep.is_some() {
+        eprintln!(
+            "kept the benchmark runs (config, checkpoint, export/) under {}",
+            root.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
     if let Some(m) = &a.manifest {
         return bench_time_to_accuracy(&a, m);
     }
+    if a.inference {
+        return bench_inference(&a);
+    }
+    let models = if a.models.is_empty() {
+        vec![Architecture::Baseline, Architecture::BaselineReluBn]
+    } else {
+        a.models.clone()
+    };
+    let sides = if a.input_sizes.is_empty() {
+        vec![150]
+    } else {
+        a.input_sizes.clone()
+    };
     let mut rows = Vec::new();
-    for &arch in &a.models {
-        for &side in &a.input_sizes {
+    for &arch in &models {
+        for &side in &sides {
             eprintln!("measuring {} at {side} px ...", arch.name());
             rows.extend(bench_model(arch, side, a.batch_size, a.steps)?);
         }

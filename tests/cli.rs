@@ -223,3 +223,119 @@ fn bad_arguments_give_clear_errors() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("bad.tsv:2"), "{}", text(&o));
 }
+
+/// `artemis export`, then predict and eval through ONNX Runtime with burn's results; burn with
+/// a one-line notice when the runtime is missing or the export is older than the weights.
+#[test]
+fn export_and_onnx_runtime_inference_with_fallbacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_dataset(&data);
+    let manifest = tmp.path().join("m.tsv");
+    split(
+        &data,
+        &manifest,
+        "5",
+        &["--val-fraction", "0.2", "--test-fraction", "0.2"],
+    );
+    let run = tmp.path().join("run");
+    train_baseline(&manifest, &run, "96", "2", &["--seed", "4"]);
+    let folder = data.join("glioma_coronal");
+    let predict = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut args = vec!["predict", s(&run), s(&folder), "--json"];
+        args.extend_from_slice(extra);
+        artemis_env(&args, env)
+    };
+    let probs = |o: &std::process::Output| -> Vec<Vec<f64>> {
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        doc["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r["probabilities"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p[1].as_f64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let engine = |o: &std::process::Output| -> String {
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        doc["engine"].as_str().unwrap().to_string()
+    };
+    let close = |a: &[Vec<f64>], b: &[Vec<f64>]| {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            for (p, q) in x.iter().zip(y) {
+                assert!((p - q).abs() < 1e-4, "{x:?} vs {y:?}");
+            }
+        }
+    };
+
+    // No export yet: burn, silently.
+    let burn = predict(&[], &[]);
+    assert!(burn.status.success(), "{}", text(&burn));
+    assert!(engine(&burn).starts_with("burn"), "{}", text(&burn));
+    assert!(!text(&burn).contains("notice:"), "{}", text(&burn));
+
+    let o = artemis(&["export", "--run", s(&run), "--format", "onnx"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("checked with ONNX Runtime"),
+        "{}",
+        text(&o)
+    );
+    for f in ["model.onnx", "backbone.onnx"] {
+        assert!(run.join("export").join(f).metadata().unwrap().len() > 10_000);
+    }
+
+    // With the export: ONNX Runtime, the same probabilities.
+    let ort = predict(&[], &["--threads", "1"]);
+    assert!(ort.status.success(), "{}", text(&ort));
+    assert!(engine(&ort).contains("ONNX Runtime"), "{}", text(&ort));
+    assert!(engine(&ort).contains("1 threads"), "{}", text(&ort));
+    close(&probs(&burn), &probs(&ort));
+    // (No calibration: predictions below compare raw probabilities with the first ones.)
+    let o = artemis(&["eval", s(&run), "--bootstrap", "0", "--no-calibration"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    assert!(report["engine"].as_str().unwrap().contains("ONNX Runtime"));
+    assert!(
+        fs::read_to_string(run.join("report.md"))
+            .unwrap()
+            .contains("- inference: ONNX Runtime")
+    );
+
+    // Runtime missing: burn with one notice line; --engine onnx refuses.
+    let gone = [("ARTEMIS_ORT_LIB", "/nonexistent/libonnxruntime.so")];
+    let o = predict(&gone, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let notices: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("notice:"))
+        .collect();
+    assert_eq!(notices.len(), 1, "{stderr}");
+    assert!(
+        notices[0].contains("/nonexistent/libonnxruntime.so") && notices[0].contains("using burn")
+    );
+    assert!(engine(&o).starts_with("burn"));
+    close(&probs(&burn), &probs(&o));
+    let o = predict(&gone, &["--engine", "onnx"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("not found"), "{}", text(&o));
+
+    // Weights changed after the export (another run's best checkpoint copied in): burn, and
+    // the notice says to export again.
+    let other = tmp.path().join("other");
+    train_baseline(&manifest, &other, "96", "1", &["--seed", "8"]);
+    fs::copy(other.join("model-best.bpk"), run.join("model-best.bpk")).unwrap();
+    let o = predict(&[], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(engine(&o).starts_with("burn"), "{}", text(&o));
+    assert!(text(&o).contains("artemis export"), "{}", text(&o));
+}

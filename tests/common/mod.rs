@@ -7,9 +7,15 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 pub fn artemis(args: &[&str]) -> Output {
+    artemis_env(args, &[])
+}
+
+/// [`artemis`] with extra environment variables.
+pub fn artemis_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_artemis"))
         .args(args)
         .env("ARTEMIS_NO_PROGRESS", "1")
+        .envs(env.iter().copied())
         .output()
         .expect("run artemis")
 }

@@ -25,6 +25,25 @@ pub enum Scaling {
     Lite,
 }
 
+impl Scaling {
+    /// The network input for 8-bit value `v` in channel `c` (0 red, 1 green, 2 blue).
+    pub fn value(self, c: usize, v: u8) -> f32 {
+        let v = f32::from(v);
+        match self {
+            Scaling::Raw255 => v,
+            Scaling::Unit => v / 255.0,
+            Scaling::Imagenet => (v / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c],
+            Scaling::Inception => v / 127.5 - 1.0,
+            Scaling::Lite => (v - 127.0) / 128.0,
+        }
+    }
+
+    /// [`Self::value`] for every channel and 8-bit value.
+    pub fn table(self) -> [[f32; 256]; 3] {
+        std::array::from_fn(|c| std::array::from_fn(|v| self.value(c, v as u8)))
+    }
+}
+
 impl std::str::FromStr for Scaling {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
@@ -71,6 +90,28 @@ impl Preprocess {
         resize_rgb(img, self.width, self.height, self.resize)
     }
 
+    /// The preprocessing in words, for people reading an exported model's metadata.
+    pub fn describe(&self) -> String {
+        let resize = match self.resize {
+            ResizeMode::Squash => "stretched to",
+            ResizeMode::KeepAspect => "scaled to fit (aspect kept, black borders) in",
+        };
+        let values = match self.scaling {
+            Scaling::Raw255 => "raw 0..255 values".to_string(),
+            Scaling::Unit => "x / 255".to_string(),
+            Scaling::Imagenet => format!(
+                "(x / 255 - mean) / std, ImageNet mean {IMAGENET_MEAN:?} and std {IMAGENET_STD:?}"
+            ),
+            Scaling::Inception => "x / 127.5 - 1".to_string(),
+            Scaling::Lite => "(x - 127) / 128".to_string(),
+        };
+        format!(
+            "decoded to 8-bit RGB, {resize} {}x{} (bilinear, antialiased), {values} per channel, \
+             float32 NCHW [batch, 3, {}, {}] in RGB order",
+            self.width, self.height, self.height, self.width
+        )
+    }
+
     /// Number of floats of one image tensor (`3 * height * width`).
     pub fn tensor_len(&self) -> usize {
         3 * self.width as usize * self.height as usize
@@ -83,16 +124,13 @@ impl Preprocess {
     pub fn write_chw(&self, img: &RgbImage, out: &mut [f32]) {
         let plane = self.width as usize * self.height as usize;
         debug_assert_eq!(out.len(), 3 * plane);
-        for (i, p) in img.pixels().enumerate().take(plane) {
-            for c in 0..3 {
-                let v = f32::from(p.0[c]);
-                out[c * plane + i] = match self.scaling {
-                    Scaling::Raw255 => v,
-                    Scaling::Unit => v / 255.0,
-                    Scaling::Imagenet => (v / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c],
-                    Scaling::Inception => v / 127.5 - 1.0,
-                    Scaling::Lite => (v - 127.0) / 128.0,
-                };
+        // The 3 x 256 possible values, computed once with the formula (a table lookup per
+        // value instead of a division: this runs for every pixel of every prediction).
+        let lut = self.scaling.table();
+        for (c, table) in lut.iter().enumerate() {
+            let dst = &mut out[c * plane..(c + 1) * plane];
+            for (o, p) in dst.iter_mut().zip(img.as_raw().chunks_exact(3)) {
+                *o = table[usize::from(p[c])];
             }
         }
     }

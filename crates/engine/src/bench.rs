@@ -176,6 +176,7 @@ pub fn time_to_accuracy(
         cache_dir: work_dir.join(format!("cache-{tag}")),
         cache_copies: 1,
         max_pixels: artemis_data::image_io::DEFAULT_MAX_PIXELS,
+        engine: Default::default(),
     };
     let summary = train(&cfg)?;
     let history = Run::open(&run_dir)?.state()?.history;

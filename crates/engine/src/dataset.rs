@@ -142,6 +142,30 @@ pub fn batch_tensor(
     augment: Option<(&Augment, &[u64])>,
     device: &Device,
 ) -> Tensor<4> {
+    let data = batch_values(images, pre, augment);
+    let shape = [images.len(), 3, pre.height as usize, pre.width as usize];
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+/// The values of [`batch_tensor`] without augmentation, as a flat `[b, 3, h, w]` vector
+/// (ONNX Runtime's input). On the calling thread: prediction decodes the next chunk on the
+/// rayon pool meanwhile, and waiting behind those jobs would stall inference.
+pub fn batch_data(images: &[&RgbImage], pre: &Preprocess) -> Vec<f32> {
+    let len = pre.tensor_len();
+    let mut data = vec![0f32; len * images.len()];
+    for (out, img) in data.chunks_mut(len).zip(images) {
+        pre.write_chw(img, out);
+    }
+    data
+}
+
+/// The values of [`batch_tensor`] as a flat `[b, 3, h, w]` vector, made on the rayon pool
+/// (ONNX Runtime's input for feature extraction).
+pub fn batch_values(
+    images: &[&RgbImage],
+    pre: &Preprocess,
+    augment: Option<(&Augment, &[u64])>,
+) -> Vec<f32> {
     let len = pre.tensor_len();
     let mut data = vec![0f32; len * images.len()];
     data.par_chunks_mut(len)
@@ -154,8 +178,7 @@ pub fn batch_tensor(
             }
             _ => pre.write_chw(img, out),
         });
-    let shape = [images.len(), 3, pre.height as usize, pre.width as usize];
-    Tensor::from_data(TensorData::new(data, shape), device)
+    data
 }
 
 /// Class targets as an integer tensor. `[n]`.

@@ -26,6 +26,9 @@ pub enum EngineError {
     /// Settings that cannot work together.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// ONNX Runtime could not load or run a graph.
+    #[error("{path}: ONNX Runtime: {reason}")]
+    Onnx { path: PathBuf, reason: String },
     /// A tensor operation failed (shape or dtype mismatch inside the backend).
     #[error("tensor error: {0}")]
     Tensor(String),

@@ -72,6 +72,8 @@ pub struct EvalConfig {
     pub tta: bool,
     /// Files with more pixels than this are skipped (checked before decoding).
     pub max_pixels: u64,
+    /// burn or ONNX Runtime (see [`crate::infer::Classifier::open_with`]).
+    pub engine: crate::onnx::EngineOptions,
 }
 
 impl EvalConfig {
@@ -92,6 +94,7 @@ impl EvalConfig {
             worst: 12,
             tta: false,
             max_pixels: artemis_data::image_io::DEFAULT_MAX_PIXELS,
+            engine: Default::default(),
         }
     }
 
@@ -173,6 +176,9 @@ pub struct EvalReport {
     pub tta: bool,
     /// Architecture, weights and training in one line.
     pub description: String,
+    /// What computed the logits (burn, or ONNX Runtime with its thread count).
+    #[serde(default)]
+    pub engine: String,
     pub task: Task,
     pub notice: String,
     pub data: DataSummary,
@@ -281,7 +287,10 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
         .data_root
         .clone()
         .unwrap_or(run.config.data_root.clone());
-    let mut clf = Classifier::open(run.clone())?;
+    let mut clf = Classifier::open_with(run.clone(), cfg.engine)?;
+    if let Some(notice) = &clf.notice {
+        tracing::warn!("{notice}");
+    }
     match cfg.calibration {
         CalibrationMode::Off => clf.calibration = None,
         CalibrationMode::Refit => {
@@ -529,6 +538,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
         model: run.config.model.architecture.name().into(),
         tta: cfg.tta,
         description: describe(&run),
+        engine: clf.engine(),
         task,
         notice: NOTICE.into(),
         data,
@@ -881,6 +891,9 @@ impl EvalReport {
         let _ = writeln!(o, "> **{}**\n", self.notice);
         let _ = writeln!(o, "- run: `{}`", self.run.display());
         let _ = writeln!(o, "- model: {} (task {})", self.description, self.task);
+        if !self.engine.is_empty() {
+            let _ = writeln!(o, "- inference: {}", self.engine);
+        }
         let _ = writeln!(o, "- evaluated on: {}", self.source);
         if self.tta {
             let _ = writeln!(

@@ -14,11 +14,12 @@
 //! file's path, size and modification time. A file whose key differs is never read; one whose
 //! data hash, length or header is wrong is reported and rebuilt. Files are written atomically.
 
-use crate::dataset::{batch_tensor, to_vec_f32};
+use crate::dataset::{batch_tensor, batch_values, to_vec_f32};
 use crate::error::{EngineError, Result};
+use crate::onnx::OnnxModel;
 use artemis_data::fsutil::write_atomic;
 use artemis_data::transform::{Augment, Preprocess};
-use artemis_models::{ModelSpec, Network};
+use artemis_models::{ModelSpec, Network, OnnxGraph};
 use burn::prelude::*;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,9 @@ pub struct FeatureKey {
     pub augment: Option<(Augment, u64)>,
     /// `(path, size, mtime ns)` of every input, in order.
     pub inputs: Vec<(PathBuf, u64, u128)>,
+    /// What computed the activations (`burn`, `onnxruntime 1.32.0`): the engines agree to
+    /// about 1e-5, not bit for bit, so a cache is only reused by the engine that wrote it.
+    pub engine: String,
 }
 
 impl FeatureKey {
@@ -172,9 +176,31 @@ fn decode(bytes: &[u8], key: &str) -> std::result::Result<Features, String> {
     })
 }
 
-/// Computes the activations feeding stage `from` of `model` (inference mode) for `images`.
+/// Stages `0..from` of `model` as an ONNX graph in an ONNX Runtime session (in memory,
+/// BatchNorm folded): what [`extract`] runs when the runtime is available.
+pub fn stages_graph(
+    model: &Network,
+    spec: &ModelSpec,
+    from: usize,
+    threads: usize,
+) -> Result<OnnxModel> {
+    let bytes = model.to_onnx(spec, OnnxGraph::Stages(from), &[])?;
+    OnnxModel::from_bytes(
+        &bytes,
+        threads,
+        &format!(
+            "{} stages 0..{from} (exported in memory)",
+            spec.architecture.name()
+        ),
+    )
+}
+
+/// Computes the activations feeding stage `from` of `model` (inference mode) for `images`,
+/// with `ort` (the graph of [`stages_graph`]) when given, else with burn.
+#[allow(clippy::too_many_arguments)]
 pub fn extract(
     model: &Network,
+    ort: Option<&OnnxModel>,
     from: usize,
     images: &[RgbImage],
     pre: &Preprocess,
@@ -190,11 +216,24 @@ pub fn extract(
     for (b, chunk) in images.chunks(batch).enumerate() {
         let refs: Vec<&RgbImage> = chunk.iter().collect();
         let seeds = augment.map(|(a, s)| (a, &s[b * batch..b * batch + chunk.len()]));
-        let x = batch_tensor(&refs, pre, seeds, &device);
-        let y = model.forward_stages(x, 0, from);
-        let [_, c, h, w] = y.dims();
-        shape = [images.len(), c, h, w];
-        data.extend(to_vec_f32(y)?);
+        match ort {
+            Some(m) => {
+                let x = batch_values(&refs, pre, seeds);
+                let input = [refs.len(), 3, pre.height as usize, pre.width as usize];
+                let (dims, y) = m.run(x, input, "activations")?;
+                if let [_, c, h, w] = dims[..] {
+                    shape = [images.len(), c, h, w];
+                }
+                data.extend(y);
+            }
+            None => {
+                let x = batch_tensor(&refs, pre, seeds, &device);
+                let y = model.forward_stages(x, 0, from);
+                let [_, c, h, w] = y.dims();
+                shape = [images.len(), c, h, w];
+                data.extend(to_vec_f32(y)?);
+            }
+        }
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();
@@ -253,6 +292,7 @@ mod tests {
             },
             augment: None,
             inputs: vec![(PathBuf::from("a.png"), tag, 0)],
+            engine: "burn".into(),
         }
     }
 

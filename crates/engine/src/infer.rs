@@ -2,8 +2,9 @@
 //! and the run's temperature (see [`crate::calibrate`]) when one has been fitted.
 
 use crate::calibrate::Calibration;
-use crate::dataset::{batch_tensor, to_vec_f32};
-use crate::error::Result;
+use crate::dataset::{batch_data, batch_tensor, to_vec_f32};
+use crate::error::{EngineError, Result};
+use crate::onnx::{Backend, EngineOptions, OnnxModel};
 use crate::run::Run;
 use artemis_models::Network;
 use burn::prelude::*;
@@ -17,21 +18,68 @@ pub struct Classifier {
     /// Temperature scaling fitted for this run's weights (`None`: probabilities are the raw
     /// softmax).
     pub calibration: Option<Calibration>,
+    /// The run's exported graph in ONNX Runtime, which then computes the logits (`None`:
+    /// burn does).
+    pub onnx: Option<OnnxModel>,
+    /// Why ONNX Runtime is not used although the run has an export (one line for the user).
+    pub notice: Option<String>,
 }
 
 impl Classifier {
     /// Loads the best checkpoint of a run on the CPU, with its calibration when one was fitted
     /// for exactly these weights.
     pub fn open(run: Run) -> Result<Classifier> {
+        Self::open_with(run, EngineOptions::default())
+    }
+
+    /// [`Self::open`] with a choice of engine: with [`Backend::Auto`], ONNX Runtime computes
+    /// the logits when the run has a current export (`artemis export`) and the runtime loads,
+    /// else burn, with [`Self::notice`] saying why when an export exists; [`Backend::Onnx`]
+    /// fails instead of falling back. Heat maps always use the burn network (they need its
+    /// gradients).
+    pub fn open_with(run: Run, opts: EngineOptions) -> Result<Classifier> {
         let device = Device::flex();
         let network = run.load_best(&device)?;
         let calibration = Calibration::load_for(&run)?;
+        let (onnx, notice) = match opts.backend {
+            Backend::Burn => (None, None),
+            Backend::Auto => match crate::onnx::open_export(&run, opts.threads()) {
+                Ok(m) => (m, None),
+                Err(notice) => (None, Some(notice)),
+            },
+            Backend::Onnx => match crate::onnx::open_export(&run, opts.threads()) {
+                Ok(Some(m)) => (Some(m), None),
+                Ok(None) => {
+                    return Err(EngineError::Config(format!(
+                        "{} has no ONNX export; run `artemis export --run {}` first",
+                        run.dir.display(),
+                        run.dir.display()
+                    )));
+                }
+                Err(e) => return Err(EngineError::Config(e)),
+            },
+        };
         Ok(Classifier {
             run,
             network,
             device,
             calibration,
+            onnx,
+            notice,
         })
+    }
+
+    /// The engine computing the logits, in words (reports, `/api/v1/model`).
+    pub fn engine(&self) -> String {
+        match &self.onnx {
+            Some(m) => format!(
+                "ONNX Runtime {} ({} threads, {})",
+                crate::onnx::ORT_VERSION,
+                m.threads,
+                m.source
+            ),
+            None => "burn (flex CPU backend)".into(),
+        }
     }
 
     pub fn classes(&self) -> &[String] {
@@ -54,8 +102,19 @@ impl Classifier {
             return Ok(Vec::new());
         }
         let k = self.classes().len();
-        let x = batch_tensor(images, &self.run.config.preprocess, None, &self.device);
-        let logits = to_vec_f32(self.network.forward(x))?;
+        let pre = &self.run.config.preprocess;
+        let logits = match &self.onnx {
+            Some(m) => {
+                let shape = [images.len(), 3, pre.height as usize, pre.width as usize];
+                m.run(batch_data(images, pre), shape, "logits")?.1
+            }
+            None => {
+                to_vec_f32(
+                    self.network
+                        .forward(batch_tensor(images, pre, None, &self.device)),
+                )?
+            }
+        };
         Ok(logits.chunks(k).map(<[f32]>::to_vec).collect())
     }
 

@@ -4,6 +4,7 @@
 //! typed errors ([`EngineError`]) that name the file they concern.
 
 pub mod bench;
+pub mod bench_infer;
 pub mod calibrate;
 pub mod compare;
 pub mod dataset;
@@ -13,6 +14,7 @@ pub mod features;
 pub mod html;
 pub mod infer;
 pub mod metrics;
+pub mod onnx;
 pub mod overlap;
 pub mod plot;
 pub mod predict;

@@ -137,7 +137,10 @@ struct Unit {
     input: PathBuf,
     frame: Option<u32>,
     slice: Option<usize>,
+    /// The picture as decoded (heat maps are drawn over it; empty when not explaining).
     image: RgbImage,
+    /// The picture at the network's input size.
+    prepared: RgbImage,
     identifiers: Option<Identifiers>,
 }
 
@@ -164,6 +167,7 @@ fn decode(path: &Path, cfg: &PredictConfig) -> Decoded {
                         frame: None,
                         slice: Some(s.index),
                         image: s.image,
+                        prepared: RgbImage::new(0, 0),
                         identifiers: None,
                     })
                     .collect();
@@ -191,6 +195,7 @@ fn decode(path: &Path, cfg: &PredictConfig) -> Decoded {
                         frame: Some(i as u32),
                         slice: None,
                         image: f.image,
+                        prepared: RgbImage::new(0, 0),
                         identifiers: d.identifiers.clone(),
                     })
                     .collect(),
@@ -206,6 +211,7 @@ fn decode(path: &Path, cfg: &PredictConfig) -> Decoded {
                 frame: None,
                 slice: None,
                 image: img,
+                prepared: RgbImage::new(0, 0),
                 identifiers: None,
             }],
             None,
@@ -311,8 +317,7 @@ fn classify(
     cfg: &PredictConfig,
     taken: &mut HashSet<String>,
 ) -> Result<Vec<PredictRow>> {
-    let prepared: Vec<RgbImage> = units.par_iter().map(|u| clf.prepare(&u.image)).collect();
-    let refs: Vec<&RgbImage> = prepared.iter().collect();
+    let refs: Vec<&RgbImage> = units.iter().map(|u| &u.prepared).collect();
     let classes = clf.classes();
     let pre = &clf.run.config.preprocess;
     let t = clf.temperature();
@@ -445,51 +450,105 @@ pub fn predict(
     if start < files.len() {
         groups.push(&files[start..]);
     }
-    for chunk in groups {
-        let decoded: Vec<Decoded> = chunk.par_iter().map(|p| decode(p, cfg)).collect();
-        // Pictures of the whole chunk are classified in batches; rows keep file order.
-        let mut units = Vec::new();
-        let mut slots: Vec<(usize, std::result::Result<usize, String>)> = Vec::new();
-        let mut volumes = Vec::new();
-        for (f, d) in decoded.into_iter().enumerate() {
-            match d {
-                Decoded::Failed(e) => slots.push((f, Err(e))),
-                Decoded::Units(us, v) => {
-                    slots.push((f, Ok(us.len())));
-                    units.extend(us);
-                    if let Some(v) = v {
-                        volumes.push((f, v));
+    // Decoding (all cores) runs one chunk ahead of classification: while the network works
+    // on chunk i, chunk i + 1 is read, decoded and resized, so neither waits for the other.
+    // At most two chunks of pictures are in memory.
+    let explaining = cfg.explain_dir.is_some();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Decoded>>(1);
+    std::thread::scope(|scope| -> Result<()> {
+        let groups_ref = &groups;
+        scope.spawn(move || {
+            for chunk in groups_ref {
+                let decoded: Vec<Decoded> = chunk
+                    .par_iter()
+                    .map(|p| prepare(decode(p, cfg), clf, explaining))
+                    .collect();
+                if tx.send(decoded).is_err() {
+                    break; // the classifier stopped on an error
+                }
+            }
+        });
+        for (chunk, decoded) in groups.iter().zip(rx) {
+            classify_chunk(clf, chunk, decoded, cfg, &mut taken, &mut out, &mut on_row)?;
+            pb.inc(chunk.len() as u64);
+        }
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+    Ok(out)
+}
+
+/// Resizes every picture of a decoded file to the network's input (on the decoding thread),
+/// keeping the original only when a heat map will be drawn over it.
+fn prepare(d: Decoded, clf: &Classifier, keep_original: bool) -> Decoded {
+    match d {
+        Decoded::Units(units, v) => Decoded::Units(
+            units
+                .into_iter()
+                .map(|mut u| {
+                    u.prepared = clf.prepare(&u.image);
+                    if !keep_original {
+                        u.image = RgbImage::new(0, 0);
                     }
+                    u
+                })
+                .collect(),
+            v,
+        ),
+        failed => failed,
+    }
+}
+
+/// Classifies one decoded chunk and emits its rows in file order.
+fn classify_chunk(
+    clf: &Classifier,
+    chunk: &[PathBuf],
+    decoded: Vec<Decoded>,
+    cfg: &PredictConfig,
+    taken: &mut HashSet<String>,
+    out: &mut PredictOutput,
+    on_row: &mut impl FnMut(&PredictRow),
+) -> Result<()> {
+    // Pictures of the whole chunk are classified in batches; rows keep file order.
+    let mut units = Vec::new();
+    let mut slots: Vec<(usize, std::result::Result<usize, String>)> = Vec::new();
+    let mut volumes = Vec::new();
+    for (f, d) in decoded.into_iter().enumerate() {
+        match d {
+            Decoded::Failed(e) => slots.push((f, Err(e))),
+            Decoded::Units(us, v) => {
+                slots.push((f, Ok(us.len())));
+                units.extend(us);
+                if let Some(v) = v {
+                    volumes.push((f, v));
                 }
             }
         }
-        let mut rows = Vec::with_capacity(units.len());
-        for batch in units.chunks(BATCH) {
-            rows.extend(classify(clf, batch, cfg, &mut taken)?);
-        }
-        let mut rows = rows.into_iter();
-        for (f, slot) in slots {
-            let first = out.rows.len();
-            match slot {
-                Err(e) => {
-                    let row = PredictRow::failed(&chunk[f], e);
+    }
+    let mut rows = Vec::with_capacity(units.len());
+    for batch in units.chunks(BATCH) {
+        rows.extend(classify(clf, batch, cfg, taken)?);
+    }
+    let mut rows = rows.into_iter();
+    for (f, slot) in slots {
+        let first = out.rows.len();
+        match slot {
+            Err(e) => {
+                let row = PredictRow::failed(&chunk[f], e);
+                on_row(&row);
+                out.rows.push(row);
+            }
+            Ok(n) => {
+                for row in rows.by_ref().take(n) {
                     on_row(&row);
                     out.rows.push(row);
                 }
-                Ok(n) => {
-                    for row in rows.by_ref().take(n) {
-                        on_row(&row);
-                        out.rows.push(row);
-                    }
-                }
-            }
-            if let Some((_, v)) = volumes.iter().find(|(g, _)| *g == f) {
-                out.volumes
-                    .push(summarise(v, &chunk[f], &out.rows[first..]));
             }
         }
-        pb.inc(chunk.len() as u64);
+        if let Some((_, v)) = volumes.iter().find(|(g, _)| *g == f) {
+            out.volumes
+                .push(summarise(v, &chunk[f], &out.rows[first..]));
+        }
     }
-    pb.finish_and_clear();
-    Ok(out)
+    Ok(())
 }

@@ -110,6 +110,19 @@ impl TrainSettings {
     }
 }
 
+/// The input scaling a model's ImageNet weights were trained with (the baselines: the
+/// reference's raw 0..255).
+pub fn native_scaling(model: artemis_models::Architecture) -> artemis_data::transform::Scaling {
+    use artemis_data::transform::Scaling;
+    use artemis_models::Architecture;
+    match model {
+        Architecture::MobileNetV2 => Scaling::Imagenet,
+        Architecture::InceptionV3 => Scaling::Inception,
+        Architecture::EfficientNetLite0 => Scaling::Lite,
+        Architecture::Baseline | Architecture::BaselineReluBn => Scaling::Raw255,
+    }
+}
+
 /// Pretrained weights a run started from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pretrained {

@@ -65,6 +65,9 @@ pub struct TrainConfig {
     pub cache_copies: usize,
     /// Files with more pixels than this are skipped (checked before decoding).
     pub max_pixels: u64,
+    /// What computes the feature cache: ONNX Runtime (the frozen stages exported in memory)
+    /// when the runtime loads, unless this says burn.
+    pub engine: crate::onnx::EngineOptions,
 }
 
 /// Which part of a network trains.
@@ -411,6 +414,22 @@ fn cached_inputs(
         None => format!("random-init seed {}", run_cfg.train.seed),
     };
     let aug = augment.filter(|a| !a.is_identity());
+    // ONNX Runtime computes the activations when it loads (the frozen stages exported as a
+    // graph in memory), else burn; the engine is part of the cache key (they agree to ~1e-5).
+    let use_ort =
+        cfg.engine.backend != crate::onnx::Backend::Burn && crate::onnx::runtime().is_ok();
+    if cfg.engine.backend == crate::onnx::Backend::Onnx && !use_ort {
+        return Err(EngineError::Config(format!(
+            "--engine onnx: {}",
+            crate::onnx::runtime().err().unwrap_or_default()
+        )));
+    }
+    let engine = if use_ort {
+        format!("onnxruntime {}", crate::onnx::ORT_VERSION)
+    } else {
+        "burn".to_string()
+    };
+    let mut ort: Option<crate::onnx::OnnxModel> = None;
     let mut out = Vec::new();
     for copy in 0..copies {
         let seeds: Vec<u64> = (0..set.images.len())
@@ -423,11 +442,21 @@ fn cached_inputs(
             preprocess: run_cfg.preprocess,
             augment: aug.map(|a| (*a, copy_seed(run_cfg.train.seed, copy, 0))),
             inputs: inputs.clone(),
+            engine: engine.clone(),
         };
         let label = format!("{what} features, copy {}/{copies}", copy + 1);
         let (f, outcome) = cached(&cfg.cache_dir, &key, || {
+            if use_ort && ort.is_none() {
+                ort = Some(crate::features::stages_graph(
+                    frozen,
+                    &run_cfg.model,
+                    run_cfg.trainable_from,
+                    cfg.engine.threads(),
+                )?);
+            }
             extract(
                 frozen,
+                ort.as_ref(),
                 run_cfg.trainable_from,
                 &set.images,
                 &run_cfg.preprocess,
@@ -436,7 +465,10 @@ fn cached_inputs(
                 &label,
             )
         })?;
-        eprintln!("{label}: {outcome:?} ({} values an image)", f.row_len());
+        eprintln!(
+            "{label}: {outcome:?} ({} values an image, {engine})",
+            f.row_len()
+        );
         out.push(f);
     }
     Ok(Inputs::Features(out))

@@ -23,6 +23,8 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 use serde::{Deserialize, Serialize};
 
+use crate::onnx::{self, Graph, Value};
+
 /// Which activation scheme the baseline uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -170,6 +172,38 @@ impl BaselineCnn {
     /// `[b, 3, h, w]` -> `[b, classes]`
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         self.head(self.forward_features(x))
+    }
+
+    fn onnx_act(&self, g: &mut Graph, x: &Value) -> Value {
+        if self.norms.is_empty() {
+            g.sigmoid(x)
+        } else {
+            g.relu(x)
+        }
+    }
+
+    /// [`Self::forward_features`] as an ONNX graph (BatchNorm folded).
+    pub fn onnx_features(&self, g: &mut Graph, mut x: Value) -> onnx::Result<Value> {
+        let last = self.convs.len() - 1;
+        for (i, conv) in self.convs.iter().enumerate() {
+            let y = g.conv(&format!("convs.{i}"), &x, conv, self.norms.get(i))?;
+            x = self.onnx_act(g, &y);
+            if i < last {
+                x = g.max_pool(&x, &self.pool);
+            }
+        }
+        Ok(x)
+    }
+
+    /// [`Self::head`] as an ONNX graph (dropout is the identity at inference).
+    pub fn onnx_head(&self, g: &mut Graph, features: Value) -> onnx::Result<Value> {
+        let x = g.max_pool(&features, &self.pool);
+        let x = g.flatten(&x);
+        let x = g.linear("fc1", &x, &self.fc1)?;
+        let x = self.onnx_act(g, &x);
+        let x = g.linear("fc2", &x, &self.fc2)?;
+        let x = self.onnx_act(g, &x);
+        g.linear("classifier", &x, &self.classifier)
     }
 }
 

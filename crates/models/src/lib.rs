@@ -7,6 +7,7 @@ pub mod baseline;
 pub mod efficientnet_lite;
 pub mod inceptionv3;
 pub mod mobilenetv2;
+pub mod onnx;
 pub mod staged;
 pub mod weights;
 
@@ -37,6 +38,27 @@ pub enum ModelError {
     /// A training split point the architecture does not have.
     #[error("model {model}: {reason}")]
     Config { model: String, reason: String },
+    /// The network could not be written as ONNX.
+    #[error("ONNX export of {model}: {error}")]
+    Export {
+        model: String,
+        error: onnx::OnnxError,
+    },
+}
+
+/// What an exported ONNX graph computes (input [`onnx::INPUT`] `[b, 3, h, w]`, preprocessed
+/// as the run's config says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnnxGraph {
+    /// Output `logits` `[b, classes]` (softmax and temperature are left to the caller).
+    Logits,
+    /// Outputs `features`, the last convolutional map `[b, c, h', w']` (heat maps), and, for
+    /// the pretrained backbones, `pooled`, its global average `[b, c]` (image embeddings).
+    Backbone,
+    /// Output `activations`: what feeds stage `K` (the frozen part of `--strategy from:K`,
+    /// what the feature cache holds; `K = stages`: the pooled features `[b, c, 1, 1]` the head
+    /// trains on). `K` lies in `1..=stages`.
+    Stages(usize),
 }
 
 /// The architectures artemis trains.
@@ -306,6 +328,26 @@ impl ModelSpec {
     }
 }
 
+/// Logits of a staged network as ONNX: every stage, then the classifier.
+fn staged_logits<S: Staged>(
+    m: &S,
+    g: &mut onnx::Graph,
+    x: onnx::Value,
+) -> onnx::Result<onnx::Value> {
+    let pooled = m.onnx_stages(g, x, 0, S::STAGES)?;
+    let flat = g.flatten(&pooled);
+    m.onnx_classifier_head(g, flat)
+}
+
+/// The last conv map of a staged network as ONNX: every stage before the pool.
+fn staged_features<S: Staged>(
+    m: &S,
+    g: &mut onnx::Graph,
+    x: onnx::Value,
+) -> onnx::Result<onnx::Value> {
+    m.onnx_stages(g, x, 0, S::POOL_STAGE)
+}
+
 impl Network {
     /// Logits. `[b, 3, h, w]` -> `[b, classes]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
@@ -370,6 +412,90 @@ impl Network {
             Network::InceptionV3(m) => Network::InceptionV3(m.freeze_below(stage)),
             Network::EfficientNetLite(m) => Network::EfficientNetLite(m.freeze_below(stage)),
         }
+    }
+
+    /// The network as a self-contained ONNX model (opset [`onnx::OPSET`], BatchNorm folded,
+    /// free batch size, `spec.input` spatial size), with `metadata` as its metadata
+    /// properties. See [`OnnxGraph`] for the outputs.
+    pub fn to_onnx(
+        &self,
+        spec: &ModelSpec,
+        what: OnnxGraph,
+        metadata: &[(String, String)],
+    ) -> Result<Vec<u8>, ModelError> {
+        use onnx::Dim;
+        let model = spec.architecture.name().to_string();
+        let err = |error| ModelError::Export {
+            model: model.clone(),
+            error,
+        };
+        let device = Device::flex();
+        let (h, w) = spec.input;
+        let probe = || Tensor::<4>::zeros([1, 3, h, w], &device);
+        let map_dims = |t: Tensor<4>| {
+            let [_, c, fh, fw] = t.dims();
+            [Dim::Batch, Dim::Fixed(c), Dim::Fixed(fh), Dim::Fixed(fw)]
+        };
+        let mut g = onnx::Graph::default();
+        let x = g.input();
+        let stages = spec.architecture.stages();
+        let doc;
+        match what {
+            OnnxGraph::Logits => {
+                let logits = match self {
+                    Network::Baseline(m) => {
+                        let f = m.onnx_features(&mut g, x).map_err(err)?;
+                        m.onnx_head(&mut g, f).map_err(err)?
+                    }
+                    Network::MobileNetV2(m) => staged_logits(m, &mut g, x).map_err(err)?,
+                    Network::InceptionV3(m) => staged_logits(m, &mut g, x).map_err(err)?,
+                    Network::EfficientNetLite(m) => staged_logits(m, &mut g, x).map_err(err)?,
+                };
+                g.output(
+                    "logits",
+                    &logits,
+                    &[Dim::Batch, Dim::Fixed(spec.num_classes)],
+                );
+                doc = format!("{model}: image -> logits");
+            }
+            OnnxGraph::Backbone => {
+                let dims = map_dims(self.forward_features(probe()));
+                let features = match self {
+                    Network::Baseline(m) => m.onnx_features(&mut g, x).map_err(err)?,
+                    Network::MobileNetV2(m) => staged_features(m, &mut g, x).map_err(err)?,
+                    Network::InceptionV3(m) => staged_features(m, &mut g, x).map_err(err)?,
+                    Network::EfficientNetLite(m) => staged_features(m, &mut g, x).map_err(err)?,
+                };
+                g.output("features", &features, &dims);
+                if !matches!(self, Network::Baseline(_)) {
+                    let pooled = g.global_avg_pool(&features);
+                    let pooled = g.flatten(&pooled);
+                    g.output("pooled", &pooled, &[Dim::Batch, dims[1]]);
+                }
+                doc =
+                    format!("{model}: image -> last conv map (features), global average (pooled)");
+            }
+            OnnxGraph::Stages(to) => {
+                if !(1..=stages).contains(&to) {
+                    return Err(err(onnx::OnnxError::Unsupported(format!(
+                        "stage {to} is not in 1..={stages}"
+                    ))));
+                }
+                let dims = map_dims(self.forward_stages(probe(), 0, to));
+                let y = match self {
+                    Network::MobileNetV2(m) => m.onnx_stages(&mut g, x, 0, to),
+                    Network::InceptionV3(m) => m.onnx_stages(&mut g, x, 0, to),
+                    Network::EfficientNetLite(m) => m.onnx_stages(&mut g, x, 0, to),
+                    Network::Baseline(_) => Err(onnx::OnnxError::Unsupported(
+                        "the baseline has no stages to cut at".into(),
+                    )),
+                }
+                .map_err(err)?;
+                g.output("activations", &y, &dims);
+                doc = format!("{model}: image -> activations feeding stage {to}");
+            }
+        }
+        Ok(g.finish(spec.input, &doc, metadata))
     }
 
     /// Last convolutional map. `[b, 3, h, w]` -> `[b, c, h', w']`.

@@ -2,6 +2,7 @@
 //! splits into a frozen, cached part and a trainable part), the last of which is the global
 //! average pool, followed by dropout and a linear classifier.
 
+use crate::onnx::{self, Graph, Value};
 use burn::prelude::*;
 
 /// A network of `STAGES` stages; stage `POOL_STAGE` (the last) is the global average pool,
@@ -15,6 +16,31 @@ pub trait Staged {
 
     /// Dropout and the linear classifier on pooled features. `[b, c]` -> `[b, classes]`.
     fn classifier_head(&self, pooled: Tensor<2>) -> Tensor<2>;
+
+    /// Stage `i < POOL_STAGE` as an ONNX graph (BatchNorm folded).
+    fn onnx_conv_stage(&self, i: usize, g: &mut Graph, x: Value) -> onnx::Result<Value>;
+
+    /// [`Self::classifier_head`] as an ONNX graph (dropout is the identity at inference).
+    fn onnx_classifier_head(&self, g: &mut Graph, pooled: Value) -> onnx::Result<Value>;
+
+    /// Stages `from..to` as an ONNX graph; the pool stage gives `[b, c, 1, 1]` like
+    /// [`Self::forward_stages`].
+    fn onnx_stages(
+        &self,
+        g: &mut Graph,
+        mut x: Value,
+        from: usize,
+        to: usize,
+    ) -> onnx::Result<Value> {
+        for i in from..to.min(Self::STAGES) {
+            x = if i == Self::POOL_STAGE {
+                g.global_avg_pool(&x)
+            } else {
+                self.onnx_conv_stage(i, g, x)?
+            };
+        }
+        Ok(x)
+    }
 
     /// Runs stages `from..to` (`to` is capped at `STAGES`).
     fn forward_stages(&self, mut x: Tensor<4>, from: usize, to: usize) -> Tensor<4> {

@@ -62,6 +62,8 @@ pub struct ServeConfig {
     pub max_waiting: usize,
     /// Longest a request may take.
     pub timeout: Duration,
+    /// burn or ONNX Runtime for the logits.
+    pub engine: artemis_engine::onnx::EngineOptions,
 }
 
 impl Default for ServeConfig {
@@ -73,6 +75,7 @@ impl Default for ServeConfig {
             max_concurrent: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_waiting: 64,
             timeout: Duration::from_secs(30),
+            engine: Default::default(),
         }
     }
 }
@@ -96,6 +99,8 @@ pub struct ModelCard {
     pub classes: Vec<String>,
     pub model: String,
     pub description: String,
+    /// What computes the logits (burn, or ONNX Runtime from the run's export).
+    pub engine: String,
     pub input: [u32; 2],
     pub training_data: String,
     pub manifest: PathBuf,
@@ -129,6 +134,7 @@ fn model_card(clf: &Classifier) -> ModelCard {
         classes: c.classes.clone(),
         model: c.model.architecture.name().into(),
         description: artemis_engine::eval::describe(run),
+        engine: clf.engine(),
         input: [c.preprocess.width, c.preprocess.height],
         training_data: c.data_root.display().to_string(),
         manifest: c.manifest.clone(),
@@ -155,7 +161,10 @@ impl AppState {
     /// Loads the run's best checkpoint (and calibration) once.
     pub fn open(run_dir: &Path, cfg: ServeConfig) -> Result<AppState, ServeError> {
         cfg.validate()?;
-        let clf = Classifier::open(Run::open(run_dir)?)?;
+        let clf = Classifier::open_with(Run::open(run_dir)?, cfg.engine)?;
+        if let Some(notice) = &clf.notice {
+            tracing::warn!("{notice}");
+        }
         let card = model_card(&clf);
         Ok(AppState {
             clf: Arc::new(clf),

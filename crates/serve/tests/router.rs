@@ -347,3 +347,48 @@ async fn endpoints_and_error_classes() {
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert!(v["error"].as_str().unwrap().contains("longer than"));
 }
+
+/// A run with an ONNX export is served through ONNX Runtime (the model card says so) with
+/// burn's probabilities.
+#[tokio::test]
+async fn an_exported_run_is_served_by_onnx_runtime() {
+    use artemis_engine::onnx::{Backend, EngineOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    make_run(tmp.path());
+    artemis_engine::onnx::export_run(&artemis_engine::run::Run::open(tmp.path()).unwrap()).unwrap();
+    let with = |backend| ServeConfig {
+        engine: EngineOptions {
+            backend,
+            threads: 1,
+        },
+        ..ServeConfig::default()
+    };
+    let (burn, ort) = (
+        state(tmp.path(), with(Backend::Burn)),
+        state(tmp.path(), with(Backend::Auto)),
+    );
+    let (_, card, _) = call(ort.clone(), get("/api/v1/model")).await;
+    assert!(
+        card["engine"].as_str().unwrap().starts_with("ONNX Runtime"),
+        "{card}"
+    );
+    let (_, card, _) = call(burn.clone(), get("/api/v1/model")).await;
+    assert!(
+        card["engine"].as_str().unwrap().starts_with("burn"),
+        "{card}"
+    );
+    let probs = |v: &serde_json::Value| -> Vec<f64> {
+        v["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_f64().unwrap())
+            .collect()
+    };
+    let (s1, a, _) = call(burn, post_raw(jpeg_bytes())).await;
+    let (s2, b, _) = call(ort, post_raw(jpeg_bytes())).await;
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
+    for (p, q) in probs(&a).iter().zip(probs(&b)) {
+        assert!((p - q).abs() < 1e-4, "{a} vs {b}");
+    }
+}

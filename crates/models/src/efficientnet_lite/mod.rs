@@ -31,6 +31,7 @@
 
 pub mod weights;
 
+use crate::onnx::{self, Graph, Value};
 use crate::staged::{Staged, freeze_blocks};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
@@ -124,6 +125,29 @@ impl MbConv {
         let y = self.bn2.forward(self.project_conv.forward(h));
         if self.skip { y + x } else { y }
     }
+
+    /// [`Self::forward`] as ONNX (BatchNorm folded into each convolution).
+    pub fn onnx(&self, name: &str, g: &mut Graph, x: Value) -> onnx::Result<Value> {
+        let mut h = x.clone();
+        if let (Some(c), Some(n)) = (&self.expand_conv, &self.bn0) {
+            let y = g.conv(&format!("{name}._expand_conv"), &h, c, Some(n))?;
+            h = g.relu6(&y);
+        }
+        let y = g.conv(
+            &format!("{name}._depthwise_conv"),
+            &h,
+            &self.depthwise_conv,
+            Some(&self.bn1),
+        )?;
+        h = g.relu6(&y);
+        let y = g.conv(
+            &format!("{name}._project_conv"),
+            &h,
+            &self.project_conv,
+            Some(&self.bn2),
+        )?;
+        Ok(if self.skip { g.add(&y, &x) } else { y })
+    }
 }
 
 /// What an [`EfficientNetLite`] is.
@@ -180,6 +204,24 @@ impl Staged for EfficientNetLite {
 
     fn classifier_head(&self, pooled: Tensor<2>) -> Tensor<2> {
         self.fc.forward(self.dropout.forward(pooled))
+    }
+
+    fn onnx_conv_stage(&self, i: usize, g: &mut Graph, x: Value) -> onnx::Result<Value> {
+        match i {
+            0 => {
+                let y = g.conv("_conv_stem", &x, &self.conv_stem, Some(&self.bn0))?;
+                Ok(g.relu6(&y))
+            }
+            17 => {
+                let y = g.conv("_conv_head", &x, &self.conv_head, Some(&self.bn1))?;
+                Ok(g.relu6(&y))
+            }
+            b => self.blocks[b - 1].onnx(&format!("_blocks.{}", b - 1), g, x),
+        }
+    }
+
+    fn onnx_classifier_head(&self, g: &mut Graph, pooled: Value) -> onnx::Result<Value> {
+        g.linear("_fc", &pooled, &self.fc)
     }
 }
 

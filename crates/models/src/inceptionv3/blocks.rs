@@ -12,6 +12,7 @@
 //! - [`InceptionAux`]: `[b, 768, h, w]` -> `[b, classes]`, needs `h, w >= 17`.
 #![allow(non_snake_case)] // torchvision's attribute names (`branch7x7dbl_1`, `AuxLogits`)
 
+use crate::onnx::{self, Graph, Value};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -67,6 +68,26 @@ impl BasicConv2d {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         relu(self.bn.forward(self.conv.forward(x)))
     }
+
+    /// [`Self::forward`] as ONNX (BatchNorm folded).
+    pub fn onnx(&self, name: &str, g: &mut Graph, x: &Value) -> onnx::Result<Value> {
+        let y = g.conv(name, x, &self.conv, Some(&self.bn))?;
+        Ok(g.relu(&y))
+    }
+}
+
+/// A branch of [`BasicConv2d`]s applied one after the other to `x`, as ONNX.
+fn chain(
+    g: &mut Graph,
+    name: &str,
+    x: &Value,
+    convs: &[(&str, &BasicConv2d)],
+) -> onnx::Result<Value> {
+    let mut y = x.clone();
+    for (n, c) in convs {
+        y = c.onnx(&format!("{name}.{n}"), g, &y)?;
+    }
+    Ok(y)
 }
 
 /// 3x3 max pool, stride 2, no padding (the grid reductions and the stem).
@@ -123,6 +144,35 @@ impl InceptionA {
         let bp = self.branch_pool.forward(self.pool.forward(x));
         Tensor::cat(vec![b1, b5, b3, bp], 1)
     }
+
+    /// [`Self::forward`] as ONNX.
+    pub fn onnx(&self, name: &str, g: &mut Graph, x: Value) -> onnx::Result<Value> {
+        let b1 = self.branch1x1.onnx(&format!("{name}.branch1x1"), g, &x)?;
+        let b5 = chain(
+            g,
+            name,
+            &x,
+            &[
+                ("branch5x5_1", &self.branch5x5_1),
+                ("branch5x5_2", &self.branch5x5_2),
+            ],
+        )?;
+        let b3 = chain(
+            g,
+            name,
+            &x,
+            &[
+                ("branch3x3dbl_1", &self.branch3x3dbl_1),
+                ("branch3x3dbl_2", &self.branch3x3dbl_2),
+                ("branch3x3dbl_3", &self.branch3x3dbl_3),
+            ],
+        )?;
+        let p = g.avg_pool(&x, &self.pool);
+        let bp = self
+            .branch_pool
+            .onnx(&format!("{name}.branch_pool"), g, &p)?;
+        Ok(g.concat(&[b1, b5, b3, bp]))
+    }
 }
 
 /// Grid reduction 35 -> 17: strided 3x3, strided double 3x3, max pool.
@@ -154,6 +204,23 @@ impl InceptionB {
         );
         let bp = self.pool.forward(x);
         Tensor::cat(vec![b3, bd, bp], 1)
+    }
+
+    /// [`Self::forward`] as ONNX.
+    pub fn onnx(&self, name: &str, g: &mut Graph, x: Value) -> onnx::Result<Value> {
+        let b3 = self.branch3x3.onnx(&format!("{name}.branch3x3"), g, &x)?;
+        let bd = chain(
+            g,
+            name,
+            &x,
+            &[
+                ("branch3x3dbl_1", &self.branch3x3dbl_1),
+                ("branch3x3dbl_2", &self.branch3x3dbl_2),
+                ("branch3x3dbl_3", &self.branch3x3dbl_3),
+            ],
+        )?;
+        let bp = g.max_pool(&x, &self.pool);
+        Ok(g.concat(&[b3, bd, bp]))
     }
 }
 
@@ -204,6 +271,38 @@ impl InceptionC {
         let bp = self.branch_pool.forward(self.pool.forward(x));
         Tensor::cat(vec![b1, b7, bd, bp], 1)
     }
+
+    /// [`Self::forward`] as ONNX.
+    pub fn onnx(&self, name: &str, g: &mut Graph, x: Value) -> onnx::Result<Value> {
+        let b1 = self.branch1x1.onnx(&format!("{name}.branch1x1"), g, &x)?;
+        let b7 = chain(
+            g,
+            name,
+            &x,
+            &[
+                ("branch7x7_1", &self.branch7x7_1),
+                ("branch7x7_2", &self.branch7x7_2),
+                ("branch7x7_3", &self.branch7x7_3),
+            ],
+        )?;
+        let bd = chain(
+            g,
+            name,
+            &x,
+            &[
+                ("branch7x7dbl_1", &self.branch7x7dbl_1),
+                ("branch7x7dbl_2", &self.branch7x7dbl_2),
+                ("branch7x7dbl_3", &self.branch7x7dbl_3),
+                ("branch7x7dbl_4", &self.branch7x7dbl_4),
+                ("branch7x7dbl_5", &self.branch7x7dbl_5),
+            ],
+        )?;
+        let p = g.avg_pool(&x, &self.pool);
+        let bp = self
+            .branch_pool
+            .onnx(&format!("{name}.branch_pool"), g, &p)?;
+        Ok(g.concat(&[b1, b7, bd, bp]))
+    }
 }
 
 /// Grid reduction 17 -> 8: 1x1 then strided 3x3; 1x1, 1x7, 7x1, strided 3x3; max pool.
@@ -241,6 +340,32 @@ impl InceptionD {
         b7 = self.branch7x7x3_4.forward(b7);
         let bp = self.pool.forward(x);
         Tensor::cat(vec![b3, b7, bp], 1)
+    }
+
+    /// [`Self::forward`] as ONNX.
+    pub fn onnx(&self, name: &str, g: &mut Graph, x: Value) -> onnx::Result<Value> {
+        let b3 = chain(
+            g,
+            name,
+            &x,
+            &[
+                ("branch3x3_1", &self.branch3x3_1),
+                ("branch3x3_2", &self.branch3x3_2),
+            ],
+        )?;
+        let b7 = chain(
+            g,
+            name,
+            &x,
+            &[
+                ("branch7x7x3_1", &self.branch7x7x3_1),
+                ("branch7x7x3_2", &self.branch7x7x3_2),
+                ("branch7x7x3_3", &self.branch7x7x3_3),
+                ("branch7x7x3_4", &self.branch7x7x3_4),
+            ],
+        )?;
+        let bp = g.max_pool(&x, &self.pool);
+        Ok(g.concat(&[b3, b7, bp]))
     }
 }
 
@@ -300,6 +425,31 @@ impl InceptionE {
         );
         let bp = self.branch_pool.forward(self.pool.forward(x));
         Tensor::cat(vec![b1, b3, bd, bp], 1)
+    }
+
+    /// [`Self::forward`] as ONNX.
+    pub fn onnx(&self, name: &str, g: &mut Graph, x: Value) -> onnx::Result<Value> {
+        let n = |s: &str| format!("{name}.{s}");
+        let b1 = self.branch1x1.onnx(&n("branch1x1"), g, &x)?;
+        let t = self.branch3x3_1.onnx(&n("branch3x3_1"), g, &x)?;
+        let a = self.branch3x3_2a.onnx(&n("branch3x3_2a"), g, &t)?;
+        let b = self.branch3x3_2b.onnx(&n("branch3x3_2b"), g, &t)?;
+        let b3 = g.concat(&[a, b]);
+        let t = chain(
+            g,
+            name,
+            &x,
+            &[
+                ("branch3x3dbl_1", &self.branch3x3dbl_1),
+                ("branch3x3dbl_2", &self.branch3x3dbl_2),
+            ],
+        )?;
+        let a = self.branch3x3dbl_3a.onnx(&n("branch3x3dbl_3a"), g, &t)?;
+        let b = self.branch3x3dbl_3b.onnx(&n("branch3x3dbl_3b"), g, &t)?;
+        let bd = g.concat(&[a, b]);
+        let p = g.avg_pool(&x, &self.pool);
+        let bp = self.branch_pool.onnx(&n("branch_pool"), g, &p)?;
+        Ok(g.concat(&[b1, b3, bd, bp]))
     }
 }
 

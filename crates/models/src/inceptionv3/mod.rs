@@ -37,6 +37,7 @@
 pub mod blocks;
 pub mod weights;
 
+use crate::onnx::{self, Graph, Value};
 use crate::staged::Staged;
 use blocks::{
     BasicConv2d, InceptionA, InceptionAux, InceptionB, InceptionC, InceptionD, InceptionE,
@@ -166,6 +167,37 @@ impl Staged for InceptionV3 {
 
     fn classifier_head(&self, pooled: Tensor<2>) -> Tensor<2> {
         self.fc.forward(self.dropout.forward(pooled))
+    }
+
+    fn onnx_conv_stage(&self, i: usize, g: &mut Graph, x: Value) -> onnx::Result<Value> {
+        match i {
+            0 => self.Conv2d_1a_3x3.onnx("Conv2d_1a_3x3", g, &x),
+            1 => self.Conv2d_2a_3x3.onnx("Conv2d_2a_3x3", g, &x),
+            2 => {
+                let y = self.Conv2d_2b_3x3.onnx("Conv2d_2b_3x3", g, &x)?;
+                Ok(g.max_pool(&y, &self.pool))
+            }
+            3 => self.Conv2d_3b_1x1.onnx("Conv2d_3b_1x1", g, &x),
+            4 => {
+                let y = self.Conv2d_4a_3x3.onnx("Conv2d_4a_3x3", g, &x)?;
+                Ok(g.max_pool(&y, &self.pool))
+            }
+            5 => self.Mixed_5b.onnx("Mixed_5b", g, x),
+            6 => self.Mixed_5c.onnx("Mixed_5c", g, x),
+            7 => self.Mixed_5d.onnx("Mixed_5d", g, x),
+            8 => self.Mixed_6a.onnx("Mixed_6a", g, x),
+            9 => self.Mixed_6b.onnx("Mixed_6b", g, x),
+            10 => self.Mixed_6c.onnx("Mixed_6c", g, x),
+            11 => self.Mixed_6d.onnx("Mixed_6d", g, x),
+            12 => self.Mixed_6e.onnx("Mixed_6e", g, x),
+            13 => self.Mixed_7a.onnx("Mixed_7a", g, x),
+            14 => self.Mixed_7b.onnx("Mixed_7b", g, x),
+            _ => self.Mixed_7c.onnx("Mixed_7c", g, x), // 15
+        }
+    }
+
+    fn onnx_classifier_head(&self, g: &mut Graph, pooled: Value) -> onnx::Result<Value> {
+        g.linear("fc", &pooled, &self.fc)
     }
 }
 

@@ -7,6 +7,7 @@
 //! # Shapes
 //! `[b, c_in, h, w]` -> `[b, c_out, ceil(h / stride), ceil(w / stride)]`.
 
+use crate::onnx::{self, Graph, Value};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
@@ -64,6 +65,12 @@ impl ConvNormAct {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = self.bn.forward(self.conv.forward(x));
         if self.act { relu6(y) } else { y }
+    }
+
+    /// [`Self::forward`] as ONNX: one convolution (BatchNorm folded), then `Clip(0, 6)`.
+    pub fn onnx(&self, name: &str, g: &mut Graph, x: &Value) -> onnx::Result<Value> {
+        let y = g.conv(name, x, &self.conv, Some(&self.bn))?;
+        Ok(if self.act { g.relu6(&y) } else { y })
     }
 }
 

@@ -9,6 +9,7 @@
 //! `[b, c_in, h, w]` -> `[b, c_out, ceil(h / s), ceil(w / s)]`, hidden width `c_in * t`.
 
 use super::conv_norm_act::{ConvNormAct, ConvNormActConfig};
+use crate::onnx::{self, Graph, Value};
 use burn::prelude::*;
 
 /// One inverted residual block. Field names follow the roles; the torchvision names
@@ -81,5 +82,16 @@ impl InvertedResidual {
         };
         let y = self.project.forward(self.depthwise.forward(h));
         if self.residual { x + y } else { y }
+    }
+
+    /// [`Self::forward`] as ONNX.
+    pub fn onnx(&self, name: &str, g: &mut Graph, x: Value) -> onnx::Result<Value> {
+        let h = match &self.expand {
+            Some(e) => e.onnx(&format!("{name}.expand"), g, &x)?,
+            None => x.clone(),
+        };
+        let h = self.depthwise.onnx(&format!("{name}.depthwise"), g, &h)?;
+        let y = self.project.onnx(&format!("{name}.project"), g, &h)?;
+        Ok(if self.residual { g.add(&x, &y) } else { y })
     }
 }

@@ -24,6 +24,7 @@ pub mod conv_norm_act;
 pub mod inverted_residual;
 pub mod weights;
 
+use crate::onnx::{self, Graph, Value};
 use crate::staged::{Staged, freeze_blocks};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
@@ -146,6 +147,18 @@ impl Staged for MobileNetV2 {
 
     fn classifier_head(&self, pooled: Tensor<2>) -> Tensor<2> {
         self.classifier.forward(self.dropout.forward(pooled))
+    }
+
+    fn onnx_conv_stage(&self, i: usize, g: &mut Graph, x: Value) -> onnx::Result<Value> {
+        match i {
+            0 => self.stem.onnx("features.0", g, &x),
+            18 => self.last.onnx("features.18", g, &x),
+            b => self.blocks[b - 1].onnx(&format!("features.{b}"), g, x),
+        }
+    }
+
+    fn onnx_classifier_head(&self, g: &mut Graph, pooled: Value) -> onnx::Result<Value> {
+        g.linear("classifier.1", &pooled, &self.classifier)
     }
 }
 

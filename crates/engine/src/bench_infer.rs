@@ -1,0 +1,249 @@
+//! Inference benchmarks: burn against ONNX Runtime on the same network and batches, and
+//! end-to-end folder prediction (files to JSON rows) with each engine.
+//!
+//! The networks are freshly initialised (speed does not depend on the weights' values) at a
+//! fixed input size, written into a temporary run folder and exported there, so the figures
+//! need no trained run.
+
+use crate::error::{EngineError, Result};
+use crate::infer::Classifier;
+use crate::onnx::{Backend, EngineOptions, OnnxModel};
+use crate::predict::{PredictConfig, predict};
+use crate::run::{
+    CONFIG, Plateau, Run, RunConfig, Schedule, TrainSettings, native_scaling, write_json,
+};
+use artemis_data::image_io::ResizeMode;
+use artemis_data::labels::Task;
+use artemis_data::transform::{Augment, Preprocess};
+use artemis_models::{Architecture, ModelSpec, OnnxGraph};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The input side the inference benchmark uses by default: the Python peers' (224 for the
+/// ImageNet backbones, 299 for InceptionV3), the reference's 150 for the baselines.
+pub fn bench_side(arch: Architecture) -> usize {
+    match arch {
+        Architecture::MobileNetV2 | Architecture::EfficientNetLite0 => 224,
+        Architecture::InceptionV3 => 299,
+        Architecture::Baseline | Architecture::BaselineReluBn => 150,
+    }
+}
+
+/// One model at one batch size.
+#[derive(Debug, Clone, Serialize)]
+pub struct InferRow {
+    pub model: String,
+    pub input: usize,
+    pub batch: usize,
+    /// Median images/s of the network's forward pass (input tensor ready, logits read back).
+    pub burn: f64,
+    /// The same for ONNX Runtime on the exported graph (`None`: runtime unavailable).
+    pub onnxruntime: Option<f64>,
+    pub threads: usize,
+}
+
+/// Median images/s of repeated calls of `step` (each on `batch` images) after one warm-up:
+/// at least `min_steps` timed calls, more while under `budget` in total (at most 50).
+fn rate(
+    batch: usize,
+    min_steps: usize,
+    budget: Duration,
+    mut step: impl FnMut() -> Result<()>,
+) -> Result<f64> {
+    step()?;
+    let start = Instant::now();
+    let mut rates = Vec::new();
+    while rates.len() < min_steps.max(1) || (start.elapsed() < budget && rates.len() < 50) {
+        let t = Instant::now();
+        step()?;
+        rates.push(batch as f64 / t.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[rates.len() / 2])
+}
+
+fn spec_for(arch: Architecture, side: usize) -> ModelSpec {
+    ModelSpec::new(arch, Task::TypePlane.num_classes(), (side, side))
+}
+
+/// Writes a run folder (config and best checkpoint of a fresh `arch` network at `side` px)
+/// and exports it; what the benchmark and the Python peers load.
+pub fn bench_run(arch: Architecture, side: usize, dir: &Path) -> Result<Run> {
+    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+    let device = Device::flex();
+    device.seed(7);
+    let spec = spec_for(arch, side);
+    let network = spec.init(&device)?;
+    let config = RunConfig {
+        artemis_version: env!("CARGO_PKG_VERSION").into(),
+        model: spec,
+        task: Task::TypePlane,
+        classes: Task::TypePlane.classes(),
+        preprocess: Preprocess {
+            width: side as u32,
+            height: side as u32,
+            resize: ResizeMode::Squash,
+            scaling: native_scaling(arch),
+        },
+        augment: Augment::default(),
+        train: TrainSettings {
+            epochs: 0,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            backbone_lr: None,
+            schedule: Schedule::Plateau,
+            warmup_epochs: 0.0,
+            plateau: Plateau::default(),
+            seed: 7,
+        },
+        manifest: PathBuf::from("(benchmark: no manifest)"),
+        manifest_hash: String::new(),
+        data_root: PathBuf::new(),
+        pretrained: None,
+        trainable_from: 0,
+        feature_cache: false,
+        cache_copies: 1,
+    };
+    write_json(&dir.join(CONFIG), &config)?;
+    crate::run::save_module(network, &dir.join(crate::run::BEST))?;
+    let run = Run::open(dir)?;
+    if crate::onnx::runtime().is_ok() {
+        crate::onnx::export_run(&run)?;
+    }
+    Ok(run)
+}
+
+/// burn and ONNX Runtime images/s of `arch` at `side` px for each batch size.
+pub fn bench_inference(
+    arch: Architecture,
+    side: usize,
+    batches: &[usize],
+    min_steps: usize,
+    threads: usize,
+    dir: &Path,
+) -> Result<Vec<InferRow>> {
+    let run = bench_run(arch, side, dir)?;
+    let device = Device::flex();
+    let network = run.load_best(&device)?;
+    let ort = match crate::onnx::runtime() {
+        Ok(_) => Some(OnnxModel::from_file(
+            &crate::onnx::export_paths(&run).0,
+            threads,
+        )?),
+        Err(_) => None,
+    };
+    let mut rows = Vec::new();
+    for &batch in batches {
+        let x = Tensor::<4>::random(
+            [batch, 3, side, side],
+            Distribution::Uniform(-1.0, 1.0),
+            &device,
+        );
+        let data = crate::dataset::to_vec_f32(x.clone())?;
+        let budget = Duration::from_secs(if batch == 1 { 3 } else { 10 });
+        let steps = if batch == 1 { 10 } else { min_steps };
+        let burn = rate(batch, steps, budget, || {
+            crate::dataset::to_vec_f32(network.forward(x.clone())).map(|_| ())
+        })?;
+        let onnxruntime = match &ort {
+            Some(m) => Some(rate(batch, steps, budget, || {
+                m.run(data.clone(), [batch, 3, side, side], "logits")
+                    .map(|_| ())
+            })?),
+            None => None,
+        };
+        rows.push(InferRow {
+            model: arch.name().into(),
+            input: side,
+            batch,
+            burn,
+            onnxruntime,
+            threads,
+        });
+    }
+    Ok(rows)
+}
+
+/// End-to-end folder prediction with one engine.
+#[derive(Debug, Clone, Serialize)]
+pub struct FolderRow {
+    pub model: String,
+    pub input: usize,
+    /// `burn` or `onnxruntime`.
+    pub engine: String,
+    pub files: usize,
+    pub seconds: f64,
+    pub images_per_s: f64,
+}
+
+/// Times `artemis predict` on `files` (decode, resize, inference, one JSON row per file
+/// serialised) for the run in `dir` (made by [`bench_run`]) with `backend`.
+pub fn bench_folder(
+    run_dir: &Path,
+    files: &[PathBuf],
+    backend: Backend,
+    threads: usize,
+) -> Result<FolderRow> {
+    let run = Run::open(run_dir)?;
+    let model = run.config.model.architecture.name().to_string();
+    let input = run.config.preprocess.width as usize;
+    let clf = Classifier::open_with(run, EngineOptions { backend, threads })?;
+    let engine = if clf.onnx.is_some() {
+        "onnxruntime"
+    } else {
+        "burn"
+    };
+    let cfg = PredictConfig::default();
+    let t = Instant::now();
+    let mut sink = std::io::sink();
+    let mut n = 0usize;
+    predict(&clf, files, &cfg, |row| {
+        n += 1;
+        let _ = serde_json::to_writer(&mut sink, row);
+    })?;
+    let seconds = t.elapsed().as_secs_f64();
+    Ok(FolderRow {
+        model,
+        input,
+        engine: engine.into(),
+        files: n,
+        seconds,
+        images_per_s: n as f64 / seconds,
+    })
+}
+
+/// Images/s of reading, decoding and resizing `files` to the run's input on every core, with
+/// no inference: the ceiling the input pipeline puts on end-to-end prediction.
+pub fn bench_decode(run_dir: &Path, files: &[PathBuf]) -> Result<f64> {
+    use rayon::prelude::*;
+    let run = Run::open(run_dir)?;
+    let pre = run.config.preprocess;
+    let t = Instant::now();
+    let ok = files
+        .par_iter()
+        .filter(|p| {
+            crate::dataset::read_resized(p, &pre, artemis_data::image_io::DEFAULT_MAX_PIXELS)
+                .is_ok()
+        })
+        .count();
+    Ok(ok as f64 / t.elapsed().as_secs_f64())
+}
+
+/// ONNX Runtime against burn on the frozen stages of transfer learning (what the feature
+/// cache computes): the graph of stages `0..stage` in memory, exported on the fly.
+pub fn extraction_graph(
+    network: &artemis_models::Network,
+    spec: &ModelSpec,
+    stage: usize,
+    threads: usize,
+) -> Result<OnnxModel> {
+    let bytes = network.to_onnx(spec, OnnxGraph::Stages(stage), &[])?;
+    OnnxModel::from_bytes(
+        &bytes,
+        threads,
+        &format!("{} stages 0..{stage} (in memory)", spec.architecture.name()),
+    )
+}

@@ -1,0 +1,366 @@
+//! ONNX export of a run and inference through ONNX Runtime.
+//!
+//! - [`export_run`] writes `<run>/export/model.onnx` (image -> logits) and
+//!   `<run>/export/backbone.onnx` (image -> last conv map and its global average), each with
+//!   the run's preprocessing, classes and checkpoint hash as metadata.
+//! - [`OnnxModel`] runs a graph with ONNX Runtime through the `ort` crate. The runtime is a
+//!   shared library loaded at run time (`ort`'s `load-dynamic`): `$ARTEMIS_ORT_LIB`, else the
+//!   copy `scripts/setup` extracts from the `onnxruntime` 1.32.0 wheel into the artemis cache
+//!   (see [`library_path`]). Without it every caller falls back to burn (see
+//!   [`crate::infer::Classifier::open_with`]).
+
+use crate::error::{EngineError, Result};
+use crate::run::{BEST, Run, file_hash};
+use artemis_models::OnnxGraph;
+use ort::session::Session;
+use ort::value::Tensor as OrtTensor;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+/// The ONNX Runtime release `scripts/setup` installs (and the benchmarks were measured with).
+pub const ORT_VERSION: &str = "1.32.0";
+/// Environment variable naming the runtime library file, overriding the cache copy.
+pub const LIB_ENV: &str = "ARTEMIS_ORT_LIB";
+/// Folder of the exported graphs inside a run.
+pub const EXPORT_DIR: &str = "export";
+/// The logits graph.
+pub const MODEL_FILE: &str = "model.onnx";
+/// The backbone graph (`features`, `pooled`).
+pub const BACKBONE_FILE: &str = "backbone.onnx";
+
+/// Metadata keys written into every exported graph.
+pub mod meta {
+    /// BLAKE3 of the checkpoint the graph was exported from (`model-best.bpk`).
+    pub const CHECKPOINT: &str = "artemis.checkpoint_blake3";
+    pub const ARCHITECTURE: &str = "artemis.architecture";
+    /// `[batch, 3, height, width]`.
+    pub const INPUT_SHAPE: &str = "artemis.input_shape";
+    pub const INPUT_NAME: &str = "artemis.input_name";
+    /// The run's [`artemis_data::transform::Preprocess`] as JSON, and in words.
+    pub const PREPROCESS: &str = "artemis.preprocess";
+    pub const PREPROCESS_TEXT: &str = "artemis.preprocess_text";
+    /// Class names in output order, as a JSON list.
+    pub const CLASSES: &str = "artemis.classes";
+    pub const OUTPUTS: &str = "artemis.outputs";
+    pub const NOTICE: &str = "artemis.notice";
+}
+
+/// Which engine runs inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// ONNX Runtime when the run has a current export and the runtime loads, else burn.
+    #[default]
+    Auto,
+    Burn,
+    /// ONNX Runtime or an error.
+    Onnx,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Backend::Auto),
+            "burn" => Ok(Backend::Burn),
+            "onnx" | "ort" | "onnxruntime" => Ok(Backend::Onnx),
+            o => Err(format!(
+                "unknown engine '{o}' (expected auto, burn or onnx)"
+            )),
+        }
+    }
+}
+
+/// How inference runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineOptions {
+    pub backend: Backend,
+    /// ONNX Runtime intra-op threads; 0: every core.
+    pub threads: usize,
+}
+
+impl EngineOptions {
+    /// The thread count to use (`threads`, or the number of cores).
+    pub fn threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// Where the runtime library is looked for: `$ARTEMIS_ORT_LIB`, else
+/// `<artemis cache>/onnxruntime-1.32.0/libonnxruntime.so.1.32.0`.
+pub fn library_path() -> PathBuf {
+    match std::env::var_os(LIB_ENV) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => artemis_models::weights::cache_dir()
+            .join(format!("onnxruntime-{ORT_VERSION}"))
+            .join(format!("libonnxruntime.so.{ORT_VERSION}")),
+    }
+}
+
+/// The loaded runtime.
+pub struct Runtime {
+    pub library: PathBuf,
+    env: ort::environment::Environment,
+}
+
+/// Loads ONNX Runtime once per process. `Err` says why it is unavailable (missing file, wrong
+/// version, failed load), in one line.
+pub fn runtime() -> std::result::Result<&'static Runtime, String> {
+    static RT: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
+    RT.get_or_init(|| {
+        let library = library_path();
+        if !library.is_file() {
+            return Err(format!(
+                "ONNX Runtime library not found at {} (run scripts/setup, or set {LIB_ENV})",
+                library.display()
+            ));
+        }
+        let builder = ort::init_from(&library)
+            .map_err(|e| format!("ONNX Runtime library {}: {e}", library.display()))?;
+        let env = builder
+            .with_name("artemis")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| format!("ONNX Runtime {}: {e}", library.display()))?;
+        Ok(Runtime { library, env })
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// An ONNX graph in an ONNX Runtime session.
+pub struct OnnxModel {
+    // `Session::run` takes `&mut`; one inference at a time per model (each uses every core).
+    session: Mutex<Session>,
+    /// Where the graph came from (a file, or a description of an in-memory graph).
+    pub source: String,
+    pub threads: usize,
+}
+
+fn ort_err(source: &str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::Onnx {
+        path: PathBuf::from(source),
+        reason: e.to_string(),
+    }
+}
+
+impl OnnxModel {
+    /// A session over a serialised graph with `threads` intra-op threads.
+    pub fn from_bytes(bytes: &[u8], threads: usize, source: &str) -> Result<OnnxModel> {
+        let rt = runtime().map_err(|e| ort_err(source, e))?;
+        let build = || -> std::result::Result<Session, ort::Error> {
+            let session = Session::builder(&rt.env)?
+                .with_intra_threads(threads.max(1))?
+                .with_inter_threads(1)?
+                .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)?
+                .commit_from_memory(bytes)?;
+            Ok(session)
+        };
+        let session = build().map_err(|e| ort_err(source, e))?;
+        Ok(OnnxModel {
+            session: Mutex::new(session),
+            source: source.into(),
+            threads: threads.max(1),
+        })
+    }
+
+    /// A session over an `.onnx` file.
+    pub fn from_file(path: &Path, threads: usize) -> Result<OnnxModel> {
+        let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+        Self::from_bytes(&bytes, threads, &path.display().to_string())
+    }
+
+    /// A custom metadata value of the graph.
+    pub fn metadata(&self, key: &str) -> Option<String> {
+        let session = self.session.lock().ok()?;
+        session.metadata().ok()?.custom(key)
+    }
+
+    /// Runs the graph on a `[b, 3, h, w]` float batch and returns output `output` as
+    /// `(shape, values)`.
+    pub fn run(
+        &self,
+        input: Vec<f32>,
+        shape: [usize; 4],
+        output: &str,
+    ) -> Result<(Vec<usize>, Vec<f32>)> {
+        let tensor = OrtTensor::from_array((shape, input)).map_err(|e| ort_err(&self.source, e))?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| ort_err(&self.source, "session lock poisoned by an earlier panic"))?;
+        let outputs = session
+            .run(ort::inputs![artemis_models::onnx::INPUT => tensor])
+            .map_err(|e| ort_err(&self.source, e))?;
+        let value = outputs
+            .get(output)
+            .ok_or_else(|| ort_err(&self.source, format!("the graph has no output '{output}'")))?;
+        let (dims, data) = value
+            .try_extract_tensor::<f32>()
+            .map_err(|e| ort_err(&self.source, e))?;
+        let dims = dims.iter().map(|&d| d.max(0) as usize).collect();
+        Ok((dims, data.to_vec()))
+    }
+}
+
+/// Paths of a run's exported graphs.
+pub fn export_paths(run: &Run) -> (PathBuf, PathBuf) {
+    let dir = run.path(EXPORT_DIR);
+    (dir.join(MODEL_FILE), dir.join(BACKBONE_FILE))
+}
+
+/// The metadata written into a run's graphs.
+fn run_metadata(run: &Run, checkpoint: &str, outputs: &str) -> Vec<(String, String)> {
+    let c = &run.config;
+    let pre = &c.preprocess;
+    let s = |v: &str| v.to_string();
+    vec![
+        (s(meta::CHECKPOINT), s(checkpoint)),
+        (s(meta::ARCHITECTURE), s(c.model.architecture.name())),
+        (s(meta::INPUT_NAME), s(artemis_models::onnx::INPUT)),
+        (
+            s(meta::INPUT_SHAPE),
+            format!("[batch, 3, {}, {}]", pre.height, pre.width),
+        ),
+        (
+            s(meta::PREPROCESS),
+            serde_json::to_string(pre).unwrap_or_default(),
+        ),
+        (s(meta::PREPROCESS_TEXT), pre.describe()),
+        (
+            s(meta::CLASSES),
+            serde_json::to_string(&c.classes).unwrap_or_default(),
+        ),
+        (s(meta::OUTPUTS), s(outputs)),
+        (
+            s(meta::NOTICE),
+            s("Research tool only: not a medical device, not for diagnosis."),
+        ),
+    ]
+}
+
+/// What [`export_run`] wrote.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub model: PathBuf,
+    pub backbone: PathBuf,
+    pub bytes: (u64, u64),
+}
+
+/// Writes the run's best checkpoint as ONNX (see the module docs); atomic writes.
+pub fn export_run(run: &Run) -> Result<Exported> {
+    let device = burn::prelude::Device::flex();
+    let network = run.load_best(&device)?;
+    let checkpoint = file_hash(&run.path(BEST))?;
+    let spec = run.config.model;
+    let (model, backbone) = export_paths(run);
+    let dir = run.path(EXPORT_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
+    let logits = network.to_onnx(
+        &spec,
+        OnnxGraph::Logits,
+        &run_metadata(run, &checkpoint, "logits [batch, classes]"),
+    )?;
+    let features = network.to_onnx(
+        &spec,
+        OnnxGraph::Backbone,
+        &run_metadata(
+            run,
+            &checkpoint,
+            "features [batch, channels, h, w] (last conv map); pooled [batch, channels] (pretrained backbones)",
+        ),
+    )?;
+    artemis_data::fsutil::write_atomic(&model, &logits)?;
+    artemis_data::fsutil::write_atomic(&backbone, &features)?;
+    Ok(Exported {
+        model,
+        backbone,
+        bytes: (logits.len() as u64, features.len() as u64),
+    })
+}
+
+/// The run's logits graph in an ONNX Runtime session when it exists, matches the run's best
+/// checkpoint and the runtime loads. `Ok(None)`: there is no export. `Err(notice)`: one line
+/// saying why burn is used instead.
+pub fn open_export(run: &Run, threads: usize) -> std::result::Result<Option<OnnxModel>, String> {
+    let (path, _) = export_paths(run);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    if let Err(e) = runtime() {
+        return Err(format!("{e}; using burn"));
+    }
+    let model = OnnxModel::from_file(&path, threads).map_err(|e| format!("{e}; using burn"))?;
+    let current = file_hash(&run.path(BEST)).map_err(|e| format!("{e}; using burn"))?;
+    match model.metadata(meta::CHECKPOINT) {
+        Some(h) if h == current => Ok(Some(model)),
+        _ => Err(format!(
+            "{} was exported from other weights than {}; using burn (run `artemis export` again)",
+            path.display(),
+            run.path(BEST).display()
+        )),
+    }
+}
+
+/// Largest absolute differences between burn and ONNX Runtime on the same inputs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Parity {
+    /// Over every logit (`model.onnx` vs the network's `forward`).
+    pub logits: f32,
+    /// Over every value of the last conv map (`backbone.onnx` vs `forward_features`).
+    pub features: f32,
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Compares the run's exported graphs with its burn network on `images` (any size; resized
+/// with the run's preprocessing).
+pub fn parity_images(run: &Run, images: &[image::RgbImage]) -> Result<Parity> {
+    use burn::prelude::*;
+    let device = Device::flex();
+    let network = run.load_best(&device)?;
+    let pre = &run.config.preprocess;
+    let resized: Vec<image::RgbImage> = images.iter().map(|i| pre.resize(i)).collect();
+    let refs: Vec<&image::RgbImage> = resized.iter().collect();
+    let data = crate::dataset::batch_data(&refs, pre);
+    let shape = [refs.len(), 3, pre.height as usize, pre.width as usize];
+    let x = || Tensor::<4>::from_data(TensorData::new(data.clone(), shape), &device);
+    let threads = EngineOptions::default().threads();
+    let (model_path, backbone_path) = export_paths(run);
+    let model = OnnxModel::from_file(&model_path, threads)?;
+    let backbone = OnnxModel::from_file(&backbone_path, threads)?;
+    let burn_logits = crate::dataset::to_vec_f32(network.forward(x()))?;
+    let burn_features = crate::dataset::to_vec_f32(network.forward_features(x()))?;
+    let (_, ort_logits) = model.run(data.clone(), shape, "logits")?;
+    let (_, ort_features) = backbone.run(data, shape, "features")?;
+    Ok(Parity {
+        logits: max_abs_diff(&burn_logits, &ort_logits),
+        features: max_abs_diff(&burn_features, &ort_features),
+    })
+}
+
+/// [`parity_images`] on `n` seeded random pictures at the run's input size.
+pub fn parity(run: &Run, n: usize, seed: u64) -> Result<Parity> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let pre = &run.config.preprocess;
+    let images: Vec<image::RgbImage> = (0..n.max(1))
+        .map(|_| {
+            image::RgbImage::from_fn(pre.width, pre.height, |_, _| {
+                image::Rgb([rng.random(), rng.random(), rng.random()])
+            })
+        })
+        .collect();
+    parity_images(run, &images)
+}
