@@ -218,32 +218,87 @@ def pipeline(files, load, infer, classes, batch=32):
     return len(files) / (time.perf_counter() - t)
 
 
-def python_pipelines(args, keep, side=224):
-    import onnxruntime as ort
-    import torch
+def python_pipelines(args, keep, framework, side=224):
     files = folder_files(args.data)
     with open(os.path.join(keep, f"mobilenetv2-{side}", "config.json")) as f:
         classes = json.load(f)["classes"]
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = args.threads
-    sess = ort.InferenceSession(os.path.join(keep, f"mobilenetv2-{side}", "export", "model.onnx"), so,
-                                providers=["CPUExecutionProvider"])
-    ort_infer = lambda x: sess.run(["logits"], {"image": x.transpose(0, 3, 1, 2).copy()})[0]
-    torch.set_num_threads(args.threads)
-    tm = torch_models(side)["mobilenetv2"]().eval().to(memory_format=torch.channels_last)
-
-    def torch_infer(x):
-        with torch.inference_mode():
-            t = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-            return tm(t).numpy()
-
     out = {}
-    out["PIL + onnxruntime"] = pipeline(files, lambda p: pil_load(p, side, False), ort_infer, classes)
-    out["PIL draft + onnxruntime"] = pipeline(files, lambda p: pil_load(p, side, True), ort_infer, classes)
-    out["OpenCV + onnxruntime"] = pipeline(files, lambda p: cv2_load(p, side), ort_infer, classes)
-    n = min(len(files), args.burn_files)
-    out[f"PIL + PyTorch channels_last ({n} files)"] = pipeline(files[:n], lambda p: pil_load(p, side, False), torch_infer, classes)
-    return out, len(files)
+    if framework == "onnxruntime":
+        import onnxruntime as ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = args.threads
+        sess = ort.InferenceSession(os.path.join(keep, f"mobilenetv2-{side}", "export", "model.onnx"), so,
+                                    providers=["CPUExecutionProvider"])
+        infer = lambda x: sess.run(["logits"], {"image": x.transpose(0, 3, 1, 2).copy()})[0]
+        out[f"PIL + onnxruntime ({len(files)} files)"] = pipeline(files, lambda p: pil_load(p, side, False), infer, classes)
+        out[f"PIL draft + onnxruntime ({len(files)} files)"] = pipeline(files, lambda p: pil_load(p, side, True), infer, classes)
+        out[f"OpenCV + onnxruntime ({len(files)} files)"] = pipeline(files, lambda p: cv2_load(p, side), infer, classes)
+    else:
+        import torch
+        torch.set_num_threads(args.threads)
+        tm = torch_models(side)["mobilenetv2"]().eval().to(memory_format=torch.channels_last)
+
+        def infer(x):
+            with torch.inference_mode():
+                t = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+                return tm(t).numpy()
+
+        n = min(len(files), args.burn_files)
+        out[f"PIL + PyTorch channels_last ({n} files)"] = pipeline(files[:n], lambda p: pil_load(p, side, False), infer, classes)
+    return out
+
+
+WORKERS = {}
+
+
+def worker(fn):
+    WORKERS[fn.__name__] = fn
+    return fn
+
+
+@worker
+def w_ort(args, keep, rows):
+    return {f"{m}|{b}": v for (m, b), v in python_onnxruntime(args, keep, rows).items()}
+
+
+@worker
+def w_torch(args, keep, rows):
+    return {f"{m}|{l}|{b}": v for (m, l, b), v in python_torch(args, rows).items()}
+
+
+@worker
+def w_keras(args, keep, rows):
+    return {f"{m}|{b}": v for (m, b), v in python_keras(args, rows).items()}
+
+
+@worker
+def w_keras_train(args, keep, rows):
+    r, epoch = keras_fine_tuning(args)
+    return {"rate": r, "epoch_s": epoch}
+
+
+@worker
+def w_pipelines_ort(args, keep, rows):
+    return python_pipelines(args, keep, "onnxruntime")
+
+
+@worker
+def w_pipelines_torch(args, keep, rows):
+    return python_pipelines(args, keep, "torch")
+
+
+def run_worker(name, args, keep, rows):
+    """Each framework in a process of its own: TensorFlow, PyTorch and onnxruntime loaded
+    together in one process crashed (segmentation fault) here."""
+    cmd = [sys.executable, __file__, "--worker", name, "--keep", keep, "--rows", json.dumps(rows),
+           "--threads", str(args.threads), "--steps", str(args.steps), "--burn-files", str(args.burn_files)]
+    if args.data:
+        cmd += ["--data", args.data]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"peer {name} failed (exit {out.returncode}):\n{out.stderr[-2000:]}", flush=True)
+        return {}
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
@@ -256,48 +311,79 @@ def main():
     ap.add_argument("--burn-files", type=int, default=256)
     ap.add_argument("--keras-train", action="store_true",
                     help="also time Keras fine-tuning MobileNetV2 the reference's way (160 px, whole network)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat everything this many times, artemis and the peers alternating, and "
+                         "report medians (a shared machine's speed drifts within minutes)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--keep", help=argparse.SUPPRESS)
+    ap.add_argument("--rows", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](args, args.keep, json.loads(args.rows))))
+        return
     keep = tempfile.mkdtemp(prefix="artemis-peers-")
-    import onnxruntime, torch, tensorflow, PIL, cv2
-    print(f"python {sys.version.split()[0]}; onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, "
-          f"tensorflow {tensorflow.__version__}, pillow {PIL.__version__}, opencv {cv2.__version__}; {args.threads} threads")
-    art = run_artemis(args, keep)
-    rows = art["inference"]
-    py_ort = python_onnxruntime(args, keep, rows)
-    py_torch = python_torch(args, rows)
-    py_keras = python_keras(args, rows)
-
+    versions = subprocess.run([sys.executable, "-c", "import onnxruntime, torch, tensorflow, PIL, cv2; "
+                               "print(f'onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, "
+                               "tensorflow {tensorflow.__version__}, pillow {PIL.__version__}, opencv {cv2.__version__}')"],
+                              capture_output=True, text=True).stdout.strip()
+    print(f"python {sys.version.split()[0]}; {versions}; {args.threads} threads; {time.strftime('%Y-%m-%d')}")
+    rounds = []
+    for i in range(max(1, args.rounds)):
+        if args.rounds > 1:
+            print(f"\n== round {i + 1} of {args.rounds}", flush=True)
+        art = run_artemis(args, keep)
+        rows = art["inference"]
+        rounds.append({
+            "art": art,
+            "ort": run_worker("w_ort", args, keep, rows),
+            "torch": run_worker("w_torch", args, keep, rows),
+            "keras": run_worker("w_keras", args, keep, rows),
+            "pipes": ({**run_worker("w_pipelines_ort", args, keep, rows),
+                       **run_worker("w_pipelines_torch", args, keep, rows)} if args.data else {}),
+        })
+    med = lambda xs: statistics.median(xs) if xs else None
+    rows = [dict(r, onnxruntime=med([x["art"]["inference"][j]["onnxruntime"] for x in rounds]),
+                 burn=med([x["art"]["inference"][j]["burn"] for x in rounds]))
+            for j, r in enumerate(rounds[0]["art"]["inference"])]
+    merge = lambda key: {k: med([x[key][k] for x in rounds if k in x[key]]) for k in rounds[0][key]}
+    py_ort, py_torch, py_keras = merge("ort"), merge("torch"), merge("keras")
+    folder = [dict(r, images_per_s=med([x["art"]["folder"][j]["images_per_s"] for x in rounds]))
+              for j, r in enumerate(rounds[0]["art"]["folder"])]
+    pipes = merge("pipes")
+    if args.rounds > 1:
+        print(f"\nmedians over {args.rounds} rounds", flush=True)
     print("\nmodel inference, median images/s (same graphs for both onnxruntime columns)")
     head = f"{'model':<18} {'input':>5} {'batch':>5} {'artemis ort':>11} {'artemis burn':>12} {'python ort':>10} " \
            f"{'torch':>7} {'torch cl':>8} {'keras':>7} {'vs py ort':>9} {'vs torch cl':>11}"
     print(head)
     for r in rows:
-        k = (r["model"], r["batch"])
+        m, b = r["model"], r["batch"]
         a = r["onnxruntime"]
-        po = py_ort.get(k)
-        td = py_torch.get((r["model"], "default", r["batch"]))
-        tc = py_torch.get((r["model"], "channels_last", r["batch"]))
-        kr = py_keras.get(k)
+        po = py_ort.get(f"{m}|{b}")
+        td = py_torch.get(f"{m}|default|{b}")
+        tc = py_torch.get(f"{m}|channels_last|{b}")
+        kr = py_keras.get(f"{m}|{b}")
         f = lambda v: "-" if v is None else f"{v:.1f}"
         ratio = lambda x, y: "-" if x is None or y is None else f"{x / y:.2f}x"
-        print(f"{r['model']:<18} {r['input']:>5} {r['batch']:>5} {f(a):>11} {f(r['burn']):>12} {f(po):>10} "
-              f"{f(td):>7} {f(tc):>8} {f(kr):>7} {ratio(a, po):>9} {ratio(a, tc):>11}")
+        print(f"{m:<18} {r['input']:>5} {b:>5} {f(a):>11} {f(r['burn']):>12} {f(po):>10} "
+              f"{f(td):>7} {f(tc):>8} {f(kr):>7} {ratio(a, po):>9} {ratio(a, tc):>11}", flush=True)
 
     if args.keras_train:
-        r, epoch = keras_fine_tuning(args)
-        print(f"\nKeras fine-tuning MobileNetV2 the reference's way (160 px, whole network, batch 32): "
-              f"{r:.1f} training images/s; an epoch of 2,628 images {epoch:.0f} s, the reference's 30 epochs {30 * epoch / 60:.0f} min")
+        k = run_worker("w_keras_train", args, keep, rows)
+        if k:
+            print(f"\nKeras fine-tuning MobileNetV2 the reference's way (160 px, whole network, batch 32): "
+                  f"{k['rate']:.1f} training images/s; an epoch of 2,628 images {k['epoch_s']:.0f} s, "
+                  f"the reference's 30 epochs {30 * k['epoch_s'] / 60:.0f} min", flush=True)
 
     if args.data:
-        pipes, n = python_pipelines(args, keep)
-        ours = next((r for r in art["folder"] if r["model"] == "mobilenetv2" and r["engine"] == "onnxruntime"), None)
-        print(f"\nend-to-end folder prediction, MobileNetV2 224 px, {args.data} ({n} files), images/s")
-        for r in art["folder"]:
+        ours = next((r for r in folder if r["model"] == "mobilenetv2" and r["engine"] == "onnxruntime"), None)
+        print(f"\nend-to-end folder prediction, MobileNetV2 224 px, {args.data}, images/s")
+        for r in folder:
             if r["model"] == "mobilenetv2":
                 print(f"  artemis predict ({r['engine']}, {r['files']} files): {r['images_per_s']:.1f}")
         for name, v in pipes.items():
             print(f"  python {name}: {v:.1f}")
-        if ours:
+        if ours and pipes:
             best = max(pipes.values())
             print(f"  artemis / fastest Python pipeline: {ours['images_per_s'] / best:.2f}x")
 

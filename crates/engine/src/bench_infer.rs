@@ -150,8 +150,7 @@ pub fn bench_inference(
         })?;
         let onnxruntime = match &ort {
             Some(m) => Some(rate(batch, steps, budget, || {
-                m.run(data.clone(), [batch, 3, side, side], "logits")
-                    .map(|_| ())
+                m.run(&data, [batch, 3, side, side], "logits").map(|_| ())
             })?),
             None => None,
         };

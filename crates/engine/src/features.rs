@@ -220,7 +220,7 @@ pub fn extract(
             Some(m) => {
                 let x = batch_values(&refs, pre, seeds);
                 let input = [refs.len(), 3, pre.height as usize, pre.width as usize];
-                let (dims, y) = m.run(x, input, "activations")?;
+                let (dims, y) = m.run(&x, input, "activations")?;
                 if let [_, c, h, w] = dims[..] {
                     shape = [images.len(), c, h, w];
                 }

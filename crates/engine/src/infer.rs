@@ -106,7 +106,7 @@ impl Classifier {
         let logits = match &self.onnx {
             Some(m) => {
                 let shape = [images.len(), 3, pre.height as usize, pre.width as usize];
-                m.run(batch_data(images, pre), shape, "logits")?.1
+                m.run(&batch_data(images, pre), shape, "logits")?.1
             }
             None => {
                 to_vec_f32(

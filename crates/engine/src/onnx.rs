@@ -13,7 +13,7 @@ use crate::error::{EngineError, Result};
 use crate::run::{BEST, Run, file_hash};
 use artemis_models::OnnxGraph;
 use ort::session::Session;
-use ort::value::Tensor as OrtTensor;
+use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -179,15 +179,16 @@ impl OnnxModel {
         session.metadata().ok()?.custom(key)
     }
 
-    /// Runs the graph on a `[b, 3, h, w]` float batch and returns output `output` as
-    /// `(shape, values)`.
+    /// Runs the graph on a `[b, 3, h, w]` float batch (borrowed, not copied) and returns output
+    /// `output` as `(shape, values)`.
     pub fn run(
         &self,
-        input: Vec<f32>,
+        input: &[f32],
         shape: [usize; 4],
         output: &str,
     ) -> Result<(Vec<usize>, Vec<f32>)> {
-        let tensor = OrtTensor::from_array((shape, input)).map_err(|e| ort_err(&self.source, e))?;
+        let tensor =
+            TensorRef::from_array_view((shape, input)).map_err(|e| ort_err(&self.source, e))?;
         let mut session = self
             .session
             .lock()
@@ -342,8 +343,8 @@ pub fn parity_images(run: &Run, images: &[image::RgbImage]) -> Result<Parity> {
     let backbone = OnnxModel::from_file(&backbone_path, threads)?;
     let burn_logits = crate::dataset::to_vec_f32(network.forward(x()))?;
     let burn_features = crate::dataset::to_vec_f32(network.forward_features(x()))?;
-    let (_, ort_logits) = model.run(data.clone(), shape, "logits")?;
-    let (_, ort_features) = backbone.run(data, shape, "features")?;
+    let (_, ort_logits) = model.run(&data, shape, "logits")?;
+    let (_, ort_features) = backbone.run(&data, shape, "features")?;
     Ok(Parity {
         logits: max_abs_diff(&burn_logits, &ort_logits),
         features: max_abs_diff(&burn_features, &ort_features),

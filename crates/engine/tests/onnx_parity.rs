@@ -120,13 +120,9 @@ fn ort(
 ) -> Vec<f32> {
     let bytes = net.to_onnx(spec, graph, &[]).unwrap();
     let m = OnnxModel::from_bytes(&bytes, 2, "test").unwrap();
-    m.run(
-        x.to_vec(),
-        [x.len() / (3 * side * side), 3, side, side],
-        name,
-    )
-    .unwrap()
-    .1
+    m.run(x, [x.len() / (3 * side * side), 3, side, side], name)
+        .unwrap()
+        .1
 }
 
 fn check(arch: Architecture) {

@@ -439,8 +439,7 @@ impl Network {
         let mut g = onnx::Graph::default();
         let x = g.input();
         let stages = spec.architecture.stages();
-        let doc;
-        match what {
+        let doc = match what {
             OnnxGraph::Logits => {
                 let logits = match self {
                     Network::Baseline(m) => {
@@ -456,7 +455,7 @@ impl Network {
                     &logits,
                     &[Dim::Batch, Dim::Fixed(spec.num_classes)],
                 );
-                doc = format!("{model}: image -> logits");
+                format!("{model}: image -> logits")
             }
             OnnxGraph::Backbone => {
                 let dims = map_dims(self.forward_features(probe()));
@@ -472,8 +471,7 @@ impl Network {
                     let pooled = g.flatten(&pooled);
                     g.output("pooled", &pooled, &[Dim::Batch, dims[1]]);
                 }
-                doc =
-                    format!("{model}: image -> last conv map (features), global average (pooled)");
+                format!("{model}: image -> last conv map (features), global average (pooled)")
             }
             OnnxGraph::Stages(to) => {
                 if !(1..=stages).contains(&to) {
@@ -492,9 +490,9 @@ impl Network {
                 }
                 .map_err(err)?;
                 g.output("activations", &y, &dims);
-                doc = format!("{model}: image -> activations feeding stage {to}");
+                format!("{model}: image -> activations feeding stage {to}")
             }
-        }
+        };
         Ok(g.finish(spec.input, &doc, metadata))
     }
 
