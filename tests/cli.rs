@@ -229,15 +229,7 @@ fn bad_arguments_give_clear_errors() {
 #[test]
 fn export_and_onnx_runtime_inference_with_fallbacks() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    make_dataset(&data);
-    let manifest = tmp.path().join("m.tsv");
-    split(
-        &data,
-        &manifest,
-        "5",
-        &["--val-fraction", "0.2", "--test-fraction", "0.2"],
-    );
+    let (data, manifest) = tiny_split(tmp.path(), "5");
     let run = tmp.path().join("run");
     train_baseline(&manifest, &run, "96", "2", &["--seed", "4"]);
     let folder = data.join("glioma_coronal");

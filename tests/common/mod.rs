@@ -83,6 +83,21 @@ pub fn split(data: &Path, manifest: &Path, seed: &str, extra: &[&str]) -> Output
     o
 }
 
+/// The tiny data set in `dir/data` and its clean split (20% validation, 20% test, `seed`) in
+/// `dir/m.tsv`: `(data folder, manifest)`.
+pub fn tiny_split(dir: &Path, seed: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let data = dir.join("data");
+    make_dataset(&data);
+    let manifest = dir.join("m.tsv");
+    split(
+        &data,
+        &manifest,
+        seed,
+        &["--val-fraction", "0.2", "--test-fraction", "0.2"],
+    );
+    (data, manifest)
+}
+
 /// Arguments of `artemis train` for `baseline-relu-bn` at `size` px for `epochs` epochs
 /// (batch 8) into `run`, followed by `extra`.
 pub fn baseline_args<'a>(

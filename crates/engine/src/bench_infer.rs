@@ -15,7 +15,7 @@ use crate::run::{
 use artemis_data::image_io::ResizeMode;
 use artemis_data::labels::Task;
 use artemis_data::transform::{Augment, Preprocess};
-use artemis_models::{Architecture, ModelSpec, OnnxGraph};
+use artemis_models::{Architecture, ModelSpec};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use serde::Serialize;
@@ -229,20 +229,4 @@ pub fn bench_decode(run_dir: &Path, files: &[PathBuf]) -> Result<f64> {
         })
         .count();
     Ok(ok as f64 / t.elapsed().as_secs_f64())
-}
-
-/// ONNX Runtime against burn on the frozen stages of transfer learning (what the feature
-/// cache computes): the graph of stages `0..stage` in memory, exported on the fly.
-pub fn extraction_graph(
-    network: &artemis_models::Network,
-    spec: &ModelSpec,
-    stage: usize,
-    threads: usize,
-) -> Result<OnnxModel> {
-    let bytes = network.to_onnx(spec, OnnxGraph::Stages(stage), &[])?;
-    OnnxModel::from_bytes(
-        &bytes,
-        threads,
-        &format!("{} stages 0..{stage} (in memory)", spec.architecture.name()),
-    )
 }
