@@ -313,6 +313,20 @@ pub struct Parity {
     pub logits: f32,
     /// Over every value of the last conv map (`backbone.onnx` vs `forward_features`).
     pub features: f32,
+    /// `max(1, largest |value|)` of burn's logits and of its conv map: what a tolerance is
+    /// relative to (float32 keeps about 7 digits, so logits of 1000 cannot agree to 1e-4).
+    pub scale: (f32, f32),
+}
+
+impl Parity {
+    /// Both differences within `tol` (absolute up to 1, relative to the scale above it).
+    pub fn within(&self, tol: f32) -> bool {
+        self.logits <= tol * self.scale.0 && self.features <= tol * self.scale.1
+    }
+}
+
+fn scale(v: &[f32]) -> f32 {
+    v.iter().fold(1f32, |m, x| m.max(x.abs()))
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -348,6 +362,7 @@ pub fn parity_images(run: &Run, images: &[image::RgbImage]) -> Result<Parity> {
     Ok(Parity {
         logits: max_abs_diff(&burn_logits, &ort_logits),
         features: max_abs_diff(&burn_features, &ort_features),
+        scale: (scale(&burn_logits), scale(&burn_features)),
     })
 }
 

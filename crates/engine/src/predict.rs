@@ -482,9 +482,10 @@ pub fn predict(
 /// keeping the original only when a heat map will be drawn over it.
 fn prepare(d: Decoded, clf: &Classifier, keep_original: bool) -> Decoded {
     match d {
+        // In parallel too: a volume or a multi-frame DICOM is one file of many pictures.
         Decoded::Units(units, v) => Decoded::Units(
             units
-                .into_iter()
+                .into_par_iter()
                 .map(|mut u| {
                     u.prepared = clf.prepare(&u.image);
                     if !keep_original {
