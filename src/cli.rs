@@ -868,7 +868,7 @@ fn cmd_export(a: ExportArgs) -> Result<ExitCode> {
         match artemis_engine::onnx::runtime() {
             Err(e) => eprintln!("notice: not checked against ONNX Runtime: {e}"),
             Ok(_) => {
-                let p = parity(&run, a.check, 42).context("checking the export")?;
+                let p = parity(&run, &out.network, a.check, 42).context("checking the export")?;
                 println!(
                     "checked with ONNX Runtime on {} random inputs: max |logit difference| {:.2e} (largest |logit| {:.1}), max |feature difference| {:.2e} (burn vs ONNX Runtime)",
                     a.check, p.logits, p.scale.0, p.features

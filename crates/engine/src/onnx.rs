@@ -243,12 +243,14 @@ fn run_metadata(run: &Run, checkpoint: &str, outputs: &str) -> Vec<(String, Stri
     ]
 }
 
-/// What [`export_run`] wrote.
-#[derive(Debug, Clone)]
+/// What [`export_run`] wrote, and the network it exported (for [`parity`], so the checkpoint
+/// is read once).
+#[derive(Debug)]
 pub struct Exported {
     pub model: PathBuf,
     pub backbone: PathBuf,
     pub bytes: (u64, u64),
+    pub network: artemis_models::Network,
 }
 
 /// Writes the run's best checkpoint as ONNX (see the module docs); atomic writes.
@@ -280,6 +282,7 @@ pub fn export_run(run: &Run) -> Result<Exported> {
         model,
         backbone,
         bytes: (logits.len() as u64, features.len() as u64),
+        network,
     })
 }
 
@@ -339,12 +342,15 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// Compares the run's exported graphs with its burn network on `images` (any size; resized
+/// Compares the run's exported graphs with `network` (its best checkpoint) on `images` (any size; resized
 /// with the run's preprocessing).
-pub fn parity_images(run: &Run, images: &[image::RgbImage]) -> Result<Parity> {
+pub fn parity_images(
+    run: &Run,
+    network: &artemis_models::Network,
+    images: &[image::RgbImage],
+) -> Result<Parity> {
     use burn::prelude::*;
     let device = Device::flex();
-    let network = run.load_best(&device)?;
     let pre = &run.config.preprocess;
     let resized: Vec<image::RgbImage> = images.iter().map(|i| pre.resize(i)).collect();
     let refs: Vec<&image::RgbImage> = resized.iter().collect();
@@ -367,7 +373,7 @@ pub fn parity_images(run: &Run, images: &[image::RgbImage]) -> Result<Parity> {
 }
 
 /// [`parity_images`] on `n` seeded random pictures at the run's input size.
-pub fn parity(run: &Run, n: usize, seed: u64) -> Result<Parity> {
+pub fn parity(run: &Run, network: &artemis_models::Network, n: usize, seed: u64) -> Result<Parity> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let pre = &run.config.preprocess;
@@ -378,5 +384,5 @@ pub fn parity(run: &Run, n: usize, seed: u64) -> Result<Parity> {
             })
         })
         .collect();
-    parity_images(run, &images)
+    parity_images(run, network, &images)
 }
