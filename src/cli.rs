@@ -71,7 +71,7 @@ pub struct ExportArgs {
     /// Check the export: run both graphs with ONNX Runtime on this many seeded random
     /// inputs and compare with burn (max |difference| printed; fails above 1e-4, relative to
     /// the largest value when that exceeds 1).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = bounded::export_check)]
     pub check: usize,
 }
 
@@ -83,7 +83,7 @@ pub struct EngineArgs {
     #[arg(long, default_value = "auto")]
     pub engine: artemis_engine::onnx::Backend,
     /// ONNX Runtime threads (default: every core).
-    #[arg(long)]
+    #[arg(long, value_parser = bounded::threads)]
     pub threads: Option<usize>,
 }
 
@@ -112,7 +112,7 @@ pub struct CommonData {
     #[arg(long, default_value_t = DEFAULT_NEAR_THRESHOLD)]
     pub near_threshold: u32,
     /// Refuse images with more pixels than this (checked before decoding).
-    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = bounded::max_pixels)]
     pub max_pixels: u64,
 }
 
@@ -200,7 +200,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// Augmented copies of each training image in the feature cache (with --augment).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = bounded::cache_copies)]
     pub cache_copies: usize,
     /// What computes the feature cache: auto (ONNX Runtime when its library loads, else
     /// burn), burn, or onnx; --threads: its thread count.
@@ -226,9 +226,9 @@ pub struct TrainArgs {
     #[arg(long, default_value = "none")]
     pub augment: AugmentChoice,
     /// Epochs in all (default 30; with --resume: what the run was started with, or more).
-    #[arg(long)]
+    #[arg(long, value_parser = bounded::epochs)]
     pub epochs: Option<usize>,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = bounded::batch)]
     pub batch_size: usize,
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
@@ -247,7 +247,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub stop_after: Option<usize>,
     /// Skip images with more pixels than this (checked before decoding).
-    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = bounded::max_pixels)]
     pub max_pixels: u64,
 }
 
@@ -275,10 +275,11 @@ pub struct EvalArgs {
     /// Data root for manifest paths (defaults to the run's).
     #[arg(long)]
     pub data_root: Option<PathBuf>,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = bounded::batch)]
     pub batch_size: usize,
-    /// Bootstrap resamples for the 95% confidence intervals (0 turns them off).
-    #[arg(long, default_value_t = 1000)]
+    /// Bootstrap resamples for the 95% confidence intervals (0 turns them off; at most
+    /// 100,000).
+    #[arg(long, default_value_t = 1000, value_parser = bounded::bootstrap)]
     pub bootstrap: usize,
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = 42)]
@@ -300,7 +301,7 @@ pub struct EvalArgs {
     #[arg(long, requires = "data")]
     pub exclude_duplicates: bool,
     /// Most confident mistakes shown in report.html.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 12, value_parser = bounded::worst)]
     pub worst: usize,
     /// Test-time augmentation: average over the image, its mirror and four small shifts.
     #[arg(long)]
@@ -309,7 +310,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub json: bool,
     /// Skip images with more pixels than this (checked before decoding).
-    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = bounded::max_pixels)]
     pub max_pixels: u64,
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -336,9 +337,18 @@ pub struct ServeArgs {
     /// Requests that may wait for a slot; beyond slots + waiting, 503 at once.
     #[arg(long, default_value_t = 64)]
     pub max_waiting: usize,
-    /// Per-request time limit in seconds.
+    /// Per-request time limit in seconds, receiving the upload included (at most 3600).
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
+    /// Seconds a client may take to send a request's headers.
+    #[arg(long, default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Open connections at most; one more is answered 503 and closed.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
+    /// Seconds requests in flight may still take after SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 10.0)]
+    pub shutdown_grace: f64,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -389,7 +399,7 @@ pub struct PredictArgs {
     #[arg(long, value_name = "START:END")]
     pub slices: Option<String>,
     /// Refuse pictures with more pixels than this (checked before decoding).
-    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = bounded::max_pixels)]
     pub max_pixels: u64,
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -398,9 +408,9 @@ pub struct PredictArgs {
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Timed steps per measurement (median reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = bounded::steps)]
     pub steps: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = bounded::batch)]
     pub batch_size: usize,
     /// Models to measure (repeat or comma-separate; default: the two baselines, with
     /// --inference every architecture).
@@ -427,7 +437,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 256)]
     pub burn_files: usize,
     /// With --inference: ONNX Runtime threads (default: every core).
-    #[arg(long)]
+    #[arg(long, value_parser = bounded::threads)]
     pub threads: Option<usize>,
     /// With --inference: keep the benchmark's run folders (config, checkpoint, ONNX export)
     /// here, e.g. for bench/peers.
@@ -442,6 +452,37 @@ pub struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Value parsers for bounded counts: the bounds are the libraries' ([`artemis_engine::limits`]),
+/// so an out-of-range flag is a usage error (exit 2) naming the flag and its range.
+mod bounded {
+    use artemis_engine::limits::{self, Limit};
+
+    fn count(limit: Limit, s: &str) -> Result<usize, String> {
+        limit.parse(s).map(|v| v as usize)
+    }
+    /// One parser per bounded count flag.
+    macro_rules! counts {
+        ($($name:ident => $limit:ident),* $(,)?) => {
+            $(pub fn $name(s: &str) -> Result<usize, String> {
+                count(limits::$limit, s)
+            })*
+        };
+    }
+    counts! {
+        threads => THREADS,
+        bootstrap => BOOTSTRAP,
+        batch => BATCH,
+        epochs => EPOCHS,
+        cache_copies => CACHE_COPIES,
+        worst => WORST,
+        export_check => EXPORT_CHECK,
+        steps => STEPS,
+    }
+    pub fn max_pixels(s: &str) -> Result<u64, String> {
+        limits::MAX_PIXELS.parse(s)
+    }
 }
 
 fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
@@ -653,17 +694,23 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
 
 fn cmd_serve(a: ServeArgs) -> Result<ExitCode> {
     use artemis_serve::{ServeConfig, serve};
-    if !(a.timeout > 0.0 && a.timeout.is_finite()) {
-        anyhow::bail!(
-            "--timeout {}: must be a positive number of seconds",
-            a.timeout
-        );
-    }
+    let seconds = |flag: &str, v: f64| {
+        if v > 0.0 && v <= 3600.0 {
+            Ok(std::time::Duration::from_secs_f64(v))
+        } else {
+            Err(anyhow::anyhow!(
+                "{flag} {v}: must be a number of seconds above 0 and at most 3600"
+            ))
+        }
+    };
     let mut cfg = ServeConfig {
         addr: a.addr,
-        max_body: a.max_body_mb << 20,
+        max_body: a.max_body_mb.saturating_mul(1 << 20),
         max_pixels: a.max_pixels,
-        timeout: std::time::Duration::from_secs_f64(a.timeout),
+        timeout: seconds("--timeout", a.timeout)?,
+        header_timeout: seconds("--header-timeout", a.header_timeout)?,
+        shutdown_grace: seconds("--shutdown-grace", a.shutdown_grace)?,
+        max_connections: a.max_connections,
         max_waiting: a.max_waiting,
         engine: a.engine.options(),
         ..ServeConfig::default()
@@ -774,8 +821,17 @@ fn cmd_predict(a: PredictArgs) -> Result<ExitCode> {
             _ => r.input.display().to_string(),
         };
         match (&r.class, r.confidence, &r.error) {
-            (Some(c), Some(p), _) => println!("{name:<60} {c:<24} {p:>10.4}"),
-            (_, _, Some(e)) => eprintln!("error: {e}"),
+            (Some(c), Some(p), _) => {
+                println!("{name:<60} {c:<24} {p:>10.4}");
+                if let Some(w) = &r.warning {
+                    eprintln!("warning: {name}: {w}");
+                }
+            }
+            // Every line names its file (decoder messages already start with the path).
+            (_, _, Some(e)) if e.starts_with(&*r.input.to_string_lossy()) => {
+                eprintln!("error: {e}")
+            }
+            (_, _, Some(e)) => eprintln!("error: {name}: {e}"),
             _ => {}
         }
     })?;

@@ -325,16 +325,6 @@ fn mobilenetv2_report_with_intervals_calibration_external_data_and_browser() {
     browser_renders_plots(&run.join("report.html"), tmp.path());
 }
 
-fn chromium() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("ARTEMIS_CHROMIUM") {
-        return Some(PathBuf::from(p));
-    }
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
 /// Opens the report in headless Chromium, screenshots the whole page and checks that the
 /// embedded plots were decoded and drawn: the confusion matrices' colour-ramp ends and the
 /// reliability bars' blue must cover many pixels, which no text or table can.

@@ -18,16 +18,14 @@ use common::*;
 
 #[test]
 fn web_page_classifies_an_uploaded_scan() {
-    let have =
-        Path::new("/usr/bin/chromedriver").exists() && Path::new("/usr/bin/chromium").exists();
-    if !have {
+    let (Some(browser), Some(driver)) = (chromium(), chromedriver()) else {
         assert!(
             std::env::var("ARTEMIS_REQUIRE_BROWSER").is_err(),
             "ARTEMIS_REQUIRE_BROWSER is set but chromium/chromedriver are missing"
         );
         eprintln!("skipping: no chromium/chromedriver (install Debian's chromium-driver)");
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     make_dataset(&data);
@@ -66,6 +64,8 @@ fn web_page_classifies_an_uploaded_scan() {
     let o = Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/browser-e2e.py"))
         .args([url.as_str(), s(&scan), s(&shot)])
+        .env("ARTEMIS_CHROMIUM", &browser)
+        .env("ARTEMIS_CHROMEDRIVER", &driver)
         .output()
         .unwrap();
     let report = String::from_utf8_lossy(&o.stdout).to_string();

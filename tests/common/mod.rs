@@ -3,7 +3,7 @@
 
 use image::{Rgb, RgbImage};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn artemis(args: &[&str]) -> Output {
@@ -272,5 +272,28 @@ pub mod formats {
             .reference_header(&h)
             .write_nifti(data)
             .expect("write nifti");
+    }
+}
+
+/// The browser for the browser tests: `$ARTEMIS_CHROMIUM`, else Debian's.
+#[allow(dead_code)] // not every test binary drives a browser
+pub fn chromium() -> Option<PathBuf> {
+    tool(
+        "ARTEMIS_CHROMIUM",
+        &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
+    )
+}
+
+/// Its WebDriver: `$ARTEMIS_CHROMEDRIVER`, else Debian's.
+#[allow(dead_code)]
+pub fn chromedriver() -> Option<PathBuf> {
+    tool("ARTEMIS_CHROMEDRIVER", &["/usr/bin/chromedriver"])
+}
+
+#[allow(dead_code)]
+fn tool(var: &str, defaults: &[&str]) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)).filter(|p| p.exists()),
+        _ => defaults.iter().map(PathBuf::from).find(|p| p.exists()),
     }
 }

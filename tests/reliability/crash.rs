@@ -107,6 +107,46 @@ fn figures(state: &TrainState) -> Vec<[u64; 6]> {
         .collect()
 }
 
+/// Starts the run with paused writes and SIGKILLs it while a temporary file of epoch 2's
+/// checkpoint exists; returns that file's name.
+fn kill_inside_checkpoint_write(manifest: &Path, run: &Path, tmp: &Path) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_artemis"))
+        .args(train_args(manifest, run, false))
+        .env("ARTEMIS_NO_PROGRESS", "1")
+        .env(artemis_data::fsutil::TEST_WRITE_PAUSE, "400")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(tmp.join("train-write-kill.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let seen = loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before epoch 2's checkpoint write"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "no checkpoint write seen"
+        );
+        let temp = fs::read_dir(run).ok().and_then(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| n.starts_with(".ckpt-0002.") && artemis_data::fsutil::is_temp_name(n))
+        });
+        if let Some(name) = temp {
+            break name;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    child.kill().unwrap(); // SIGKILL, with the temporary file written but not renamed
+    child.wait().unwrap();
+    assert!(
+        run.join(&seen).exists(),
+        "{seen} was renamed before the kill landed"
+    );
+    seen
+}
+
 #[test]
 fn training_killed_at_random_moments_resumes_to_the_same_end() {
     let tmp = tempfile::tempdir().unwrap();
@@ -128,9 +168,21 @@ fn training_killed_at_random_moments_resumes_to_the_same_end() {
     let per_epoch = (span - startup) / EPOCHS as u32;
 
     let run = tmp.path().join("killed");
+    // First a kill aimed inside a checkpoint write: writes pause between the temporary file
+    // and its rename, and the process is killed while epoch 2's checkpoint is half-written.
+    let temp_seen = kill_inside_checkpoint_write(&manifest, &run, tmp.path());
+    let state = check_folder(&run).expect("epoch 1 committed before epoch 2's checkpoint");
+    assert_eq!(
+        state.epochs_done, 1,
+        "killed writing {temp_seen}: epoch 1 committed"
+    );
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(20261128);
-    let (mut kills, mut kills_this_run, mut committed, mut attempts) = (0, 0, 0, 0);
-    let mut kill_log = Vec::new();
+    let (mut kills, mut kills_this_run, mut committed, mut attempts) = (1, 1, 1, 0);
+    let mut kill_log = vec![format!(
+        "killed inside the write of {temp_seen}, 1 epoch committed"
+    )];
+    // Epochs committed when each random kill landed.
+    let mut landed: Vec<usize> = Vec::new();
     loop {
         attempts += 1;
         assert!(attempts < 40, "the run did not finish: {kill_log:?}");
@@ -192,6 +244,7 @@ fn training_killed_at_random_moments_resumes_to_the_same_end() {
             "a committed epoch was lost: {committed} -> {done}"
         );
         committed = done;
+        landed.push(done);
         kill_log.push(format!(
             "killed at {:.2}s with {done} epochs committed",
             after.unwrap_or_default().as_secs_f64()
@@ -201,6 +254,13 @@ fn training_killed_at_random_moments_resumes_to_the_same_end() {
         "uninterrupted run {:.1}s; {kills} SIGKILLs, {attempts} starts: {}",
         span.as_secs_f64(),
         kill_log.join("; ")
+    );
+
+    // The kills landed where they matter, not only before or after the training: at least one
+    // random kill with some but not all epochs committed.
+    assert!(
+        landed.iter().any(|&d| 0 < d && d < EPOCHS),
+        "no kill landed mid-training: {kill_log:?}"
     );
 
     // Same end as the uninterrupted run, to the bit.

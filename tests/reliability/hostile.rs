@@ -801,6 +801,23 @@ fn hostile_inputs_meet_clear_messages_and_documented_exit_codes() {
     no_panic("eval --data", &o);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     tally("eval --data", &all, &stderr_lines(&o), &mut outcome);
+    // Every file used as valid is among the report's scored predictions.
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(run.join("eval-data/report.json")).unwrap()).unwrap();
+    let scored: std::collections::HashSet<String> = report["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap().to_string())
+        .collect();
+    for c in cases.iter().filter(|c| matches!(c.expect, Expect::Used)) {
+        let p = c.path.to_string_lossy().into_owned();
+        assert!(
+            scored.contains(&p),
+            "eval --data: {} ({p}) was not scored",
+            c.kind
+        );
+    }
     // eval on the manifest's test split after damage there too.
     let test_rel = m
         .lines()
@@ -827,6 +844,27 @@ fn hostile_inputs_meet_clear_messages_and_documented_exit_codes() {
         }
     }
     tally("predict", &file_cases, &messages, &mut outcome);
+    // Every file used as valid has a classified row (not only no error message).
+    let classified: std::collections::HashSet<String> = doc["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["class"].is_string())
+        .map(|r| r["input"].as_str().unwrap().to_string())
+        .collect();
+    let used_cases: Vec<&Case> = file_cases
+        .iter()
+        .copied()
+        .filter(|c| matches!(c.expect, Expect::Used))
+        .collect();
+    for c in &used_cases {
+        let p = c.path.to_string_lossy().into_owned();
+        assert!(
+            classified.contains(&p),
+            "predict: {} ({p}) has no classified row",
+            c.kind
+        );
+    }
     // Predict names a FIFO given directly, without blocking on it.
     let fifo = data.join("glioma_coronal/pipe.png");
     let o = artemis(&["predict", s(&run), s(&fifo)]);

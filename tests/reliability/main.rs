@@ -1,5 +1,6 @@
 //! Reliability (one test binary, to link burn once): the bad-input corpus through every
-//! command (`hostile`) and training killed with SIGKILL and resumed (`crash`).
+//! command (`hostile`), damaged run folders and unbounded flags (`damaged`), and training
+//! killed with SIGKILL and resumed (`crash`).
 
 #![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
 
@@ -7,4 +8,5 @@
 mod common;
 
 mod crash;
+mod damaged;
 mod hostile;

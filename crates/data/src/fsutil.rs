@@ -20,6 +20,19 @@ pub fn is_temp_name(name: &str) -> bool {
             .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Environment variable for crash tests: pause this many milliseconds between writing a
+/// temporary file and renaming it, so that a kill can be aimed inside a write.
+pub const TEST_WRITE_PAUSE: &str = "ARTEMIS_TEST_WRITE_PAUSE_MS";
+
+fn test_pause() {
+    if let Some(ms) = std::env::var(TEST_WRITE_PAUSE)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms.min(10_000)));
+    }
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder is written, synced
 /// and renamed over `path`, so a reader (or a crash) sees the old file or the new one, never a
 /// torn mix.
@@ -38,6 +51,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        test_pause();
         Ok(())
     };
     if let Err(e) = write() {

@@ -50,10 +50,80 @@ pub fn read_limited(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
 
 /// Reads and decodes an image file to 8-bit RGB (grey images are replicated to 3 channels,
 /// alpha is dropped, 16-bit samples are scaled to 8 bits, palettes and CMYK are converted, the
-/// EXIF orientation is applied).
+/// EXIF orientation is applied). A decoder warning (a damaged JPEG decoded leniently) is
+/// logged naming the file; [`read_rgb_checked`] returns it instead.
 pub fn read_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage> {
+    let (img, warning) = read_rgb_checked(path, max_pixels)?;
+    if let Some(w) = warning {
+        tracing::warn!("{}: {w}", path.display());
+    }
+    Ok(img)
+}
+
+/// [`read_rgb`], with the decoder's warning about the file, if any.
+pub fn read_rgb_checked(path: &Path, max_pixels: u64) -> Result<(RgbImage, Option<String>)> {
     let bytes = read_limited(path, max_file_bytes(max_pixels))?;
-    decode_rgb(&bytes, path, max_pixels)
+    decode_rgb_checked(&bytes, path, max_pixels)
+}
+
+/// Decodes a JPEG strictly: any damage the lenient decoder would paper over (a marker inside
+/// the entropy-coded data, a bad Huffman code, data ending early) is an error. The output
+/// colour space is the one `image`'s own JPEG decoder asks zune-jpeg for, so an intact file
+/// decodes to the same pixels either way.
+fn decode_jpeg_strict(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
+    use zune_core::colorspace::ColorSpace as Cs;
+    let options = zune_core::options::DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(usize::MAX)
+        .set_max_height(usize::MAX);
+    let mut d = zune_jpeg::JpegDecoder::new_with_options(
+        zune_core::bytestream::ZCursor::new(bytes),
+        options,
+    );
+    d.decode_headers().map_err(|e| e.to_string())?;
+    let input = d
+        .input_colorspace()
+        .ok_or("no colour space in the header")?;
+    let out = match input {
+        Cs::RGB | Cs::RGBA | Cs::Luma | Cs::LumaA => input,
+        _ => Cs::RGB,
+    };
+    let opts = d.options().jpeg_set_out_colorspace(out);
+    d.set_options(opts);
+    let pixels = d.decode().map_err(|e| e.to_string())?;
+    let (w, h) = d.dimensions().ok_or("no dimensions in the header")?;
+    let (w, h) = (w as u32, h as u32);
+    let short = || "decoder returned fewer pixels than the header declares".to_string();
+    let img = match out {
+        Cs::Luma => image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8),
+        Cs::LumaA => image::GrayAlphaImage::from_raw(w, h, pixels).map(DynamicImage::ImageLumaA8),
+        Cs::RGBA => image::RgbaImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgba8),
+        _ => RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8),
+    };
+    let mut img = img.ok_or_else(short)?;
+    if let Some(o) = d
+        .exif()
+        .and_then(|exif| image::metadata::Orientation::from_exif_chunk(exif))
+    {
+        img.apply_orientation(o);
+    }
+    Ok(img)
+}
+
+/// What a PNG decoder error means, in words (the `png` crate's messages carry Rust debug
+/// text such as `ChunkType { type: IDAT, critical: true, ... }`).
+fn png_reason(e: &image::ImageError) -> String {
+    let text = e.to_string();
+    if text.contains("CRC") {
+        "PNG is damaged: a chunk's CRC checksum does not match its contents".into()
+    } else if text.contains("deflate") {
+        "PNG is damaged: its compressed image data is corrupt".into()
+    } else if text.contains("ChunkType") || text.contains('{') {
+        let kind = text.split(':').next().unwrap_or("format error").trim();
+        format!("PNG is damaged or malformed ({kind})")
+    } else {
+        text
+    }
 }
 
 /// Whether JPEG bytes end their last scan with an end-of-image marker (`FF D9` after the last
@@ -68,8 +138,23 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
     }
 }
 
-/// Decodes image bytes to 8-bit RGB. `path` is only used in error messages.
+/// Decodes image bytes to 8-bit RGB. `path` is only used in messages; a decoder warning is
+/// logged ([`decode_rgb_checked`] returns it).
 pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage> {
+    let (img, warning) = decode_rgb_checked(bytes, path, max_pixels)?;
+    if let Some(w) = warning {
+        tracing::warn!("{}: {w}", path.display());
+    }
+    Ok(img)
+}
+
+/// [`decode_rgb`], with the decoder's warning about the bytes, if any: a JPEG that only the
+/// lenient decoder reads (damaged data it decodes anyway, partly wrong) comes with one.
+pub fn decode_rgb_checked(
+    bytes: &[u8],
+    path: &Path,
+    max_pixels: u64,
+) -> Result<(RgbImage, Option<String>)> {
     let decode_err = |reason: String| DataError::Decode {
         path: path.to_path_buf(),
         reason,
@@ -91,9 +176,13 @@ pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage
     // One decoder: its header gives the size, checked against our limit (with our message)
     // before any pixel is decoded; the decoder's own limits follow from that size.
     reader.no_limits();
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| decode_err(e.to_string()))?;
+    let mut decoder = reader.into_decoder().map_err(|e| {
+        decode_err(if format == image::ImageFormat::Png {
+            png_reason(&e)
+        } else {
+            e.to_string()
+        })
+    })?;
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
@@ -108,28 +197,40 @@ pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage
     if pixels == 0 {
         return Err(decode_err("image has zero width or height".into()));
     }
-    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
-        return Err(decode_err(format!(
-            "JPEG is truncated: no end-of-image marker after the last scan ({} bytes)",
-            bytes.len()
-        )));
+    let mut warning = None;
+    if format == image::ImageFormat::Jpeg {
+        if !jpeg_is_complete(bytes) {
+            return Err(decode_err(format!(
+                "JPEG is truncated: no end-of-image marker after the last scan ({} bytes)",
+                bytes.len()
+            )));
+        }
+        match decode_jpeg_strict(bytes) {
+            Ok(img) => return Ok((img.into_rgb8(), None)),
+            Err(e) => {
+                warning = Some(format!(
+                    "JPEG is damaged ({e}); decoded leniently, so part of the picture may be wrong"
+                ))
+            }
+        }
     }
+    let png = format == image::ImageFormat::Png;
+    let decode_err =
+        |e: image::ImageError| decode_err(if png { png_reason(&e) } else { e.to_string() });
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(width);
     limits.max_image_height = Some(height);
     // Output at up to 16 bits x 4 channels, plus decoder working memory.
     limits.max_alloc = Some(pixels.saturating_mul(16).max(64 << 20));
-    decoder
-        .set_limits(limits)
-        .map_err(|e| decode_err(e.to_string()))?;
+    decoder.set_limits(limits).map_err(decode_err)?;
     // A camera or viewer may store the picture sideways with an EXIF orientation tag; what a
     // person sees is the oriented picture. An unreadable EXIF block is ignored.
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| decode_err(e.to_string()))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
-    Ok(img.into_rgb8())
+    Ok((img.into_rgb8(), warning))
 }
 
 /// How an image is brought to the network's input size.

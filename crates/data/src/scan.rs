@@ -272,7 +272,16 @@ pub fn list_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<Problem>) {
         match std::fs::metadata(input) {
             Ok(m) if m.is_dir() => {
                 let mut found = Vec::new();
+                let problems_before = scan.problems.len();
                 walk_files(&mut scan, input, "", &mut |_, p, _| found.push(p));
+                if found.is_empty() && scan.problems.len() == problems_before {
+                    // A folder named like a picture (`x.jpg/`) given by mistake, or an empty
+                    // one: say so rather than finish with nothing done.
+                    scan.problems.push(Problem {
+                        path: input.clone(),
+                        reason: "a folder holding no files to classify".into(),
+                    });
+                }
                 files.extend(found);
             }
             Ok(m) if m.is_file() => files.push(input.clone()),

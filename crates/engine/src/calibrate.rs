@@ -32,12 +32,27 @@ pub struct Calibration {
 impl Calibration {
     /// The run's calibration if one was fitted for its current best weights. A stale one (the
     /// run trained further since) is reported and ignored.
+    /// An unreadable or non-finite file is reported and ignored the same way (it never blocks
+    /// `--no-calibration`, `--recalibrate` or the refit `eval` makes).
     pub fn load_for(run: &Run) -> Result<Option<Calibration>> {
         let path = run.path(CALIBRATION);
         if !path.exists() {
             return Ok(None);
         }
-        let c: Calibration = read_json(&path)?;
+        let c: Calibration = match read_json(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("{e}; ignored (`artemis eval` refits it)");
+                return Ok(None);
+            }
+        };
+        if !c.is_finite() {
+            tracing::warn!(
+                "{}: holds non-finite numbers; ignored (`artemis eval` refits it)",
+                path.display()
+            );
+            return Ok(None);
+        }
         if c.model_hash != file_hash(&run.path(BEST))? {
             tracing::warn!(
                 "{}: fitted for other weights (the run has trained since); ignored until `artemis eval` refits it",
@@ -46,6 +61,15 @@ impl Calibration {
             return Ok(None);
         }
         Ok(Some(c))
+    }
+
+    /// Whether the temperature and every figure are finite (a calibration is never written or
+    /// used otherwise).
+    pub fn is_finite(&self) -> bool {
+        self.temperature.is_finite()
+            && self.temperature > 0.0
+            && self.before.is_finite()
+            && self.after.is_finite()
     }
 
     /// Fits the temperature on logits and true classes.
@@ -79,6 +103,7 @@ pub fn calibrate_on_val(
     max_pixels: u64,
 ) -> Result<Option<Calibration>> {
     let run = clf.run.clone();
+    run.check_manifest()?;
     let manifest = Manifest::load(&run.config.manifest)?;
     let root = data_root.map_or(run.config.data_root.clone(), |p| p.to_path_buf());
     let items = manifest_items(&manifest, &root, Split::Val, run.config.task);
@@ -118,10 +143,11 @@ pub fn calibrate_on_val(
         ),
         file_hash(&run.path(BEST))?,
     );
-    if !cal.temperature.is_finite() {
+    if !cal.is_finite() {
         return Err(EngineError::Config(format!(
-            "{}: temperature fit failed",
-            run.dir.display()
+            "{}: temperature fit gave non-finite figures (T = {}); no calibration written",
+            run.dir.display(),
+            cal.temperature
         )));
     }
     write_json(&run.path(CALIBRATION), &cal)?;

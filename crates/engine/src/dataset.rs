@@ -24,6 +24,9 @@ use std::path::PathBuf;
 pub struct Item {
     pub path: PathBuf,
     pub class: Option<usize>,
+    /// BLAKE3 of the file's bytes when the split was made (manifest items): a file whose bytes
+    /// differ is refused, since the manifest no longer describes it.
+    pub content_hash: Option<String>,
 }
 
 /// Decoded, resized images with their classes; files that failed are in `failed`.
@@ -97,6 +100,29 @@ pub fn read_resized(
         .map_err(|e| e.to_string())
 }
 
+/// [`read_resized`] for an item, checking its content hash first when it has one.
+fn read_item(
+    it: &Item,
+    pre: &Preprocess,
+    max_pixels: u64,
+) -> std::result::Result<RgbImage, String> {
+    let Some(expected) = &it.content_hash else {
+        return read_resized(&it.path, pre, max_pixels);
+    };
+    let limit = artemis_data::image_io::max_file_bytes(max_pixels);
+    let bytes = artemis_data::image_io::read_limited(&it.path, limit).map_err(|e| e.to_string())?;
+    if artemis_data::hash::content_hash(&bytes) != *expected {
+        return Err(format!(
+            "{}: contents changed since the split was made (its BLAKE3 differs from the \
+             manifest's); skipped, as the manifest no longer describes this file",
+            it.path.display()
+        ));
+    }
+    artemis_data::image_io::decode_rgb(&bytes, &it.path, max_pixels)
+        .map(|img| pre.resize(&img))
+        .map_err(|e| e.to_string())
+}
+
 fn decode_all(
     items: Vec<Item>,
     pre: &Preprocess,
@@ -106,7 +132,7 @@ fn decode_all(
     let results: Vec<std::result::Result<RgbImage, String>> = items
         .par_iter()
         .map(|it| {
-            let r = read_resized(&it.path, pre, max_pixels);
+            let r = read_item(it, pre, max_pixels);
             pb.inc(1);
             r
         })

@@ -29,6 +29,9 @@ pub enum EngineError {
     /// ONNX Runtime could not load or run a graph.
     #[error("{path}: ONNX Runtime: {reason}")]
     Onnx { path: PathBuf, reason: String },
+    /// A network computed NaN or infinite outputs (damaged or diverged weights).
+    #[error("{path}: {reason}")]
+    NonFinite { path: PathBuf, reason: String },
     /// A tensor operation failed (shape or dtype mismatch inside the backend).
     #[error("tensor error: {0}")]
     Tensor(String),

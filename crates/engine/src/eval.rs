@@ -106,10 +106,17 @@ impl EvalConfig {
                 "abstain threshold {t} must lie between 0 and 1"
             )));
         }
-        if self.batch_size == 0 {
-            return Err(EngineError::Config("batch size must be at least 1".into()));
+        use crate::limits::{BATCH, BOOTSTRAP, MAX_PIXELS, WORST};
+        let checks = [
+            BATCH.check(self.batch_size as u64),
+            BOOTSTRAP.check(self.bootstrap as u64),
+            WORST.check(self.worst as u64),
+            MAX_PIXELS.check(self.max_pixels),
+        ];
+        for c in checks {
+            c.map_err(EngineError::Config)?;
         }
-        Ok(())
+        self.engine.validate()
     }
 }
 
@@ -280,6 +287,9 @@ pub fn describe(run: &Run) -> String {
 pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
     cfg.validate()?;
     let run = Run::open(&cfg.run_dir)?;
+    if matches!(cfg.source, EvalSource::Split(_)) {
+        run.check_manifest()?;
+    }
     let task = run.config.task;
     let pre = run.config.preprocess;
     let manifest = Manifest::load(&run.config.manifest);
@@ -350,6 +360,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
                     items.push(Item {
                         path: smp.path.clone(),
                         class: task.class_of(&smp.label),
+                        content_hash: None,
                     });
                     coarse.push(Task::Type.class_of(&smp.label).unwrap_or(0));
                 }

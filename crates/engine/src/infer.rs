@@ -38,26 +38,30 @@ impl Classifier {
     /// fails instead of falling back. Heat maps always use the burn network (they need its
     /// gradients).
     pub fn open_with(run: Run, opts: EngineOptions) -> Result<Classifier> {
+        opts.validate()?;
         let device = Device::flex();
         let network = run.load_best(&device)?;
         let calibration = Calibration::load_for(&run)?;
-        let (onnx, notice) = match opts.backend {
-            Backend::Burn => (None, None),
-            Backend::Auto => match crate::onnx::open_export(&run, opts.threads()) {
-                Ok(m) => (m, None),
-                Err(notice) => (None, Some(notice)),
-            },
-            Backend::Onnx => match crate::onnx::open_export(&run, opts.threads()) {
-                Ok(Some(m)) => (Some(m), None),
-                Ok(None) => {
-                    return Err(EngineError::Config(format!(
-                        "{} has no ONNX export; run `artemis export --run {}` first",
-                        run.dir.display(),
-                        run.dir.display()
-                    )));
-                }
-                Err(e) => return Err(EngineError::Config(e)),
-            },
+        use crate::onnx::ExportState;
+        let export = match opts.backend {
+            Backend::Burn => ExportState::Absent,
+            Backend::Auto | Backend::Onnx => crate::onnx::open_export(&run, opts.threads())?,
+        };
+        let (onnx, notice) = match (export, opts.backend) {
+            (ExportState::Ready(m), _) => (Some(m), None),
+            (ExportState::Absent, Backend::Onnx) => {
+                return Err(EngineError::Config(format!(
+                    "{} has no ONNX export; run `artemis export --run {}` first",
+                    run.dir.display(),
+                    run.dir.display()
+                )));
+            }
+            (ExportState::Unusable(why), Backend::Onnx) => {
+                let why = why.replace("; using burn", "").replace("using burn ", "");
+                return Err(EngineError::Config(format!("--engine onnx: {why}")));
+            }
+            (ExportState::Unusable(why), _) => (None, Some(why)),
+            (ExportState::Absent, _) => (None, None),
         };
         Ok(Classifier {
             run,
@@ -72,11 +76,13 @@ impl Classifier {
     /// The engine computing the logits, in words (reports, `/api/v1/model`).
     pub fn engine(&self) -> String {
         match &self.onnx {
+            // The graph's place inside the run, never the server's path to it.
             Some(m) => format!(
-                "ONNX Runtime {} ({} threads, {})",
+                "ONNX Runtime {} ({} threads, {}/{})",
                 crate::onnx::ORT_VERSION,
                 m.threads,
-                m.source
+                crate::onnx::EXPORT_DIR,
+                crate::onnx::MODEL_FILE
             ),
             None => "burn (flex CPU backend)".into(),
         }
@@ -115,7 +121,26 @@ impl Classifier {
                 )?
             }
         };
+        if let Some(bad) = logits.iter().position(|z| !z.is_finite()) {
+            return Err(EngineError::NonFinite {
+                path: self.weights_path(),
+                reason: format!(
+                    "the network computed a non-finite logit ({}) for image {} of the batch: \
+                     the weights are damaged or the training diverged; no prediction is made",
+                    logits[bad],
+                    bad / k.max(1) + 1
+                ),
+            });
+        }
         Ok(logits.chunks(k).map(<[f32]>::to_vec).collect())
+    }
+
+    /// The file whose weights compute the logits (the export's graph or the best checkpoint).
+    pub fn weights_path(&self) -> std::path::PathBuf {
+        match &self.onnx {
+            Some(_) => crate::onnx::export_paths(&self.run).0,
+            None => self.run.path(crate::run::BEST),
+        }
     }
 
     /// Class probabilities of prepared images (softmax of the logits divided by the run's

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod features;
 pub mod html;
 pub mod infer;
+pub mod limits;
 pub mod metrics;
 pub mod onnx;
 pub mod overlap;

@@ -27,6 +27,28 @@ pub const EXPORT_DIR: &str = "export";
 pub const MODEL_FILE: &str = "model.onnx";
 /// The backbone graph (`features`, `pooled`).
 pub const BACKBONE_FILE: &str = "backbone.onnx";
+/// The export's record, written after the graphs (the commit point of an export): the
+/// checkpoint they came from and each graph's BLAKE3, checked before a graph is used.
+pub const EXPORT_RECORD: &str = "export.json";
+
+/// What [`EXPORT_RECORD`] holds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ExportRecord {
+    /// BLAKE3 of `model-best.bpk` when exported.
+    pub checkpoint_blake3: String,
+    /// File name in the export folder -> BLAKE3 of its bytes.
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+/// A run's export, as [`open_export`] finds it.
+pub enum ExportState {
+    /// The run has no export.
+    Absent,
+    /// A current, intact export in an ONNX Runtime session.
+    Ready(OnnxModel),
+    /// An export that cannot be used (no runtime, stale, no record): one line saying why.
+    Unusable(String),
+}
 
 /// Metadata keys written into every exported graph.
 pub mod meta {
@@ -79,6 +101,14 @@ pub struct EngineOptions {
 }
 
 impl EngineOptions {
+    /// Refuses a thread count beyond [`crate::limits::THREADS`].
+    pub fn validate(&self) -> Result<()> {
+        crate::limits::THREADS
+            .check(self.threads as u64)
+            .map(|_| ())
+            .map_err(EngineError::Config)
+    }
+
     /// The thread count to use (`threads`, or the number of cores).
     pub fn threads(&self) -> usize {
         if self.threads > 0 {
@@ -278,6 +308,16 @@ pub fn export_run(run: &Run) -> Result<Exported> {
     )?;
     artemis_data::fsutil::write_atomic(&model, &logits)?;
     artemis_data::fsutil::write_atomic(&backbone, &features)?;
+    let hash = artemis_data::hash::content_hash;
+    let record = ExportRecord {
+        checkpoint_blake3: checkpoint,
+        files: [
+            (MODEL_FILE.to_string(), hash(&logits)),
+            (BACKBONE_FILE.to_string(), hash(&features)),
+        ]
+        .into(),
+    };
+    crate::run::write_json(&dir.join(EXPORT_RECORD), &record)?;
     Ok(Exported {
         model,
         backbone,
@@ -286,26 +326,50 @@ pub fn export_run(run: &Run) -> Result<Exported> {
     })
 }
 
-/// The run's logits graph in an ONNX Runtime session when it exists, matches the run's best
-/// checkpoint and the runtime loads. `Ok(None)`: there is no export. `Err(notice)`: one line
-/// saying why burn is used instead.
-pub fn open_export(run: &Run, threads: usize) -> std::result::Result<Option<OnnxModel>, String> {
+/// The run's logits graph in an ONNX Runtime session when it exists, is intact, matches the
+/// run's best checkpoint and the runtime loads. A graph whose bytes differ from the hash in the
+/// export's record is an error (a damaged file is never used, nor silently replaced by burn).
+pub fn open_export(run: &Run, threads: usize) -> Result<ExportState> {
     let (path, _) = export_paths(run);
     if !path.is_file() {
-        return Ok(None);
+        return Ok(ExportState::Absent);
     }
-    if let Err(e) = runtime() {
-        return Err(format!("{e}; using burn"));
-    }
-    let model = OnnxModel::from_file(&path, threads).map_err(|e| format!("{e}; using burn"))?;
-    let current = file_hash(&run.path(BEST)).map_err(|e| format!("{e}; using burn"))?;
-    match model.metadata(meta::CHECKPOINT) {
-        Some(h) if h == current => Ok(Some(model)),
-        _ => Err(format!(
-            "{} was exported from other weights than {}; using burn (run `artemis export` again)",
+    let again = "run `artemis export` again";
+    let record_path = run.path(EXPORT_DIR).join(EXPORT_RECORD);
+    let record: ExportRecord = match crate::run::read_json(&record_path) {
+        Ok(r) => r,
+        Err(e) if record_path.exists() => return Err(e),
+        Err(_) => {
+            return Ok(ExportState::Unusable(format!(
+                "{} has no {EXPORT_RECORD} (exported by an older artemis, or the export was cut \
+                 short), so its integrity cannot be checked; using burn ({again})",
+                path.display()
+            )));
+        }
+    };
+    if record.checkpoint_blake3 != file_hash(&run.path(BEST))? {
+        return Ok(ExportState::Unusable(format!(
+            "{} was exported from other weights than {}; using burn ({again})",
             path.display(),
             run.path(BEST).display()
-        )),
+        )));
+    }
+    let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
+    if record.files.get(MODEL_FILE) != Some(&artemis_data::hash::content_hash(&bytes)) {
+        return Err(EngineError::Checkpoint {
+            path,
+            reason: format!(
+                "damaged: its contents do not match the BLAKE3 hash in {EXPORT_RECORD} (refused; \
+                 {again}, or pass --engine burn)"
+            ),
+        });
+    }
+    if let Err(e) = runtime() {
+        return Ok(ExportState::Unusable(format!("{e}; using burn")));
+    }
+    match OnnxModel::from_bytes(&bytes, threads, &path.display().to_string()) {
+        Ok(m) => Ok(ExportState::Ready(m)),
+        Err(e) => Ok(ExportState::Unusable(format!("{e}; using burn"))),
     }
 }
 

@@ -10,7 +10,7 @@
 use crate::error::{EngineError, Result};
 use crate::infer::{Classifier, top1};
 use artemis_data::dicom::{DicomOptions, Identifiers, read_dicom, sniff};
-use artemis_data::image_io::{DEFAULT_MAX_PIXELS, read_rgb};
+use artemis_data::image_io::{DEFAULT_MAX_PIXELS, read_rgb_checked};
 use artemis_data::scan::list_inputs;
 use artemis_data::volume::{SliceAxis, VolumeOptions, is_nifti_path, read_volume};
 use artemis_explain::{OverlayStyle, grad_cam, grad_cam_with_logits, overlay_png};
@@ -89,6 +89,10 @@ pub struct PredictRow {
     pub identifiers: Option<Identifiers>,
     /// Why the input could not be classified.
     pub error: Option<String>,
+    /// What the decoder had to say about a file it read anyway (a damaged JPEG decoded
+    /// leniently: the prediction may rest on a partly wrong picture); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 impl PredictRow {
@@ -105,6 +109,7 @@ impl PredictRow {
             heatmap: None,
             identifiers: None,
             error: Some(error),
+            warning: None,
         }
     }
 }
@@ -142,6 +147,8 @@ struct Unit {
     /// The picture at the network's input size.
     prepared: RgbImage,
     identifiers: Option<Identifiers>,
+    /// The decoder's warning about the file.
+    warning: Option<String>,
 }
 
 /// One file decoded into pictures, or its error.
@@ -169,6 +176,7 @@ fn decode(path: &Path, cfg: &PredictConfig) -> Decoded {
                         image: s.image,
                         prepared: RgbImage::new(0, 0),
                         identifiers: None,
+                        warning: None,
                     })
                     .collect();
                 Decoded::Units(units, Some(v))
@@ -197,6 +205,7 @@ fn decode(path: &Path, cfg: &PredictConfig) -> Decoded {
                         image: f.image,
                         prepared: RgbImage::new(0, 0),
                         identifiers: d.identifiers.clone(),
+                        warning: None,
                     })
                     .collect(),
                 None,
@@ -204,8 +213,8 @@ fn decode(path: &Path, cfg: &PredictConfig) -> Decoded {
             Err(e) => Decoded::Failed(e.to_string()),
         };
     }
-    match read_rgb(path, cfg.max_pixels) {
-        Ok(img) => Decoded::Units(
+    match read_rgb_checked(path, cfg.max_pixels) {
+        Ok((img, warning)) => Decoded::Units(
             vec![Unit {
                 input: path.to_path_buf(),
                 frame: None,
@@ -213,6 +222,7 @@ fn decode(path: &Path, cfg: &PredictConfig) -> Decoded {
                 image: img,
                 prepared: RgbImage::new(0, 0),
                 identifiers: None,
+                warning,
             }],
             None,
         ),
@@ -382,6 +392,7 @@ fn classify(
                 heatmap,
                 identifiers: u.identifiers.clone(),
                 error: None,
+                warning: u.warning.clone(),
             }
         })
         .collect())

@@ -9,10 +9,13 @@
 //! <run>/model-best.bpk       weights with the best validation accuracy
 //! <run>/ckpt-NNNN.model.bpk  last completed epoch (weights), with
 //! <run>/ckpt-NNNN.optim.bpk  its optimizer state; state.json names the current pair
+//! <run>/calibration.json     temperature fitted on the validation split
+//! <run>/export/              ONNX graphs and export.json (their hashes)
 //! <run>/report.{json,md}, confusion*.png, curves.png
 //! ```
 //! Every file is written atomically; `state.json` is written last and is the commit point of
-//! an epoch.
+//! an epoch. Checkpoints end in a seal ([`seal`]: the BLAKE3 of their contents), checked
+//! whenever they are read.
 
 use crate::error::{EngineError, Result};
 use artemis_data::fsutil::write_atomic;
@@ -249,12 +252,93 @@ impl Run {
         load_module(net, &self.path(BEST))
     }
 
+    /// Refuses a manifest whose bytes changed since the run was trained: its splits may no
+    /// longer be the ones the run was trained and validated on, so a "test" figure could be
+    /// measured on training images.
+    pub fn check_manifest(&self) -> Result<()> {
+        let m = &self.config.manifest;
+        let hash = file_hash(m)?;
+        if hash != self.config.manifest_hash {
+            return Err(EngineError::Config(format!(
+                "{}: changed since run {} was trained (BLAKE3 {} now, {} then); its splits may \
+                 no longer be the run's. Evaluate on a folder with --data, or restore the manifest",
+                m.display(),
+                self.dir.display(),
+                &hash[..12.min(hash.len())],
+                &self.config.manifest_hash[..12.min(self.config.manifest_hash.len())]
+            )));
+        }
+        Ok(())
+    }
+
     pub fn state(&self) -> Result<TrainState> {
         read_json(&self.path(STATE))
     }
 }
 
-/// Serialises a module's weights (burnpack) and writes them atomically.
+/// Marks the end of a sealed file: the payload, then this, then the payload's 32-byte BLAKE3.
+const SEAL_MAGIC: &[u8; 8] = b"ARTSEAL1";
+const SEAL_LEN: usize = SEAL_MAGIC.len() + 32;
+
+/// `payload` followed by its seal (magic and BLAKE3), so that a damaged copy is recognised
+/// when read ([`unseal`]) without a second file that could disagree with it after a crash.
+pub fn seal(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + SEAL_LEN);
+    out.extend_from_slice(payload);
+    out.extend_from_slice(SEAL_MAGIC);
+    out.extend_from_slice(blake3::hash(payload).as_bytes());
+    out
+}
+
+/// The payload of a file written by [`seal`], checked against its hash. A file without a seal
+/// (weights written by artemis before seals were added) is passed through with a warning.
+pub fn unseal<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8]> {
+    let damaged = |reason: String| EngineError::Checkpoint {
+        path: path.into(),
+        reason,
+    };
+    let Some(split) = bytes.len().checked_sub(SEAL_LEN) else {
+        return legacy(path, bytes);
+    };
+    let (payload, tail) = bytes.split_at(split);
+    let (magic, hash) = tail.split_at(SEAL_MAGIC.len());
+    if magic != SEAL_MAGIC {
+        return legacy(path, bytes);
+    }
+    if blake3::hash(payload).as_bytes() != hash {
+        return Err(damaged(
+            "damaged: its contents do not match the BLAKE3 hash recorded when it was written \
+             (refused; restore the file, or retrain / resume the run)"
+                .into(),
+        ));
+    }
+    Ok(payload)
+}
+
+fn legacy<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8]> {
+    tracing::warn!(
+        "{}: no content hash (written by an older artemis); its integrity cannot be checked",
+        path.display()
+    );
+    Ok(bytes)
+}
+
+/// Writes `payload` sealed ([`seal`]) and atomically.
+pub fn write_sealed(path: &Path, payload: &[u8]) -> Result<()> {
+    Ok(write_atomic(path, &seal(payload))?)
+}
+
+/// Reads a file written by [`write_sealed`], refusing a damaged one.
+pub fn read_sealed(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+    let n = unseal(path, &bytes)?.len();
+    let mut bytes = bytes;
+    bytes.truncate(n);
+    Ok(bytes)
+}
+
+/// Serialises a module's weights (burnpack), sealed with their hash, and writes them
+/// atomically.
 pub fn save_module<M: Module>(module: M, path: &Path) -> Result<()> {
     let bytes = module
         .into_record()
@@ -263,12 +347,12 @@ pub fn save_module<M: Module>(module: M, path: &Path) -> Result<()> {
             path: path.into(),
             reason: e.to_string(),
         })?;
-    Ok(write_atomic(path, &bytes)?)
+    write_sealed(path, &bytes)
 }
 
-/// Loads weights saved by [`save_module`] into `module`.
+/// Loads weights saved by [`save_module`] into `module` (a damaged file is refused).
 pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
-    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+    let bytes = read_sealed(path)?;
     let err = |e: burn::store::RecordError| EngineError::Checkpoint {
         path: path.into(),
         reason: e.to_string(),
@@ -299,6 +383,24 @@ mod tests {
             plateau: Plateau::default(),
             seed: 0,
         }
+    }
+
+    #[test]
+    fn a_sealed_file_is_checked_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.bpk");
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        write_sealed(&p, &payload).unwrap();
+        assert_eq!(read_sealed(&p).unwrap(), payload);
+        // One byte changed in the middle, size unchanged: refused, naming the file.
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[2500] ^= 0x55;
+        std::fs::write(&p, &bytes).unwrap();
+        let e = read_sealed(&p).unwrap_err().to_string();
+        assert!(e.contains("w.bpk") && e.contains("damaged"), "{e}");
+        // A file without a seal (older artemis) is read as it is.
+        std::fs::write(&p, &payload).unwrap();
+        assert_eq!(read_sealed(&p).unwrap(), payload);
     }
 
     #[test]

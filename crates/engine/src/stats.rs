@@ -259,6 +259,17 @@ pub struct CalibrationStats {
     pub bins: Vec<ReliabilityBin>,
 }
 
+impl CalibrationStats {
+    /// Whether every figure is a finite number.
+    pub fn is_finite(&self) -> bool {
+        [self.ece, self.mce, self.nll].iter().all(|x| x.is_finite())
+            && self
+                .bins
+                .iter()
+                .all(|b| b.mean_confidence.is_finite() && b.accuracy.is_finite())
+    }
+}
+
 /// Equal-width confidence bins used for the ECE (15, as in Guo et al. 2017).
 pub const ECE_BINS: usize = 15;
 

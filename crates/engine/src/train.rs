@@ -156,11 +156,19 @@ impl TrainConfig {
         if !(s.warmup_epochs >= 0.0 && s.warmup_epochs.is_finite()) {
             return Err(EngineError::Config("warm-up must be >= 0 epochs".into()));
         }
-        if self.cache_copies == 0 {
-            return Err(EngineError::Config(
-                "cache copies must be at least 1".into(),
-            ));
+        use crate::limits::{BATCH, CACHE_COPIES, EPOCHS, MAX_PIXELS};
+        let mut checks = vec![
+            BATCH.check(s.batch_size as u64),
+            CACHE_COPIES.check(self.cache_copies as u64),
+            MAX_PIXELS.check(self.max_pixels),
+        ];
+        if !(self.resume && s.epochs == 0) {
+            checks.push(EPOCHS.check(s.epochs as u64));
         }
+        for c in checks {
+            c.map_err(EngineError::Config)?;
+        }
+        self.engine.validate()?;
         if self.pretrained.is_some() && self.architecture.checkpoint().is_none() {
             return Err(EngineError::Config(format!(
                 "no pretrained weights exist for model {}",
@@ -210,6 +218,7 @@ pub fn manifest_items(manifest: &Manifest, root: &Path, split: Split, task: Task
             task.class_of(&e.label).map(|class| Item {
                 path: manifest.path_of(root, e),
                 class: Some(class),
+                content_hash: (!e.content_hash.is_empty()).then(|| e.content_hash.clone()),
             })
         })
         .collect()
@@ -250,6 +259,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
         let mut state: TrainState = if dir.join(STATE).exists() {
             read_json(&dir.join(STATE))?
         } else {
+            refuse_lost_state(dir)?;
             fresh(run_cfg.train.learning_rate)
         };
         tidy_after_crash(dir, &state)?;
@@ -331,6 +341,42 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
         (run_cfg, fresh(cfg.settings.learning_rate))
     };
     run_loop(cfg, run_cfg, state, t0)
+}
+
+/// Without `state.json` a run can only have been killed before its first epoch was committed:
+/// it may hold epoch 1's checkpoint pair and best weights, nothing later. Checkpoints of later
+/// epochs, or metrics rows (written after the commit), mean the state was lost: resuming would
+/// start over and delete them, so it is refused.
+fn refuse_lost_state(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))?;
+    let mut later: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| {
+            name.strip_prefix("ckpt-")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_some_and(|epoch| epoch >= 2)
+        })
+        .collect();
+    later.sort();
+    let metrics = dir.join(METRICS);
+    let rows = std::fs::read_to_string(&metrics)
+        .map(|t| t.lines().skip(1).filter(|l| !l.trim().is_empty()).count())
+        .unwrap_or(0);
+    if later.is_empty() && rows == 0 {
+        return Ok(());
+    }
+    let evidence = if later.is_empty() {
+        format!("{METRICS} records {rows} epoch(s)")
+    } else {
+        format!("it holds {}", later.join(", "))
+    };
+    Err(EngineError::Config(format!(
+        "{}: {STATE} is missing but the run has committed epochs ({evidence}); refusing to resume, \
+         which would start over and delete them. Restore {STATE}, or train into a new folder",
+        dir.display()
+    )))
 }
 
 /// Puts a run folder back in order after a process was killed: temporary files of writes that
@@ -531,7 +577,7 @@ fn run_loop(
         let stem = &state.checkpoint;
         model = load_module(model, &dir.join(format!("{stem}.model.bpk")))?;
         let opath = dir.join(format!("{stem}.optim.bpk"));
-        let bytes = std::fs::read(&opath).map_err(|e| EngineError::io(&opath, e))?;
+        let bytes = crate::run::read_sealed(&opath)?;
         optim = optim
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
             .map_err(|e| EngineError::Checkpoint {
@@ -694,7 +740,7 @@ fn run_loop(
             path: dir.join(format!("{stem}.optim.bpk")),
             reason: e.to_string(),
         })?;
-        artemis_data::fsutil::write_atomic(&dir.join(format!("{stem}.optim.bpk")), &obytes)?;
+        crate::run::write_sealed(&dir.join(format!("{stem}.optim.bpk")), &obytes)?;
         let previous = std::mem::replace(&mut state.checkpoint, stem);
         state.epochs_done = epoch;
         state.history.push(m);

@@ -12,7 +12,7 @@
 //!   but no server path; a per-request timeout (503).
 
 use artemis_data::dicom::{DicomOptions, read_dicom, sniff};
-use artemis_data::image_io::decode_rgb;
+use artemis_data::image_io::decode_rgb_checked;
 use artemis_engine::eval::{EvalReport, NOTICE};
 use artemis_engine::infer::Classifier;
 use artemis_engine::predict::{SCHEMA, explain};
@@ -27,7 +27,7 @@ use base64::Engine as _;
 use serde::Serialize;
 use serde_json::json;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -60,8 +60,17 @@ pub struct ServeConfig {
     /// Requests that may wait for a slot (first come, first served, within the timeout);
     /// a request beyond `max_concurrent + max_waiting` is answered 503 at once.
     pub max_waiting: usize,
-    /// Longest a request may take.
+    /// Longest a request may take, from its first body byte to the answer (a slow upload
+    /// counts: a client that sends too slowly is answered 408).
     pub timeout: Duration,
+    /// Longest a client may take to send a request's headers (and an idle keep-alive
+    /// connection may wait for its next request).
+    pub header_timeout: Duration,
+    /// Open connections at most; one more is answered 503 and closed at once.
+    pub max_connections: usize,
+    /// On SIGINT/SIGTERM: how long requests in flight may still finish before the process
+    /// ends regardless.
+    pub shutdown_grace: Duration,
     /// burn or ONNX Runtime for the logits.
     pub engine: artemis_engine::onnx::EngineOptions,
 }
@@ -75,10 +84,20 @@ impl Default for ServeConfig {
             max_concurrent: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_waiting: 64,
             timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 256,
+            shutdown_grace: Duration::from_secs(10),
             engine: Default::default(),
         }
     }
 }
+
+/// Upper bounds of the settings (each bounds memory or a wait).
+pub const MAX_CONCURRENT: u64 = 1024;
+pub const MAX_WAITING: u64 = 100_000;
+pub const MAX_CONNECTIONS: u64 = 65_536;
+pub const MAX_BODY_MB: u64 = 4096;
+pub const MAX_TIMEOUT_S: u64 = 3600;
 
 impl ServeConfig {
     pub fn validate(&self) -> Result<(), ServeError> {
@@ -87,7 +106,38 @@ impl ServeConfig {
                 "max concurrency, body size and timeout must be positive".into(),
             ));
         }
-        Ok(())
+        let bounds = [
+            (
+                "--max-concurrent",
+                self.max_concurrent as u64,
+                MAX_CONCURRENT,
+            ),
+            ("--max-waiting", self.max_waiting as u64, MAX_WAITING),
+            (
+                "--max-connections",
+                self.max_connections as u64,
+                MAX_CONNECTIONS,
+            ),
+            ("--max-body-mb", (self.max_body >> 20) as u64, MAX_BODY_MB),
+            ("--timeout", self.timeout.as_secs(), MAX_TIMEOUT_S),
+        ];
+        for (flag, value, max) in bounds {
+            if value > max {
+                return Err(ServeError::Config(format!(
+                    "{flag} {value} is out of range: at most {max}"
+                )));
+            }
+        }
+        if self.max_connections == 0 || self.header_timeout.is_zero() {
+            return Err(ServeError::Config(
+                "max connections and header timeout must be positive".into(),
+            ));
+        }
+        self.engine.validate().map_err(ServeError::Engine)?;
+        artemis_engine::limits::MAX_PIXELS
+            .check(self.max_pixels)
+            .map(|_| ())
+            .map_err(ServeError::Config)
     }
 }
 
@@ -102,8 +152,9 @@ pub struct ModelCard {
     /// What computes the logits (burn, or ONNX Runtime from the run's export).
     pub engine: String,
     pub input: [u32; 2],
+    /// The training data's folder name and the manifest's file name (never a server path).
     pub training_data: String,
-    pub manifest: PathBuf,
+    pub manifest: String,
     pub protocol: Option<String>,
     pub calibrated: bool,
     pub temperature: f64,
@@ -136,13 +187,20 @@ fn model_card(clf: &Classifier) -> ModelCard {
         description: artemis_engine::eval::describe(run),
         engine: clf.engine(),
         input: [c.preprocess.width, c.preprocess.height],
-        training_data: c.data_root.display().to_string(),
-        manifest: c.manifest.clone(),
+        training_data: last_component(&c.data_root),
+        manifest: last_component(&c.manifest),
         protocol: report.and_then(|r| r.data.protocol),
         calibrated: clf.calibration.is_some(),
         temperature: clf.temperature(),
         evaluation,
     }
+}
+
+/// The last component of a path (a folder or file name without where it lies on the server).
+fn last_component(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Shared state: the model, its card, the concurrency permits and the settings.
@@ -233,59 +291,70 @@ async fn openapi() -> impl IntoResponse {
     )
 }
 
-/// The upload: its bytes and the name to use in messages.
+/// Maps a body-reading error to a response (413 past the body cap, else 400).
+fn body_error(status: StatusCode, text: String, max_body: usize) -> Response {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        error(status, format!("upload larger than {max_body} bytes"))
+    } else {
+        error(StatusCode::BAD_REQUEST, text)
+    }
+}
+
+/// The upload: its bytes and the name to use in messages. A multipart body is read to its end
+/// (within the body cap) before anything is answered: an answer sent while the client is still
+/// sending parts would be cut off when the connection closes with unread data.
 async fn upload(req: Request, state: &AppState) -> Result<(Bytes, String), Response> {
     let is_multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let too_big = || {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("upload larger than {} bytes", state.cfg.max_body),
-        )
-    };
-    if is_multipart {
-        let mut mp = Multipart::from_request(req, state)
+    let max = state.cfg.max_body;
+    if !is_multipart {
+        let bytes = Bytes::from_request(req, state)
             .await
-            .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
-        while let Some(field) = mp.next_field().await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                too_big()
-            } else {
-                error(StatusCode::BAD_REQUEST, e.body_text())
-            }
-        })? {
-            if field.name() == Some("file") {
-                let name = field
-                    .file_name()
-                    .map(|n| n.rsplit(['/', '\\']).next().unwrap_or(n).to_string())
-                    .unwrap_or_else(|| "upload".into());
-                let bytes = field.bytes().await.map_err(|e| {
-                    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                        too_big()
-                    } else {
-                        error(StatusCode::BAD_REQUEST, e.body_text())
-                    }
-                })?;
-                return Ok((bytes, name));
-            }
+            .map_err(|e| body_error(e.status(), e.body_text(), max))?;
+        return Ok((bytes, "upload".into()));
+    }
+    let mut mp = Multipart::from_request(req, state)
+        .await
+        .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let mut file: Option<(Bytes, String)> = None;
+    let mut others: Vec<String> = Vec::new();
+    while let Some(field) = mp
+        .next_field()
+        .await
+        .map_err(|e| body_error(e.status(), e.body_text(), max))?
+    {
+        let field_name = field.name().unwrap_or("").to_string();
+        let upload_name = field
+            .file_name()
+            .map(|n| n.rsplit(['/', '\\']).next().unwrap_or(n).to_string());
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| body_error(e.status(), e.body_text(), max))?;
+        match (field_name.as_str(), &file) {
+            ("file", None) => file = Some((bytes, upload_name.unwrap_or_else(|| "upload".into()))),
+            ("file", Some(_)) => others.push("a second `file`".into()),
+            (other, _) => others.push(format!("`{other}`")),
         }
-        Err(error(
+    }
+    if !others.is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "multipart body with unexpected part(s) {}: send one part named `file`",
+                others.join(", ")
+            ),
+        ));
+    }
+    file.ok_or_else(|| {
+        error(
             StatusCode::BAD_REQUEST,
             "multipart body without a `file` field",
-        ))
-    } else {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                too_big()
-            } else {
-                error(StatusCode::BAD_REQUEST, e.body_text())
-            }
-        })?;
-        Ok((bytes, "upload".into()))
-    }
+        )
+    })
 }
 
 /// What kind of picture the bytes are, by their magic numbers.
@@ -304,6 +373,7 @@ fn kind(bytes: &[u8]) -> Option<&'static str> {
 /// Decodes and classifies one upload (blocking). Errors are user messages naming `name`.
 fn classify(state: &AppState, bytes: &[u8], name: &str) -> Result<serde_json::Value, String> {
     let display = Path::new(name);
+    let mut warning = None;
     let image = match kind(bytes) {
         Some("dicom") => {
             // dicom-rs reads files: a private temporary copy, its path replaced by the
@@ -324,7 +394,12 @@ fn classify(state: &AppState, bytes: &[u8], name: &str) -> Result<serde_json::Va
                 .map(|f| f.image)
                 .ok_or_else(|| format!("{name}: DICOM without frames"))?
         }
-        _ => decode_rgb(bytes, display, state.cfg.max_pixels).map_err(|e| e.to_string())?,
+        _ => {
+            let (img, w) = decode_rgb_checked(bytes, display, state.cfg.max_pixels)
+                .map_err(|e| e.to_string())?;
+            warning = w;
+            img
+        }
     };
     let e = explain(&state.clf, &image, None, 0.45).map_err(|e| format!("{name}: {e}"))?;
     let classes = state.clf.classes();
@@ -351,7 +426,7 @@ fn classify(state: &AppState, bytes: &[u8], name: &str) -> Result<serde_json::Va
             .map_err(|_| "cannot encode picture".to_string())?;
         Ok(out.into_inner())
     };
-    Ok(json!({
+    let mut row = json!({
         "schema": SCHEMA,
         "notice": NOTICE,
         "input": name,
@@ -366,13 +441,30 @@ fn classify(state: &AppState, bytes: &[u8], name: &str) -> Result<serde_json::Va
         "image": uri(&png(&shown)?),
         "heat_layer": uri(&png(&layer)?),
         "error": null,
-    }))
+    });
+    if let Some(w) = warning {
+        row["warning"] = json!(w);
+    }
+    Ok(row)
 }
 
 async fn predict(State(state): State<AppState>, req: Request) -> Response {
-    let (bytes, name) = match upload(req, &state).await {
-        Ok(u) => u,
-        Err(r) => return r,
+    let started = tokio::time::Instant::now();
+    let timeout = state.cfg.timeout;
+    let (bytes, name) = match tokio::time::timeout(timeout, upload(req, &state)).await {
+        Ok(Ok(u)) => u,
+        Ok(Err(r)) => return r,
+        Err(_) => {
+            let mut r = error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("upload not received within {} s", timeout.as_secs_f32()),
+            );
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return r;
+        }
     };
     if bytes.is_empty() {
         return error(StatusCode::BAD_REQUEST, format!("{name}: empty upload"));
@@ -389,7 +481,6 @@ async fn predict(State(state): State<AppState>, req: Request) -> Response {
             "server busy: all inference slots and waiting places are taken; try again shortly",
         );
     };
-    let timeout = state.cfg.timeout;
     let st = state.clone();
     let work = async move {
         let permit = st
@@ -405,7 +496,8 @@ async fn predict(State(state): State<AppState>, req: Request) -> Response {
         .await
         .map_err(|_| "internal error".to_string())
     };
-    match tokio::time::timeout(timeout, work).await {
+    let left = timeout.saturating_sub(started.elapsed());
+    match tokio::time::timeout(left, work).await {
         Ok(Ok(Ok(v))) => Json(v).into_response(),
         Ok(Ok(Err(msg))) => error(StatusCode::BAD_REQUEST, msg),
         Ok(Err(msg)) => error(StatusCode::INTERNAL_SERVER_ERROR, msg),
@@ -416,7 +508,12 @@ async fn predict(State(state): State<AppState>, req: Request) -> Response {
     }
 }
 
-/// Serves until SIGINT or SIGTERM, then finishes the requests in flight.
+/// Serves until SIGINT or SIGTERM, then lets the requests in flight finish for at most
+/// `shutdown_grace`.
+///
+/// HTTP/1.1 through hyper directly (axum's `serve` has no read timeouts): headers must arrive
+/// within `header_timeout`, at most `max_connections` connections are open (one more is
+/// answered 503 and closed), and [`predict`] bounds reading the body by `timeout`.
 pub async fn serve(run_dir: &Path, cfg: ServeConfig) -> Result<(), ServeError> {
     let addr = cfg.addr;
     let state = AppState::open(run_dir, cfg)?;
@@ -428,10 +525,84 @@ pub async fn serve(run_dir: &Path, cfg: ServeConfig) -> Result<(), ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })?;
     tracing::info!("serving {} on http://{local}", run_dir.display());
     println!("artemis serve: http://{local}  ({NOTICE})");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })
+    serve_on(listener, state, shutdown()).await;
+    Ok(())
+}
+
+/// The accept loop of [`serve`] on a bound listener, until `stop` completes.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let cfg = state.cfg.clone();
+    let router = app(state);
+    let connections = Arc::new(Semaphore::new(cfg.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout);
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tokio::spawn(refuse_connection(stream));
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _held = permit;
+            if let Err(e) = conn.await {
+                tracing::debug!("connection: {e}");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("every connection closed"),
+        _ = tokio::time::sleep(cfg.shutdown_grace) => tracing::warn!(
+            "shutdown: connections still open after {} s; closing them",
+            cfg.shutdown_grace.as_secs_f32()
+        ),
+    }
+}
+
+/// Answers a connection over the cap with 503 and closes it.
+async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let body = json!({
+        "error": "server busy: too many open connections; try again shortly",
+        "notice": NOTICE,
+    })
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        // Read what the client has sent so far: closing with unread data would reset the
+        // connection and lose the answer.
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 8192];
+        let _ = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 async fn shutdown() {

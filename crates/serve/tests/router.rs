@@ -372,6 +372,16 @@ async fn an_exported_run_is_served_by_onnx_runtime() {
         card["engine"].as_str().unwrap().starts_with("ONNX Runtime"),
         "{card}"
     );
+    // No server path in the answer (the run folder, the export, the manifest, the data).
+    let folder = tmp.path().to_string_lossy().into_owned();
+    assert!(!card.to_string().contains(&folder), "{card}");
+    assert!(
+        card["engine"]
+            .as_str()
+            .unwrap()
+            .contains("export/model.onnx"),
+        "{card}"
+    );
     let (_, card, _) = call(burn.clone(), get("/api/v1/model")).await;
     assert!(
         card["engine"].as_str().unwrap().starts_with("burn"),
@@ -391,4 +401,188 @@ async fn an_exported_run_is_served_by_onnx_runtime() {
     for (p, q) in probs(&a).iter().zip(probs(&b)) {
         assert!((p - q).abs() < 1e-4, "{a} vs {b}");
     }
+}
+
+/// A raw HTTP/1.1 exchange over TCP: sends `request`, reads to the end of the connection and
+/// returns the status, the declared content length and the body bytes received.
+async fn exchange(addr: std::net::SocketAddr, request: &[u8]) -> (u16, usize, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), c.read_to_end(&mut got))
+        .await
+        .expect("answer within 20 s");
+    let split = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(&got)));
+    let head = String::from_utf8_lossy(&got[..split]).to_lowercase();
+    let status = head[9..12].parse().unwrap();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    (status, length, got[split + 4..].to_vec())
+}
+
+/// A POST of a multipart body: `file`, then optional further parts.
+fn multipart_request(file: &[u8], extra: Option<(&str, usize)>) -> Vec<u8> {
+    let b = "hostileboundary";
+    let mut body = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"scan.jpg\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(file);
+    if let Some((name, n)) = extra {
+        body.extend_from_slice(
+            format!("\r\n--{b}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"x.bin\"\r\n\r\n").as_bytes(),
+        );
+        body.extend((0..n).map(|i| (i % 251) as u8));
+    }
+    body.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    let mut req = format!(
+        "POST /api/v1/predict HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: multipart/form-data; boundary={b}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend(body);
+    req
+}
+
+/// Whether the server closes a connection (read gives end of file or an error) within `limit`.
+async fn closed_within(c: &mut tokio::net::TcpStream, limit: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 1 << 16];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, c.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// The accept loop against hostile clients, over real TCP on loopback: answers to multipart
+/// bodies with parts after `file` arrive whole; slow headers and slow bodies are cut off by the
+/// timeouts; one connection over the cap gets 503; shutdown ends within its grace period with
+/// a slow client still connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_over_tcp() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    make_run(tmp.path());
+    let cfg = ServeConfig {
+        timeout: Duration::from_secs(3),
+        header_timeout: Duration::from_secs(1),
+        max_connections: 4,
+        shutdown_grace: Duration::from_secs(2),
+        ..ServeConfig::default()
+    };
+    let st = state(tmp.path(), cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(artemis_serve::serve_on(listener, st, async {
+        let _ = stopped.await;
+    }));
+
+    // A file alone: 200, the whole answer.
+    let (status, len, body) = exchange(addr, &multipart_request(&jpeg_bytes(), None)).await;
+    assert_eq!((status, body.len()), (200, len));
+    // Parts after `file` (1 MB, and 230 bytes): refused with 400 naming the part, and the
+    // answer arrives whole every time (it used to be cut by a reset).
+    for n in [1 << 20, 230] {
+        for _ in 0..3 {
+            let req = multipart_request(&jpeg_bytes(), Some(("extra", n)));
+            let (status, len, body) = exchange(addr, &req).await;
+            assert_eq!(
+                body.len(),
+                len,
+                "answer cut off after {} of {len} bytes",
+                body.len()
+            );
+            let text = String::from_utf8_lossy(&body);
+            assert_eq!(status, 400, "{text}");
+            assert!(text.contains("`extra`"), "{text}");
+        }
+    }
+
+    // Half-sent headers: the connection is closed after the header timeout (1 s).
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /api/v1/predict HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    assert!(closed_within(&mut slow, Duration::from_secs(4)).await);
+    eprintln!(
+        "half-sent headers closed after {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // A body sent at 1 kB per 100 ms: answered 408 once the request timeout (3 s) is spent.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        1 << 20
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let t0 = std::time::Instant::now();
+    let mut answer = Vec::new();
+    while t0.elapsed() < Duration::from_secs(8) {
+        if slow.write_all(&[0xFF; 1024]).await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_millis(100), slow.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let waited = t0.elapsed();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        waited < Duration::from_secs(6),
+        "slow body held {waited:?}: {text}"
+    );
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+
+    // Four idle connections fill the cap: a fifth is answered 503 at once.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _, body) = exchange(addr, b"GET /api/v1/health HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    // The idle ones are closed by the header timeout; then the server answers again.
+    for c in &mut idle {
+        assert!(closed_within(c, Duration::from_secs(4)).await);
+    }
+    let (status, _, _) = exchange(
+        addr,
+        b"GET /api/v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // Shutdown with a slow upload in progress ends within the grace period (2 s).
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&[0; 1024]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = std::time::Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("shutdown within the grace period")
+        .unwrap();
+    eprintln!(
+        "shut down in {:.1} s with a slow client connected",
+        t0.elapsed().as_secs_f64()
+    );
 }
