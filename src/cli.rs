@@ -9,8 +9,9 @@ use artemis_data::labels::Task;
 use artemis_data::manifest::{Protocol, Split};
 use artemis_data::split::{SplitConfig, make_manifest};
 use artemis_data::transform::{Augment, Scaling};
+use artemis_engine::NOTICE;
 use artemis_engine::bench::{bench_model, time_to_accuracy};
-use artemis_engine::eval::{CalibrationMode, EvalConfig, EvalSource, NOTICE, evaluate};
+use artemis_engine::eval::{CalibrationMode, EvalConfig, EvalSource, evaluate};
 use artemis_engine::infer::Classifier;
 use artemis_engine::predict::predict;
 use artemis_engine::run::{Plateau, Run, Schedule, TrainSettings, native_scaling};
@@ -31,7 +32,7 @@ pub const EXIT_PARTIAL: u8 = 3;
     name = "artemis",
     version,
     about = "Brain MRI slice classification: check and split data, train, evaluate, predict.\n\
-             Research tool only: not a medical device, not for diagnosis."
+             Research use only. artemis is not a medical device and must not be used for diagnosis."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -40,10 +40,8 @@ pub fn fingerprint_files(
         .par_iter()
         .map(|path| {
             let r = (|| {
-                let bytes = crate::image_io::read_limited(
-                    path,
-                    crate::image_io::max_file_bytes(max_pixels),
-                )?;
+                let bytes =
+                    crate::fsutil::read_limited(path, crate::fsutil::max_file_bytes(max_pixels))?;
                 let content = content_hash(&bytes);
                 let img = decode_rgb(&bytes, path, max_pixels)?;
                 Ok(Fingerprint {

@@ -243,8 +243,7 @@ impl std::io::Read for Tracked<'_> {
 pub fn read_dicom(path: &Path, opts: &DicomOptions) -> Result<DicomImage> {
     // The whole file is parsed into memory: refuse files no picture within the pixel limit
     // could fill before reading them.
-    let bytes =
-        crate::image_io::read_limited(path, crate::image_io::max_file_bytes(opts.max_pixels))?;
+    let bytes = crate::fsutil::read_limited(path, crate::fsutil::max_file_bytes(opts.max_pixels))?;
     // dicom-rs sizes each value's buffer by its declared length before reading it: a
     // 4 kB file declaring a 3 GB value made it allocate 3 GB (found by fuzzing).
     check_lengths(&bytes).map_err(|e| bad(path, e))?;

@@ -1,7 +1,7 @@
 //! Crash-safe file writing.
 
 use crate::error::{DataError, Result};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 /// Why a path that is not a regular file is skipped: reading a FIFO would block forever, a
@@ -67,6 +67,42 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// The largest file accepted for a pixel limit: the raw size of that many 16-bit RGBA pixels
+/// (no compressed image is larger) plus 16 MiB of metadata. Bigger files are refused before
+/// they are read, so one huge file cannot exhaust memory.
+pub fn max_file_bytes(max_pixels: u64) -> u64 {
+    max_pixels.saturating_mul(8).saturating_add(16 << 20)
+}
+
+/// Reads a whole file, refusing files over `max_bytes` (checked before reading, and again
+/// while reading in case the file grows) and anything that is not a regular file (a FIFO
+/// would block, a device would never end).
+pub fn read_limited(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(DataError::Decode {
+            path: path.to_path_buf(),
+            reason: crate::fsutil::NOT_REGULAR_FILE.into(),
+        });
+    }
+    let too_big = |len: u64| DataError::Decode {
+        path: path.to_path_buf(),
+        reason: format!("file is {len} bytes, over the limit of {max_bytes} for the pixel limit"),
+    };
+    if meta.len() > max_bytes {
+        return Err(too_big(meta.len()));
+    }
+    let f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| DataError::io(path, e))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Serialising paths that may not be UTF-8 (a file name a scanner wrote in Latin-1): JSON

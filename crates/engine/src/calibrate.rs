@@ -4,13 +4,10 @@
 //! was fitted for, and applied by every later `predict`, `eval` and the library API. Dividing by
 //! `T` never changes the predicted class.
 
-use crate::dataset::stream;
-use crate::error::{EngineError, Result};
-use crate::infer::{Classifier, softmax};
-use crate::run::{BEST, Run, file_hash, read_json, write_json};
-use crate::stats::{CalibrationStats, ECE_BINS, calibration, fit_temperature, softmax_t};
-use crate::train::manifest_items;
-use artemis_data::manifest::{Manifest, Split};
+use crate::error::Result;
+use crate::prob::{softmax, softmax_t};
+use crate::run::{BEST, Run, file_hash, read_json};
+use crate::stats::{CalibrationStats, ECE_BINS, calibration, fit_temperature};
 use serde::{Deserialize, Serialize};
 
 pub const CALIBRATION: &str = "calibration.json";
@@ -91,66 +88,4 @@ impl Calibration {
             after: calibration(&scaled, truth, ECE_BINS),
         }
     }
-}
-
-/// Fits the temperature of `clf`'s run on the validation split of its manifest and saves it
-/// (atomically) in the run; `clf` then applies it. Returns `None` when the manifest has no
-/// validation images the model can be scored on.
-pub fn calibrate_on_val(
-    clf: &mut Classifier,
-    data_root: Option<&std::path::Path>,
-    batch_size: usize,
-    max_pixels: u64,
-) -> Result<Option<Calibration>> {
-    let run = clf.run.clone();
-    run.check_manifest()?;
-    let manifest = Manifest::load(&run.config.manifest)?;
-    let root = data_root.map_or(run.config.data_root.clone(), |p| p.to_path_buf());
-    let items = manifest_items(&manifest, &root, Split::Val, run.config.task);
-    if items.is_empty() {
-        return Ok(None);
-    }
-    let mut logits = Vec::with_capacity(items.len());
-    let mut truth = Vec::with_capacity(items.len());
-    let pre = run.config.preprocess;
-    stream(
-        items,
-        &pre,
-        "calibrate (val)",
-        max_pixels,
-        |items, images| {
-            for (imgs, items) in images
-                .chunks(batch_size.max(1))
-                .zip(items.chunks(batch_size.max(1)))
-            {
-                let refs: Vec<_> = imgs.iter().collect();
-                logits.extend(clf.logits(&refs)?);
-                truth.extend(items.iter().map(|i| i.class.unwrap_or(0)));
-            }
-            Ok(())
-        },
-    )?;
-    if logits.is_empty() {
-        return Ok(None);
-    }
-    let cal = Calibration::fit(
-        &logits,
-        &truth,
-        format!(
-            "val split of {} ({} images)",
-            run.config.manifest.display(),
-            logits.len()
-        ),
-        file_hash(&run.path(BEST))?,
-    );
-    if !cal.is_finite() {
-        return Err(EngineError::Config(format!(
-            "{}: temperature fit gave non-finite figures (T = {}); no calibration written",
-            run.dir.display(),
-            cal.temperature
-        )));
-    }
-    write_json(&run.path(CALIBRATION), &cal)?;
-    clf.calibration = Some(cal.clone());
-    Ok(Some(cal))
 }

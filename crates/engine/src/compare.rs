@@ -3,8 +3,8 @@
 //! published figures as fixed, labelled rows.
 
 use crate::error::{EngineError, Result};
-use crate::eval::{EvalReport, REPORT_SCHEMA};
-use crate::html::esc;
+use crate::report::html::esc;
+use crate::report::{EvalReport, REPORT_SCHEMA};
 use crate::run::read_json;
 use crate::stats::Interval;
 use serde::Serialize;
@@ -238,11 +238,7 @@ pub fn to_html(rows: &[CompareRow]) -> String {
          .notice{background:#fff3cd;border:2px solid #d39e00;padding:8px}</style></head><body>\
          <h1>artemis: model comparison</h1>",
     );
-    let _ = write!(
-        o,
-        "<p class=notice>{}</p><table><tr>",
-        esc(crate::eval::NOTICE)
-    );
+    let _ = write!(o, "<p class=notice>{}</p><table><tr>", esc(crate::NOTICE));
     for h in HEADERS {
         let _ = write!(o, "<th>{}</th>", esc(h));
     }

@@ -29,6 +29,25 @@ pub struct Item {
     pub content_hash: Option<String>,
 }
 
+/// The files of one split of a manifest with their class under `task`.
+pub fn manifest_items(
+    manifest: &artemis_data::manifest::Manifest,
+    root: &std::path::Path,
+    split: artemis_data::manifest::Split,
+    task: artemis_data::labels::Task,
+) -> Vec<Item> {
+    manifest
+        .split(split)
+        .filter_map(|e| {
+            task.class_of(&e.label).map(|class| Item {
+                path: manifest.path_of(root, e),
+                class: Some(class),
+                content_hash: (!e.content_hash.is_empty()).then(|| e.content_hash.clone()),
+            })
+        })
+        .collect()
+}
+
 /// Decoded, resized images with their classes; files that failed are in `failed`.
 pub struct Loaded {
     pub items: Vec<Item>,

@@ -6,23 +6,22 @@
 //! the overlap with the training images. Writes `report.json`, `report.md`, a self-contained
 //! `report.html` and the pictures.
 
-use crate::calibrate::{Calibration, calibrate_on_val};
-use crate::dataset::{Item, describe_failures, read_resized, stream};
+pub use crate::NOTICE;
+use crate::calibrate::{CALIBRATION, Calibration};
+use crate::dataset::{Item, describe_failures, manifest_items, read_resized, stream};
 use crate::error::{EngineError, Result};
 use crate::infer::{Classifier, softmax, top1};
-use crate::metrics::{Confusion, Metrics};
-use crate::overlap::{OverlapReport, find_overlap};
-use crate::run::{Run, write_json};
+use crate::metrics::Confusion;
+use crate::overlap::find_overlap;
+pub use crate::report::{CalibrationReport, DataSummary, EvalReport, EvalRow, REPORT_SCHEMA, View};
+use crate::run::{BEST, Run, file_hash, write_json};
 use crate::stats::{
-    Bootstrap, COVERAGE_THRESHOLDS, CalibrationStats, CoveragePoint, ECE_BINS, Separation,
-    bootstrap, calibration, coverage_at, coverage_curve, roc_curves, separation,
+    COVERAGE_THRESHOLDS, CoveragePoint, ECE_BINS, bootstrap, calibration, coverage_at,
+    coverage_curve, roc_curves, separation,
 };
-use crate::train::manifest_items;
 use artemis_data::labels::{LabelMap, Plane, Task, TumorType};
 use artemis_data::manifest::{Manifest, Split};
 use artemis_data::scan::scan_mapped;
-use serde::{Deserialize, Serialize};
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
 /// What to evaluate on.
@@ -119,101 +118,6 @@ impl EvalConfig {
         self.engine.validate()
     }
 }
-
-/// One evaluated file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EvalRow {
-    pub path: PathBuf,
-    pub truth: String,
-    pub predicted: String,
-    /// Probability of the predicted class (calibrated when the report is).
-    pub confidence: f32,
-    pub correct: bool,
-    /// The three most probable classes.
-    pub top3: Vec<(String, f32)>,
-}
-
-/// Metrics of one view (12-class task, 4 tumor types or 3 planes) with areas and intervals.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct View {
-    #[serde(flatten)]
-    pub metrics: Metrics,
-    pub separation: Separation,
-    /// Absent when bootstrapping was turned off.
-    pub bootstrap: Option<Bootstrap>,
-}
-
-/// Calibration as measured on the evaluated images.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CalibrationReport {
-    /// The temperature applied (1 when uncalibrated).
-    pub temperature: f64,
-    /// Where it was fitted (`None`: not calibrated).
-    pub fitted_on: Option<String>,
-    /// On the evaluated images with the raw softmax.
-    pub before: CalibrationStats,
-    /// On the evaluated images with the temperature applied.
-    pub after: CalibrationStats,
-}
-
-/// The data behind the evaluation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DataSummary {
-    pub manifest: PathBuf,
-    /// The manifest's protocol, seed and whether its bytes still match the hash recorded at
-    /// training time (an edited manifest makes the split untrustworthy).
-    pub protocol: Option<String>,
-    pub seed: Option<u64>,
-    pub manifest_matches_run: Option<bool>,
-    /// Per class: images in train, val, test, excluded.
-    pub split_counts: Vec<(String, [usize; 4])>,
-    /// Per class of the evaluated set: images.
-    pub evaluated: Vec<(String, usize)>,
-}
-
-/// Everything `eval` measured.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EvalReport {
-    pub schema: String,
-    pub run: PathBuf,
-    pub source: String,
-    pub model: String,
-    /// Whether probabilities were averaged over test-time augmentation views.
-    #[serde(default)]
-    pub tta: bool,
-    /// Architecture, weights and training in one line.
-    pub description: String,
-    /// What computed the logits (burn, or ONNX Runtime with its thread count).
-    #[serde(default)]
-    pub engine: String,
-    pub task: Task,
-    pub notice: String,
-    pub data: DataSummary,
-    /// Metrics under the model's own task (absent when the labels only allow a coarser view).
-    pub metrics: Option<View>,
-    /// 4-class tumor-type view (12-class models, or models on 4-class folders): the 12
-    /// probabilities summed per type, the prediction their argmax.
-    pub type_view: Option<View>,
-    /// 3-class plane view (12-class models).
-    pub plane_view: Option<View>,
-    pub calibration: CalibrationReport,
-    /// Coverage and accuracy at fixed top-1 thresholds.
-    pub coverage: Vec<CoveragePoint>,
-    /// At the user's abstain threshold.
-    pub abstain: Option<CoveragePoint>,
-    /// External folders: files that duplicate training images.
-    pub overlap: Option<OverlapReport>,
-    #[serde(serialize_with = "artemis_data::fsutil::lossy::path_reasons")]
-    pub skipped: Vec<(PathBuf, String)>,
-    pub predictions: Vec<EvalRow>,
-    /// Files written.
-    pub outputs: Vec<PathBuf>,
-}
-
-pub const REPORT_SCHEMA: &str = "artemis.eval/2";
-
-pub const NOTICE: &str =
-    "Research use only. artemis is not a medical device and must not be used for diagnosis.";
 
 fn type_names() -> Vec<String> {
     TumorType::ALL
@@ -566,7 +470,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
     };
     // Pictures.
     let title = format!("{} on {}", report.model, report.source);
-    let mut figures = crate::html::Figures::default();
+    let mut figures = crate::report::html::Figures::default();
     let mut outputs = Vec::new();
     for (name, m, label) in [
         ("confusion.png", &report.metrics, task.name()),
@@ -641,7 +545,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
         match read_resized(&kept[i].path, &pre, cfg.max_pixels) {
             Ok(img) => figures
                 .mistakes
-                .push((i, crate::html::thumbnail_jpeg(&img)?)),
+                .push((i, crate::report::html::thumbnail_jpeg(&img)?)),
             Err(e) => tracing::warn!("no thumbnail: {e}"),
         }
     }
@@ -656,7 +560,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
     artemis_data::fsutil::write_atomic(&md, report.to_markdown().as_bytes())?;
     artemis_data::fsutil::write_atomic(
         &html,
-        crate::html::report_html(&report, &figures).as_bytes(),
+        crate::report::html::report_html(&report, &figures).as_bytes(),
     )?;
     Ok(report)
 }
@@ -691,388 +595,64 @@ fn data_summary(run: &Run, manifest: Option<&Manifest>, rows: &[EvalRow]) -> Dat
     }
 }
 
-fn ci_text(b: &Option<Bootstrap>, f: impl Fn(&Bootstrap) -> crate::stats::Interval) -> String {
-    match b {
-        Some(b) => {
-            let i = f(b);
-            format!(" [{:.4}, {:.4}]", i.low, i.high)
-        }
-        None => String::new(),
+/// Fits the temperature of `clf`'s run on the validation split of its manifest and saves it
+/// (atomically) in the run; `clf` then applies it. Returns `None` when the manifest has no
+/// validation images the model can be scored on.
+pub fn calibrate_on_val(
+    clf: &mut Classifier,
+    data_root: Option<&std::path::Path>,
+    batch_size: usize,
+    max_pixels: u64,
+) -> Result<Option<Calibration>> {
+    let run = clf.run.clone();
+    run.check_manifest()?;
+    let manifest = Manifest::load(&run.config.manifest)?;
+    let root = data_root.map_or(run.config.data_root.clone(), |p| p.to_path_buf());
+    let items = manifest_items(&manifest, &root, Split::Val, run.config.task);
+    if items.is_empty() {
+        return Ok(None);
     }
-}
-
-fn opt3(v: Option<f64>) -> String {
-    v.map_or("-".into(), |x| format!("{x:.3}"))
-}
-
-/// Column titles of the per-class table ([`View::class_rows`]).
-pub const CLASS_COLUMNS: [&str; 8] = [
-    "class",
-    "precision",
-    "recall",
-    "recall 95% CI",
-    "F1",
-    "ROC-AUC",
-    "PR-AUC",
-    "support",
-];
-
-impl View {
-    /// The per-class table as text cells (one row per class, then the macro average), shared
-    /// by the Markdown and HTML reports.
-    pub fn class_rows(&self) -> Vec<[String; 8]> {
-        let m = &self.metrics;
-        let sep = &self.separation;
-        let mut rows: Vec<[String; 8]> = m
-            .per_class
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let ci = self
-                    .bootstrap
-                    .as_ref()
-                    .and_then(|b| b.recall.get(i))
-                    .map_or("-".into(), |r| format!("{:.3}-{:.3}", r.low, r.high));
-                [
-                    c.class.clone(),
-                    format!("{:.3}", c.precision),
-                    format!("{:.3}", c.recall),
-                    ci,
-                    format!("{:.3}", c.f1),
-                    opt3(sep.roc_auc.get(i).copied().flatten()),
-                    opt3(sep.pr_auc.get(i).copied().flatten()),
-                    c.support.to_string(),
-                ]
-            })
-            .collect();
-        rows.push([
-            "macro avg".into(),
-            format!("{:.3}", m.macro_avg.precision),
-            format!("{:.3}", m.macro_avg.recall),
-            String::new(),
-            format!("{:.3}", m.macro_avg.f1),
-            opt3(sep.macro_roc_auc),
-            opt3(sep.macro_pr_auc),
-            m.n.to_string(),
-        ]);
-        rows
+    let mut logits = Vec::with_capacity(items.len());
+    let mut truth = Vec::with_capacity(items.len());
+    let pre = run.config.preprocess;
+    stream(
+        items,
+        &pre,
+        "calibrate (val)",
+        max_pixels,
+        |items, images| {
+            for (imgs, items) in images
+                .chunks(batch_size.max(1))
+                .zip(items.chunks(batch_size.max(1)))
+            {
+                let refs: Vec<_> = imgs.iter().collect();
+                logits.extend(clf.logits(&refs)?);
+                truth.extend(items.iter().map(|i| i.class.unwrap_or(0)));
+            }
+            Ok(())
+        },
+    )?;
+    if logits.is_empty() {
+        return Ok(None);
     }
-}
-
-fn metrics_table(o: &mut String, title: &str, v: &View) {
-    let m = &v.metrics;
-    let _ = writeln!(o, "### {title}\n");
-    let _ = writeln!(
-        o,
-        "accuracy **{:.4}**{} (n = {}), macro F1 **{:.4}**{}, weighted F1 {:.4}, \
-         macro ROC-AUC {}, macro PR-AUC {}\n",
-        m.accuracy,
-        ci_text(&v.bootstrap, |b| b.accuracy),
-        m.n,
-        m.macro_avg.f1,
-        ci_text(&v.bootstrap, |b| b.macro_f1),
-        m.weighted_avg.f1,
-        opt3(v.separation.macro_roc_auc),
-        opt3(v.separation.macro_pr_auc),
+    let cal = Calibration::fit(
+        &logits,
+        &truth,
+        format!(
+            "val split of {} ({} images)",
+            run.config.manifest.display(),
+            logits.len()
+        ),
+        file_hash(&run.path(BEST))?,
     );
-    if let Some(b) = &v.bootstrap {
-        let _ = writeln!(
-            o,
-            "Brackets: 95% percentile-bootstrap intervals ({} resamples, seed {}).\n",
-            b.resamples, b.seed
-        );
+    if !cal.is_finite() {
+        return Err(EngineError::Config(format!(
+            "{}: temperature fit gave non-finite figures (T = {}); no calibration written",
+            run.dir.display(),
+            cal.temperature
+        )));
     }
-    let _ = writeln!(o, "| {} |", CLASS_COLUMNS.join(" | "));
-    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    let rows = v.class_rows();
-    let last = rows.len() - 1;
-    for (i, r) in rows.iter().enumerate() {
-        let mut cells = r.clone();
-        if i == last {
-            cells[0] = format!("*{}*", cells[0]);
-        }
-        let _ = writeln!(o, "| {} |", cells.join(" | "));
-    }
-    let _ = writeln!(
-        o,
-        "| *weighted avg* | {:.3} | {:.3} | | {:.3} | | | {} |\n",
-        m.weighted_avg.precision, m.weighted_avg.recall, m.weighted_avg.f1, m.n
-    );
-    let _ = writeln!(
-        o,
-        "Confusion matrix (rows: true, columns: predicted):\n\n```"
-    );
-    let c = &m.confusion;
-    let w = c.classes.iter().map(|s| s.len()).max().unwrap_or(4);
-    let _ = write!(o, "{:w$}", "");
-    for i in 0..c.classes.len() {
-        let _ = write!(o, " {i:>4}");
-    }
-    let _ = writeln!(o);
-    for (i, row) in c.counts.iter().enumerate() {
-        let _ = write!(
-            o,
-            "{:w$}",
-            format!("{i} {}", c.classes[i])
-                .chars()
-                .take(w)
-                .collect::<String>()
-        );
-        for n in row {
-            let _ = write!(o, " {n:>4}");
-        }
-        let _ = writeln!(o);
-    }
-    let _ = writeln!(o, "```\n");
-}
-
-/// The 12-class metrics as the reference's table: tumor types down, planes across, each cell
-/// `precision/recall (support)`.
-pub fn type_plane_grid(m: &Metrics) -> String {
-    let mut o = String::new();
-    let _ = write!(o, "| type |");
-    for p in Plane::ALL {
-        let _ = write!(o, " {} |", p.name());
-    }
-    let _ = writeln!(o, "\n|---|---:|---:|---:|");
-    for (t, ty) in TumorType::ALL.iter().enumerate() {
-        let _ = write!(o, "| {} |", ty.name());
-        for p in 0..Plane::ALL.len() {
-            match m.per_class.get(t * Plane::ALL.len() + p) {
-                Some(c) => {
-                    let _ = write!(o, " {:.2}/{:.2} ({}) |", c.precision, c.recall, c.support);
-                }
-                None => {
-                    let _ = write!(o, " - |");
-                }
-            }
-        }
-        let _ = writeln!(o);
-    }
-    o
-}
-
-/// Coverage table rows as Markdown.
-fn coverage_md(o: &mut String, points: &[CoveragePoint]) {
-    let _ = writeln!(
-        o,
-        "| abstain below | coverage | accuracy on answered | answered |"
-    );
-    let _ = writeln!(o, "|---:|---:|---:|---:|");
-    for p in points {
-        let _ = writeln!(
-            o,
-            "| {:.2} | {:.1}% | {} | {} |",
-            p.threshold,
-            100.0 * p.coverage,
-            p.accuracy
-                .map_or("-".into(), |a| format!("{:.1}%", 100.0 * a)),
-            p.covered
-        );
-    }
-    let _ = writeln!(o);
-}
-
-impl EvalReport {
-    /// The views present, with their titles.
-    pub fn views(&self) -> Vec<(String, &View)> {
-        let mut v = Vec::new();
-        if let Some(m) = &self.metrics {
-            v.push((format!("{} classes", m.metrics.confusion.classes.len()), m));
-        }
-        if self.task != Task::Type
-            && let Some(m) = &self.type_view
-        {
-            v.push(("Tumor type (4 classes)".to_string(), m));
-        }
-        if let Some(m) = &self.plane_view {
-            v.push(("Plane (3 classes)".to_string(), m));
-        }
-        v
-    }
-
-    /// The view headline figures come from: the model's task, else the type view.
-    pub fn primary(&self) -> Option<&View> {
-        self.metrics.as_ref().or(self.type_view.as_ref())
-    }
-
-    pub fn to_markdown(&self) -> String {
-        let mut o = String::new();
-        let _ = writeln!(o, "# artemis evaluation\n");
-        let _ = writeln!(o, "> **{}**\n", self.notice);
-        let _ = writeln!(o, "- run: `{}`", self.run.display());
-        let _ = writeln!(o, "- model: {} (task {})", self.description, self.task);
-        if !self.engine.is_empty() {
-            let _ = writeln!(o, "- inference: {}", self.engine);
-        }
-        let _ = writeln!(o, "- evaluated on: {}", self.source);
-        if self.tta {
-            let _ = writeln!(
-                o,
-                "- test-time augmentation: probabilities averaged over the image, its mirror \
-                 and four 4% shifts"
-            );
-        }
-        if let Some(p) = &self.data.protocol {
-            let _ = writeln!(
-                o,
-                "- manifest: `{}` (protocol {p}, seed {}){}",
-                self.data.manifest.display(),
-                self.data.seed.unwrap_or_default(),
-                if self.data.manifest_matches_run == Some(false) {
-                    " **changed since training**"
-                } else {
-                    ""
-                }
-            );
-        }
-        let _ = writeln!(o, "- files skipped (unreadable): {}\n", self.skipped.len());
-        if let Some(ov) = &self.overlap {
-            let _ = writeln!(
-                o,
-                "**Overlap with the training data:** {}.\n",
-                ov.sentence()
-            );
-        }
-        if let Some(m) = &self.metrics
-            && self.task == Task::TypePlane
-            && m.metrics.per_class.len() == 12
-        {
-            let _ = writeln!(
-                o,
-                "### Precision / recall (support) by type and plane\n\nThe layout of the \
-                 reference project's results table.\n"
-            );
-            let _ = writeln!(o, "{}", type_plane_grid(&m.metrics));
-        }
-        for (title, v) in self.views() {
-            metrics_table(&mut o, &title, v);
-        }
-        let c = &self.calibration;
-        let _ = writeln!(o, "### Calibration\n");
-        match &c.fitted_on {
-            Some(f) => {
-                let _ = writeln!(o, "Temperature {:.3}, fitted on the {f}.\n", c.temperature);
-            }
-            None => {
-                let _ = writeln!(o, "Not calibrated: probabilities are the raw softmax.\n");
-            }
-        }
-        let _ = writeln!(o, "| probabilities | ECE ({ECE_BINS} bins) | MCE | NLL |");
-        let _ = writeln!(o, "|---|---:|---:|---:|");
-        let _ = writeln!(
-            o,
-            "| softmax | {:.4} | {:.4} | {:.4} |",
-            c.before.ece, c.before.mce, c.before.nll
-        );
-        if c.fitted_on.is_some() {
-            let _ = writeln!(
-                o,
-                "| temperature-scaled | {:.4} | {:.4} | {:.4} |",
-                c.after.ece, c.after.mce, c.after.nll
-            );
-        }
-        let _ = writeln!(o, "\n### Coverage when the model may abstain\n");
-        coverage_md(&mut o, &self.coverage);
-        if let Some(a) = &self.abstain {
-            let _ = writeln!(o, "At the chosen threshold:\n");
-            coverage_md(&mut o, std::slice::from_ref(a));
-        }
-        for (p, why) in &self.skipped {
-            let _ = writeln!(o, "- skipped `{}`: {why}", p.display());
-        }
-        o
-    }
-
-    /// The short summary printed on the terminal.
-    pub fn summary(&self) -> String {
-        let mut o = String::new();
-        let _ = writeln!(o, "{}", self.notice);
-        let _ = writeln!(o, "{} on {}", self.model, self.source);
-        for (name, m) in [
-            ("task", &self.metrics),
-            ("type", &self.type_view),
-            ("plane", &self.plane_view),
-        ] {
-            if let Some(v) = m {
-                let m = &v.metrics;
-                let _ = writeln!(
-                    o,
-                    "  {name:<6} accuracy {:.4}{}  macro F1 {:.4}{}  ROC-AUC {}  (n = {})",
-                    m.accuracy,
-                    ci_text(&v.bootstrap, |b| b.accuracy),
-                    m.macro_avg.f1,
-                    ci_text(&v.bootstrap, |b| b.macro_f1),
-                    opt3(v.separation.macro_roc_auc),
-                    m.n
-                );
-            }
-        }
-        let c = &self.calibration;
-        let _ = writeln!(
-            o,
-            "  ECE {:.4} (softmax {:.4}, temperature {:.3}{})",
-            c.after.ece,
-            c.before.ece,
-            c.temperature,
-            if c.fitted_on.is_some() {
-                ""
-            } else {
-                ", not calibrated"
-            }
-        );
-        if let Some(a) = &self.abstain {
-            let _ = writeln!(
-                o,
-                "  abstain below {:.2}: coverage {:.1}%, accuracy {}",
-                a.threshold,
-                100.0 * a.coverage,
-                a.accuracy
-                    .map_or("-".into(), |x| format!("{:.1}%", 100.0 * x))
-            );
-        }
-        if let Some(ov) = &self.overlap {
-            let _ = writeln!(
-                o,
-                "  overlap with training data: {} files ({} exact, {} near){}",
-                ov.files.len(),
-                ov.exact,
-                ov.near,
-                if ov.excluded {
-                    ", excluded"
-                } else {
-                    ", included"
-                }
-            );
-        }
-        if !self.skipped.is_empty() {
-            let _ = writeln!(o, "  {} files skipped (see report.md)", self.skipped.len());
-        }
-        for p in &self.outputs {
-            let _ = writeln!(o, "  wrote {}", p.display());
-        }
-        o
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_type_plane_grid_puts_each_class_in_its_cell() {
-        let classes = Task::TypePlane.classes();
-        // meningioma_sagittal (class 4): 2 right, 1 predicted as pituitary_sagittal (7);
-        // glioma_coronal (0): 1 right.
-        let m = Confusion::from_pairs(classes, &[(4, 4), (4, 4), (4, 7), (0, 0)]).metrics();
-        let g = type_plane_grid(&m);
-        let row = g.lines().find(|l| l.starts_with("| meningioma")).unwrap();
-        assert_eq!(
-            row,
-            "| meningioma | 0.00/0.00 (0) | 1.00/0.67 (3) | 0.00/0.00 (0) |"
-        );
-        let row = g.lines().find(|l| l.starts_with("| pituitary")).unwrap();
-        assert!(row.contains("| 0.00/0.00 (0) |"), "{row}");
-        assert!(g.starts_with("| type | coronal | sagittal | transverse |"));
-    }
+    write_json(&run.path(CALIBRATION), &cal)?;
+    clf.calibration = Some(cal.clone());
+    Ok(Some(cal))
 }

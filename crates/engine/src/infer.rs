@@ -5,6 +5,7 @@ use crate::calibrate::Calibration;
 use crate::dataset::{batch_data, batch_tensor, to_vec_f32};
 use crate::error::{EngineError, Result};
 use crate::onnx::{Backend, EngineOptions, OnnxModel};
+pub use crate::prob::{softmax, top1};
 use crate::run::Run;
 use artemis_models::Network;
 use burn::prelude::*;
@@ -150,7 +151,7 @@ impl Classifier {
         Ok(self
             .logits(images)?
             .iter()
-            .map(|z| crate::stats::softmax_t(z, t))
+            .map(|z| crate::prob::softmax_t(z, t))
             .collect())
     }
 }
@@ -209,7 +210,7 @@ pub fn average_views(views: &[Vec<Vec<f32>>], t: f64) -> Vec<Vec<f32>> {
         .map(|i| {
             let mut acc = vec![0f32; first[i].len()];
             for v in views {
-                for (a, p) in acc.iter_mut().zip(crate::stats::softmax_t(&v[i], t)) {
+                for (a, p) in acc.iter_mut().zip(crate::prob::softmax_t(&v[i], t)) {
                     *a += p / n;
                 }
             }
@@ -218,33 +219,8 @@ pub fn average_views(views: &[Vec<Vec<f32>>], t: f64) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// Numerically stable softmax of one row.
-pub fn softmax(row: &[f32]) -> Vec<f32> {
-    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = row.iter().map(|x| (x - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    exps.iter().map(|e| e / sum).collect()
-}
-
-/// Index and value of the largest probability.
-pub fn top1(p: &[f32]) -> (usize, f32) {
-    p.iter().enumerate().fold(
-        (0, f32::NEG_INFINITY),
-        |b, (i, &x)| if x > b.1 { (i, x) } else { b },
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn softmax_sums_to_one_and_keeps_order() {
-        let p = super::softmax(&[1.0, 3.0, 2.0, 1000.0]);
-        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert_eq!(super::top1(&p).0, 3);
-        let q = super::softmax(&[0.0, (2.0f32).ln()]);
-        assert!((q[1] - 2.0 / 3.0).abs() < 1e-6);
-    }
-
     #[test]
     fn tta_views_and_their_average() {
         let mut img = image::RgbImage::new(50, 20);

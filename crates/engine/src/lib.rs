@@ -11,7 +11,6 @@ pub mod dataset;
 pub mod error;
 pub mod eval;
 pub mod features;
-pub mod html;
 pub mod infer;
 pub mod limits;
 pub mod metrics;
@@ -19,9 +18,16 @@ pub mod onnx;
 pub mod overlap;
 pub mod plot;
 pub mod predict;
+pub mod prob;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub mod stats;
 pub mod train;
 
 pub use error::{EngineError, Result};
+
+/// The research-use notice, in the one wording every output uses (reports, predictions, heat
+/// maps, the web page, the API, the exported graphs' metadata).
+pub const NOTICE: &str =
+    "Research use only. artemis is not a medical device and must not be used for diagnosis.";

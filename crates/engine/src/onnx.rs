@@ -266,10 +266,7 @@ fn run_metadata(run: &Run, checkpoint: &str, outputs: &str) -> Vec<(String, Stri
             serde_json::to_string(&c.classes).unwrap_or_default(),
         ),
         (s(meta::OUTPUTS), s(outputs)),
-        (
-            s(meta::NOTICE),
-            s("Research tool only: not a medical device, not for diagnosis."),
-        ),
+        (s(meta::NOTICE), s(crate::NOTICE)),
     ]
 }
 

@@ -281,7 +281,7 @@ fn style(clf: &Classifier, class: usize, p: f32, opacity: f32) -> OverlayStyle {
                 ""
             }
         ),
-        notice: crate::eval::NOTICE.into(),
+        notice: crate::NOTICE.into(),
         ..OverlayStyle::default()
     }
 }

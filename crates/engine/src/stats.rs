@@ -9,6 +9,7 @@
 //! decreasing score thresholds (no interpolation).
 
 use crate::metrics::Confusion;
+pub use crate::prob::softmax_t;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -280,7 +281,7 @@ pub fn calibration(probs: &[Vec<f32>], truth: &[usize], bins: usize) -> Calibrat
     let mut correct = vec![0f64; bins];
     let mut nll = 0.0;
     for (p, &t) in probs.iter().zip(truth) {
-        let (pred, c) = crate::infer::top1(p);
+        let (pred, c) = crate::prob::top1(p);
         let c = f64::from(c);
         let b = ((c * bins as f64) as usize).min(bins - 1);
         count[b] += 1;
@@ -317,13 +318,6 @@ pub fn calibration(probs: &[Vec<f32>], truth: &[usize], bins: usize) -> Calibrat
         nll: nll / n,
         bins,
     }
-}
-
-/// Softmax of `logits / temperature`.
-pub fn softmax_t(logits: &[f32], temperature: f64) -> Vec<f32> {
-    let t = temperature as f32;
-    let scaled: Vec<f32> = logits.iter().map(|z| z / t).collect();
-    crate::infer::softmax(&scaled)
 }
 
 /// Mean negative log-likelihood of the true classes under temperature `t`.

@@ -6,9 +6,7 @@
 //! every epoch (dropout). A run resumed after a kill therefore replays exactly the epochs it
 //! lost.
 
-use crate::dataset::{
-    Item, Loaded, batch_tensor, describe_failures, load, target_tensor, to_vec_f32,
-};
+use crate::dataset::{Loaded, batch_tensor, describe_failures, load, target_tensor, to_vec_f32};
 use crate::error::{EngineError, Result};
 use crate::features::{FeatureKey, Features, cached, extract};
 use crate::run::{
@@ -208,20 +206,6 @@ pub struct TrainSummary {
     pub train_images: usize,
     pub val_images: usize,
     pub skipped_files: Vec<(PathBuf, String)>,
-}
-
-/// The files of one split of a manifest with their class under `task`.
-pub fn manifest_items(manifest: &Manifest, root: &Path, split: Split, task: Task) -> Vec<Item> {
-    manifest
-        .split(split)
-        .filter_map(|e| {
-            task.class_of(&e.label).map(|class| Item {
-                path: manifest.path_of(root, e),
-                class: Some(class),
-                content_hash: (!e.content_hash.is_empty()).then(|| e.content_hash.clone()),
-            })
-        })
-        .collect()
 }
 
 fn ckpt_stem(epoch: usize) -> String {
@@ -531,8 +515,8 @@ fn run_loop(
     let root = cfg.data_root.clone().unwrap_or(run_cfg.data_root.clone());
     let pre = run_cfg.preprocess;
     let task = run_cfg.task;
-    let train_items = manifest_items(&manifest, &root, Split::Train, task);
-    let val_items = manifest_items(&manifest, &root, Split::Val, task);
+    let train_items = crate::dataset::manifest_items(&manifest, &root, Split::Train, task);
+    let val_items = crate::dataset::manifest_items(&manifest, &root, Split::Val, task);
     if train_items.is_empty() {
         return Err(EngineError::Config(format!(
             "{}: no training files usable for task '{task}' (a 4-class data set has no plane \

@@ -38,7 +38,8 @@ impl Default for OverlayStyle {
         OverlayStyle {
             opacity: 0.45,
             title: String::new(),
-            notice: "Research use only; not a medical device.".into(),
+            notice: "Research use only. artemis is not a medical device and must not be used for diagnosis."
+                .into(),
             max_side: 640,
         }
     }

@@ -13,9 +13,10 @@
 
 use artemis_data::dicom::{DicomOptions, read_dicom, sniff};
 use artemis_data::image_io::decode_rgb_checked;
-use artemis_engine::eval::{EvalReport, NOTICE};
+use artemis_engine::NOTICE;
 use artemis_engine::infer::Classifier;
 use artemis_engine::predict::{SCHEMA, explain};
+use artemis_engine::report::EvalReport;
 use artemis_engine::run::{Run, read_json};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
