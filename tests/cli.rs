@@ -331,3 +331,65 @@ fn export_and_onnx_runtime_inference_with_fallbacks() {
     assert!(engine(&o).starts_with("burn"), "{}", text(&o));
     assert!(text(&o).contains("artemis export"), "{}", text(&o));
 }
+
+/// Every key path of a JSON document (`a.b[].c`), array elements merged: the shape a
+/// consumer of the document relies on, without its values.
+fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let p = format!("{prefix}.{k}");
+                out.insert(p.clone());
+                key_paths(x, &p, out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for x in a {
+                key_paths(x, &format!("{prefix}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `report.json` and the `predict --json` document keep their shape across refactors: their
+/// key paths are compared with the lists in `tests/schema/` (written from the documents of
+/// this data set; `ARTEMIS_BLESS=1` rewrites them after a deliberate schema change, which
+/// also bumps the document's `schema` version).
+#[test]
+fn report_and_predict_documents_keep_their_shape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, manifest) = tiny_split(tmp.path(), "9");
+    let run = tmp.path().join("run");
+    train_baseline(&manifest, &run, "96", "1", &[]);
+    let o = artemis(&["eval", s(&run), "--bootstrap", "10"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(run.join("report.json")).unwrap()).unwrap();
+    let o = artemis(&[
+        "predict",
+        s(&run),
+        s(&data.join("glioma_coronal")),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let predict: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schema");
+    for (name, doc) in [("report.keys", &report), ("predict.keys", &predict)] {
+        let mut keys = std::collections::BTreeSet::new();
+        key_paths(doc, "", &mut keys);
+        let got: String = keys.iter().map(|k| format!("{k}\n")).collect();
+        let path = dir.join(name);
+        if std::env::var_os("ARTEMIS_BLESS").is_some() {
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(&path, &got).unwrap();
+        }
+        let want = fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            got,
+            want,
+            "{name}: the document's keys changed (ARTEMIS_BLESS=1 rewrites {})",
+            path.display()
+        );
+    }
+}
