@@ -695,14 +695,10 @@ fn cmd_eval(a: EvalArgs) -> Result<ExitCode> {
 
 fn cmd_serve(a: ServeArgs) -> Result<ExitCode> {
     use artemis_serve::{ServeConfig, serve};
+    // Finite and non-negative here; ServeConfig::validate checks the range.
     let seconds = |flag: &str, v: f64| {
-        if v > 0.0 && v <= 3600.0 {
-            Ok(std::time::Duration::from_secs_f64(v))
-        } else {
-            Err(anyhow::anyhow!(
-                "{flag} {v}: must be a number of seconds above 0 and at most 3600"
-            ))
-        }
+        std::time::Duration::try_from_secs_f64(v)
+            .map_err(|_| anyhow::anyhow!("{flag} {v}: must be a number of seconds"))
     };
     let mut cfg = ServeConfig {
         addr: a.addr,
@@ -828,11 +824,7 @@ fn cmd_predict(a: PredictArgs) -> Result<ExitCode> {
                     eprintln!("warning: {name}: {w}");
                 }
             }
-            // Every line names its file (decoder messages already start with the path).
-            (_, _, Some(e)) if e.starts_with(&*r.input.to_string_lossy()) => {
-                eprintln!("error: {e}")
-            }
-            (_, _, Some(e)) => eprintln!("error: {name}: {e}"),
+            (_, _, Some(e)) => eprintln!("error: {e}"),
             _ => {}
         }
     })?;

@@ -366,14 +366,7 @@ fn report_and_predict_documents_keep_their_shape() {
     assert!(o.status.success(), "{}", text(&o));
     let report: serde_json::Value =
         serde_json::from_slice(&fs::read(run.join("report.json")).unwrap()).unwrap();
-    let o = artemis(&[
-        "predict",
-        s(&run),
-        s(&data.join("glioma_coronal")),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let predict: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let predict = predict_json(&run, &data.join("glioma_coronal"));
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schema");
     for (name, doc) in [("report.keys", &report), ("predict.keys", &predict)] {
         let mut keys = std::collections::BTreeSet::new();

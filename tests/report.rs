@@ -176,14 +176,7 @@ fn mobilenetv2_report_with_intervals_calibration_external_data_and_browser() {
     );
 
     // predict reports calibrated probabilities.
-    let o = artemis(&[
-        "predict",
-        s(&run),
-        s(&data.join("glioma_coronal")),
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc = predict_json(&run, &data.join("glioma_coronal"));
     assert_eq!(doc["temperature"].as_f64().unwrap(), t);
     assert!(
         doc["rows"]

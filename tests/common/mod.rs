@@ -127,6 +127,13 @@ pub fn baseline_args<'a>(
 }
 
 /// Trains `baseline-relu-bn` ([`baseline_args`]), which must succeed.
+/// `artemis predict RUN INPUT --json`, which must succeed: its document.
+pub fn predict_json(run: &Path, input: &Path) -> serde_json::Value {
+    let o = artemis(&["predict", s(run), s(input), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 pub fn train_baseline(manifest: &Path, run: &Path, size: &str, epochs: &str, extra: &[&str]) {
     let o = artemis(&baseline_args(manifest, run, size, epochs, extra));
     assert!(o.status.success(), "{}", text(&o));

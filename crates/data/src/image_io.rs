@@ -19,11 +19,8 @@ pub use crate::fsutil::{max_file_bytes, read_limited};
 /// EXIF orientation is applied). A decoder warning (a damaged JPEG decoded leniently) is
 /// logged naming the file; [`read_rgb_checked`] returns it instead.
 pub fn read_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage> {
-    let (img, warning) = read_rgb_checked(path, max_pixels)?;
-    if let Some(w) = warning {
-        tracing::warn!("{}: {w}", path.display());
-    }
-    Ok(img)
+    let bytes = read_limited(path, max_file_bytes(max_pixels))?;
+    decode_rgb(&bytes, path, max_pixels)
 }
 
 /// [`read_rgb`], with the decoder's warning about the file, if any.
@@ -36,7 +33,19 @@ pub fn read_rgb_checked(path: &Path, max_pixels: u64) -> Result<(RgbImage, Optio
 /// the entropy-coded data, a bad Huffman code, data ending early) is an error. The output
 /// colour space is the one `image`'s own JPEG decoder asks zune-jpeg for, so an intact file
 /// decodes to the same pixels either way.
-fn decode_jpeg_strict(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
+/// How a strict JPEG decode ended short of a picture.
+enum Strict {
+    /// Refused for good (over the pixel limit): the error to report.
+    Refused(DataError),
+    /// The strict decoder stopped at damage the lenient one may read past: why.
+    Damaged(String),
+}
+
+fn decode_jpeg_strict(
+    bytes: &[u8],
+    path: &Path,
+    max_pixels: u64,
+) -> std::result::Result<DynamicImage, Strict> {
     use zune_core::colorspace::ColorSpace as Cs;
     let options = zune_core::options::DecoderOptions::default()
         .set_strict_mode(true)
@@ -46,20 +55,24 @@ fn decode_jpeg_strict(bytes: &[u8]) -> std::result::Result<DynamicImage, String>
         zune_core::bytestream::ZCursor::new(bytes),
         options,
     );
-    d.decode_headers().map_err(|e| e.to_string())?;
+    let damaged = |e: &dyn std::fmt::Display| Strict::Damaged(e.to_string());
+    d.decode_headers().map_err(|e| damaged(&e))?;
+    let (w, h) = d
+        .dimensions()
+        .ok_or_else(|| damaged(&"no dimensions in the header"))?;
+    check_size(path, w as u32, h as u32, max_pixels).map_err(Strict::Refused)?;
     let input = d
         .input_colorspace()
-        .ok_or("no colour space in the header")?;
+        .ok_or_else(|| damaged(&"no colour space in the header"))?;
     let out = match input {
         Cs::RGB | Cs::RGBA | Cs::Luma | Cs::LumaA => input,
         _ => Cs::RGB,
     };
     let opts = d.options().jpeg_set_out_colorspace(out);
     d.set_options(opts);
-    let pixels = d.decode().map_err(|e| e.to_string())?;
-    let (w, h) = d.dimensions().ok_or("no dimensions in the header")?;
+    let pixels = d.decode().map_err(|e| damaged(&e))?;
     let (w, h) = (w as u32, h as u32);
-    let short = || "decoder returned fewer pixels than the header declares".to_string();
+    let short = || damaged(&"decoder returned fewer pixels than the header declares");
     let img = match out {
         Cs::Luma => image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8),
         Cs::LumaA => image::GrayAlphaImage::from_raw(w, h, pixels).map(DynamicImage::ImageLumaA8),
@@ -74,6 +87,27 @@ fn decode_jpeg_strict(bytes: &[u8]) -> std::result::Result<DynamicImage, String>
         img.apply_orientation(o);
     }
     Ok(img)
+}
+
+/// The pixel count of a `width x height` picture, refused over `max_pixels` or when empty.
+fn check_size(path: &Path, width: u32, height: u32, max_pixels: u64) -> Result<u64> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(DataError::TooLarge {
+            path: path.to_path_buf(),
+            width,
+            height,
+            pixels,
+            limit: max_pixels,
+        });
+    }
+    if pixels == 0 {
+        return Err(DataError::Decode {
+            path: path.to_path_buf(),
+            reason: "image has zero width or height".into(),
+        });
+    }
+    Ok(pixels)
 }
 
 /// What a PNG decoder error means, in words (the `png` crate's messages carry Rust debug
@@ -139,6 +173,26 @@ pub fn decode_rgb_checked(
         };
         return Err(decode_err(what.into()));
     };
+    // JPEG: the strict decoder reads an intact file (its header checked against our limits
+    // before any pixel is decoded); only a damaged one goes on to the lenient decoder below.
+    let mut warning = None;
+    if format == image::ImageFormat::Jpeg {
+        if !jpeg_is_complete(bytes) {
+            return Err(decode_err(format!(
+                "JPEG is truncated: no end-of-image marker after the last scan ({} bytes)",
+                bytes.len()
+            )));
+        }
+        match decode_jpeg_strict(bytes, path, max_pixels) {
+            Ok(img) => return Ok((img.into_rgb8(), None)),
+            Err(Strict::Refused(e)) => return Err(e),
+            Err(Strict::Damaged(e)) => {
+                warning = Some(format!(
+                    "JPEG is damaged ({e}); decoded leniently, so part of the picture may be wrong"
+                ))
+            }
+        }
+    }
     // One decoder: its header gives the size, checked against our limit (with our message)
     // before any pixel is decoded; the decoder's own limits follow from that size.
     reader.no_limits();
@@ -150,36 +204,7 @@ pub fn decode_rgb_checked(
         })
     })?;
     let (width, height) = decoder.dimensions();
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > max_pixels {
-        return Err(DataError::TooLarge {
-            path: path.to_path_buf(),
-            width,
-            height,
-            pixels,
-            limit: max_pixels,
-        });
-    }
-    if pixels == 0 {
-        return Err(decode_err("image has zero width or height".into()));
-    }
-    let mut warning = None;
-    if format == image::ImageFormat::Jpeg {
-        if !jpeg_is_complete(bytes) {
-            return Err(decode_err(format!(
-                "JPEG is truncated: no end-of-image marker after the last scan ({} bytes)",
-                bytes.len()
-            )));
-        }
-        match decode_jpeg_strict(bytes) {
-            Ok(img) => return Ok((img.into_rgb8(), None)),
-            Err(e) => {
-                warning = Some(format!(
-                    "JPEG is damaged ({e}); decoded leniently, so part of the picture may be wrong"
-                ))
-            }
-        }
-    }
+    let pixels = check_size(path, width, height, max_pixels)?;
     let png = format == image::ImageFormat::Png;
     let decode_err =
         |e: image::ImageError| decode_err(if png { png_reason(&e) } else { e.to_string() });

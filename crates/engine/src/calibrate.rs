@@ -6,7 +6,7 @@
 
 use crate::error::Result;
 use crate::prob::{softmax, softmax_t};
-use crate::run::{BEST, Run, file_hash, read_json};
+use crate::run::{Run, read_json};
 use crate::stats::{CalibrationStats, ECE_BINS, calibration, fit_temperature};
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +31,8 @@ impl Calibration {
     /// run trained further since) is reported and ignored.
     /// An unreadable or non-finite file is reported and ignored the same way (it never blocks
     /// `--no-calibration`, `--recalibrate` or the refit `eval` makes).
-    pub fn load_for(run: &Run) -> Result<Option<Calibration>> {
+    /// `weights_hash` is the BLAKE3 of the run's `model-best.bpk`.
+    pub fn load_for(run: &Run, weights_hash: &str) -> Result<Option<Calibration>> {
         let path = run.path(CALIBRATION);
         if !path.exists() {
             return Ok(None);
@@ -50,7 +51,7 @@ impl Calibration {
             );
             return Ok(None);
         }
-        if c.model_hash != file_hash(&run.path(BEST))? {
+        if c.model_hash != weights_hash {
             tracing::warn!(
                 "{}: fitted for other weights (the run has trained since); ignored until `artemis eval` refits it",
                 path.display()

@@ -238,7 +238,11 @@ pub fn to_html(rows: &[CompareRow]) -> String {
          .notice{background:#fff3cd;border:2px solid #d39e00;padding:8px}</style></head><body>\
          <h1>artemis: model comparison</h1>",
     );
-    let _ = write!(o, "<p class=notice>{}</p><table><tr>", esc(crate::NOTICE));
+    let _ = write!(
+        o,
+        "<p class=notice>{}</p><table><tr>",
+        esc(crate::notice::NOTICE)
+    );
     for h in HEADERS {
         let _ = write!(o, "<th>{}</th>", esc(h));
     }

@@ -6,15 +6,15 @@
 //! the overlap with the training images. Writes `report.json`, `report.md`, a self-contained
 //! `report.html` and the pictures.
 
-pub use crate::NOTICE;
 use crate::calibrate::{CALIBRATION, Calibration};
 use crate::dataset::{Item, describe_failures, manifest_items, read_resized, stream};
 use crate::error::{EngineError, Result};
 use crate::infer::{Classifier, softmax, top1};
 use crate::metrics::Confusion;
+pub use crate::notice::NOTICE;
 use crate::overlap::find_overlap;
 pub use crate::report::{CalibrationReport, DataSummary, EvalReport, EvalRow, REPORT_SCHEMA, View};
-use crate::run::{BEST, Run, file_hash, write_json};
+use crate::run::{Run, write_json};
 use crate::stats::{
     COVERAGE_THRESHOLDS, CoveragePoint, ECE_BINS, bootstrap, calibration, coverage_at,
     coverage_curve, roc_curves, separation,
@@ -643,7 +643,7 @@ pub fn calibrate_on_val(
             run.config.manifest.display(),
             logits.len()
         ),
-        file_hash(&run.path(BEST))?,
+        clf.weights_hash.clone(),
     );
     if !cal.is_finite() {
         return Err(EngineError::Config(format!(

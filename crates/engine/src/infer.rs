@@ -22,6 +22,8 @@ pub struct Classifier {
     /// The run's exported graph in ONNX Runtime, which then computes the logits (`None`:
     /// burn does).
     pub onnx: Option<OnnxModel>,
+    /// BLAKE3 of the loaded `model-best.bpk` (read once, when the classifier was opened).
+    pub weights_hash: String,
     /// Why ONNX Runtime is not used although the run has an export (one line for the user).
     pub notice: Option<String>,
 }
@@ -41,12 +43,14 @@ impl Classifier {
     pub fn open_with(run: Run, opts: EngineOptions) -> Result<Classifier> {
         opts.validate()?;
         let device = Device::flex();
-        let network = run.load_best(&device)?;
-        let calibration = Calibration::load_for(&run)?;
+        let (network, weights_hash) = run.load_best_hashed(&device)?;
+        let calibration = Calibration::load_for(&run, &weights_hash)?;
         use crate::onnx::ExportState;
         let export = match opts.backend {
             Backend::Burn => ExportState::Absent,
-            Backend::Auto | Backend::Onnx => crate::onnx::open_export(&run, opts.threads())?,
+            Backend::Auto | Backend::Onnx => {
+                crate::onnx::open_export(&run, opts.threads(), &weights_hash)?
+            }
         };
         let (onnx, notice) = match (export, opts.backend) {
             (ExportState::Ready(m), _) => (Some(m), None),
@@ -58,13 +62,13 @@ impl Classifier {
                 )));
             }
             (ExportState::Unusable(why), Backend::Onnx) => {
-                let why = why.replace("; using burn", "").replace("using burn ", "");
                 return Err(EngineError::Config(format!("--engine onnx: {why}")));
             }
-            (ExportState::Unusable(why), _) => (None, Some(why)),
+            (ExportState::Unusable(why), _) => (None, Some(format!("{why}; using burn"))),
             (ExportState::Absent, _) => (None, None),
         };
         Ok(Classifier {
+            weights_hash,
             run,
             network,
             device,

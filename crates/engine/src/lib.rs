@@ -14,6 +14,7 @@ pub mod features;
 pub mod infer;
 pub mod limits;
 pub mod metrics;
+pub mod notice;
 pub mod onnx;
 pub mod overlap;
 pub mod plot;
@@ -26,8 +27,4 @@ pub mod stats;
 pub mod train;
 
 pub use error::{EngineError, Result};
-
-/// The research-use notice, in the one wording every output uses (reports, predictions, heat
-/// maps, the web page, the API, the exported graphs' metadata).
-pub const NOTICE: &str =
-    "Research use only. artemis is not a medical device and must not be used for diagnosis.";
+pub use notice::NOTICE;

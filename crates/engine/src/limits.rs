@@ -33,7 +33,8 @@ impl Limit {
     }
 }
 
-const fn limit(name: &'static str, min: u64, max: u64) -> Limit {
+/// A [`Limit`] named after its flag.
+pub const fn limit(name: &'static str, min: u64, max: u64) -> Limit {
     Limit { name, min, max }
 }
 

@@ -10,7 +10,7 @@
 //!   [`crate::infer::Classifier::open_with`]).
 
 use crate::error::{EngineError, Result};
-use crate::run::{BEST, Run, file_hash};
+use crate::run::{BEST, Run};
 use artemis_models::OnnxGraph;
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -46,7 +46,8 @@ pub enum ExportState {
     Absent,
     /// A current, intact export in an ONNX Runtime session.
     Ready(OnnxModel),
-    /// An export that cannot be used (no runtime, stale, no record): one line saying why.
+    /// An export that cannot be used (no runtime, stale, no record): one line saying why
+    /// (the caller adds what it does instead).
     Unusable(String),
 }
 
@@ -266,7 +267,7 @@ fn run_metadata(run: &Run, checkpoint: &str, outputs: &str) -> Vec<(String, Stri
             serde_json::to_string(&c.classes).unwrap_or_default(),
         ),
         (s(meta::OUTPUTS), s(outputs)),
-        (s(meta::NOTICE), s(crate::NOTICE)),
+        (s(meta::NOTICE), s(crate::notice::NOTICE)),
     ]
 }
 
@@ -283,8 +284,7 @@ pub struct Exported {
 /// Writes the run's best checkpoint as ONNX (see the module docs); atomic writes.
 pub fn export_run(run: &Run) -> Result<Exported> {
     let device = burn::prelude::Device::flex();
-    let network = run.load_best(&device)?;
-    let checkpoint = file_hash(&run.path(BEST))?;
+    let (network, checkpoint) = run.load_best_hashed(&device)?;
     let spec = run.config.model;
     let (model, backbone) = export_paths(run);
     let dir = run.path(EXPORT_DIR);
@@ -326,7 +326,8 @@ pub fn export_run(run: &Run) -> Result<Exported> {
 /// The run's logits graph in an ONNX Runtime session when it exists, is intact, matches the
 /// run's best checkpoint and the runtime loads. A graph whose bytes differ from the hash in the
 /// export's record is an error (a damaged file is never used, nor silently replaced by burn).
-pub fn open_export(run: &Run, threads: usize) -> Result<ExportState> {
+/// `weights_hash` is the BLAKE3 of the run's `model-best.bpk`.
+pub fn open_export(run: &Run, threads: usize, weights_hash: &str) -> Result<ExportState> {
     let (path, _) = export_paths(run);
     if !path.is_file() {
         return Ok(ExportState::Absent);
@@ -339,14 +340,14 @@ pub fn open_export(run: &Run, threads: usize) -> Result<ExportState> {
         Err(_) => {
             return Ok(ExportState::Unusable(format!(
                 "{} has no {EXPORT_RECORD} (exported by an older artemis, or the export was cut \
-                 short), so its integrity cannot be checked; using burn ({again})",
+                 short), so its integrity cannot be checked ({again})",
                 path.display()
             )));
         }
     };
-    if record.checkpoint_blake3 != file_hash(&run.path(BEST))? {
+    if record.checkpoint_blake3 != weights_hash {
         return Ok(ExportState::Unusable(format!(
-            "{} was exported from other weights than {}; using burn ({again})",
+            "{} was exported from other weights than {} ({again})",
             path.display(),
             run.path(BEST).display()
         )));
@@ -362,11 +363,11 @@ pub fn open_export(run: &Run, threads: usize) -> Result<ExportState> {
         });
     }
     if let Err(e) = runtime() {
-        return Ok(ExportState::Unusable(format!("{e}; using burn")));
+        return Ok(ExportState::Unusable(e));
     }
     match OnnxModel::from_bytes(&bytes, threads, &path.display().to_string()) {
         Ok(m) => Ok(ExportState::Ready(m)),
-        Err(e) => Ok(ExportState::Unusable(format!("{e}; using burn"))),
+        Err(e) => Ok(ExportState::Unusable(e.to_string())),
     }
 }
 

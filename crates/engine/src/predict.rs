@@ -281,7 +281,7 @@ fn style(clf: &Classifier, class: usize, p: f32, opacity: f32) -> OverlayStyle {
                 ""
             }
         ),
-        notice: crate::NOTICE.into(),
+        notice: crate::notice::NOTICE.into(),
         ..OverlayStyle::default()
     }
 }
@@ -436,7 +436,8 @@ pub fn predict(
         volumes: Vec::new(),
     };
     for p in problems {
-        let row = PredictRow::failed(&p.path, p.reason);
+        // Scan problems carry the reason alone; a row's error names its file.
+        let row = PredictRow::failed(&p.path, format!("{}: {}", p.path.display(), p.reason));
         on_row(&row);
         out.rows.push(row);
     }

@@ -248,8 +248,17 @@ impl Run {
 
     /// Loads the best weights onto `device` (inference device).
     pub fn load_best(&self, device: &Device) -> Result<Network> {
-        let net = self.config.model.init(device)?;
-        load_module(net, &self.path(BEST))
+        Ok(self.load_best_hashed(device)?.0)
+    }
+
+    /// [`Self::load_best`] and the BLAKE3 of `model-best.bpk` (what calibrations and exports
+    /// record), from one read of the file.
+    pub fn load_best_hashed(&self, device: &Device) -> Result<(Network, String)> {
+        let path = self.path(BEST);
+        let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
+        let hash = artemis_data::hash::content_hash(&bytes);
+        let net = load_bytes(self.config.model.init(device)?, &path, bytes)?;
+        Ok((net, hash))
     }
 
     /// Refuses a manifest whose bytes changed since the run was trained: its splits may no
@@ -330,9 +339,8 @@ pub fn write_sealed(path: &Path, payload: &[u8]) -> Result<()> {
 
 /// Reads a file written by [`write_sealed`], refusing a damaged one.
 pub fn read_sealed(path: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+    let mut bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
     let n = unseal(path, &bytes)?.len();
-    let mut bytes = bytes;
     bytes.truncate(n);
     Ok(bytes)
 }
@@ -352,7 +360,14 @@ pub fn save_module<M: Module>(module: M, path: &Path) -> Result<()> {
 
 /// Loads weights saved by [`save_module`] into `module` (a damaged file is refused).
 pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
-    let bytes = read_sealed(path)?;
+    let bytes = std::fs::read(path).map_err(|e| EngineError::io(path, e))?;
+    load_bytes(module, path, bytes)
+}
+
+/// [`load_module`] from the file's bytes, already read (`path` names it in errors).
+fn load_bytes<M: Module>(module: M, path: &Path, mut bytes: Vec<u8>) -> Result<M> {
+    let n = unseal(path, &bytes)?.len();
+    bytes.truncate(n);
     let err = |e: burn::store::RecordError| EngineError::Checkpoint {
         path: path.into(),
         reason: e.to_string(),

@@ -93,52 +93,43 @@ impl Default for ServeConfig {
     }
 }
 
-/// Upper bounds of the settings (each bounds memory or a wait).
-pub const MAX_CONCURRENT: u64 = 1024;
-pub const MAX_WAITING: u64 = 100_000;
-pub const MAX_CONNECTIONS: u64 = 65_536;
-pub const MAX_BODY_MB: u64 = 4096;
-pub const MAX_TIMEOUT_S: u64 = 3600;
+/// Bounds of the settings (each bounds memory or a wait); times in whole seconds.
+pub mod limits {
+    use artemis_engine::limits::{Limit, limit};
+    pub const MAX_CONCURRENT: Limit = limit("--max-concurrent", 1, 1024);
+    pub const MAX_WAITING: Limit = limit("--max-waiting", 0, 100_000);
+    pub const MAX_CONNECTIONS: Limit = limit("--max-connections", 1, 65_536);
+    pub const MAX_BODY_MB: Limit = limit("--max-body-mb", 1, 4096);
+    /// Longest `--timeout`, `--header-timeout` and `--shutdown-grace`.
+    pub const MAX_SECONDS: u64 = 3600;
+}
 
 impl ServeConfig {
     pub fn validate(&self) -> Result<(), ServeError> {
-        if self.max_concurrent == 0 || self.max_body == 0 || self.timeout.is_zero() {
-            return Err(ServeError::Config(
-                "max concurrency, body size and timeout must be positive".into(),
-            ));
-        }
-        let bounds = [
-            (
-                "--max-concurrent",
-                self.max_concurrent as u64,
-                MAX_CONCURRENT,
-            ),
-            ("--max-waiting", self.max_waiting as u64, MAX_WAITING),
-            (
-                "--max-connections",
-                self.max_connections as u64,
-                MAX_CONNECTIONS,
-            ),
-            ("--max-body-mb", (self.max_body >> 20) as u64, MAX_BODY_MB),
-            ("--timeout", self.timeout.as_secs(), MAX_TIMEOUT_S),
+        use limits::*;
+        let counts = [
+            (MAX_CONCURRENT, self.max_concurrent as u64),
+            (MAX_WAITING, self.max_waiting as u64),
+            (MAX_CONNECTIONS, self.max_connections as u64),
+            (MAX_BODY_MB, self.max_body.div_ceil(1 << 20) as u64),
+            (artemis_engine::limits::MAX_PIXELS, self.max_pixels),
         ];
-        for (flag, value, max) in bounds {
-            if value > max {
+        for (limit, value) in counts {
+            limit.check(value).map_err(ServeError::Config)?;
+        }
+        for (flag, t) in [
+            ("--timeout", self.timeout),
+            ("--header-timeout", self.header_timeout),
+            ("--shutdown-grace", self.shutdown_grace),
+        ] {
+            if t.is_zero() || t.as_secs() > MAX_SECONDS {
                 return Err(ServeError::Config(format!(
-                    "{flag} {value} is out of range: at most {max}"
+                    "{flag} {} s is out of range: above 0 and at most {MAX_SECONDS}",
+                    t.as_secs_f64()
                 )));
             }
         }
-        if self.max_connections == 0 || self.header_timeout.is_zero() {
-            return Err(ServeError::Config(
-                "max connections and header timeout must be positive".into(),
-            ));
-        }
-        self.engine.validate().map_err(ServeError::Engine)?;
-        artemis_engine::limits::MAX_PIXELS
-            .check(self.max_pixels)
-            .map(|_| ())
-            .map_err(ServeError::Config)
+        self.engine.validate().map_err(ServeError::Engine)
     }
 }
 
@@ -322,24 +313,36 @@ async fn upload(req: Request, state: &AppState) -> Result<(Bytes, String), Respo
         .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
     let mut file: Option<(Bytes, String)> = None;
     let mut others: Vec<String> = Vec::new();
-    while let Some(field) = mp
+    while let Some(mut field) = mp
         .next_field()
         .await
         .map_err(|e| body_error(e.status(), e.body_text(), max))?
     {
         let field_name = field.name().unwrap_or("").to_string();
-        let upload_name = field
-            .file_name()
-            .map(|n| n.rsplit(['/', '\\']).next().unwrap_or(n).to_string());
-        let bytes = field
-            .bytes()
-            .await
-            .map_err(|e| body_error(e.status(), e.body_text(), max))?;
-        match (field_name.as_str(), &file) {
-            ("file", None) => file = Some((bytes, upload_name.unwrap_or_else(|| "upload".into()))),
-            ("file", Some(_)) => others.push("a second `file`".into()),
-            (other, _) => others.push(format!("`{other}`")),
+        if field_name == "file" && file.is_none() {
+            let upload_name = field
+                .file_name()
+                .map(|n| n.rsplit(['/', '\\']).next().unwrap_or(n).to_string())
+                .unwrap_or_else(|| "upload".into());
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| body_error(e.status(), e.body_text(), max))?;
+            file = Some((bytes, upload_name));
+            continue;
         }
+        others.push(if field_name == "file" {
+            "a second `file`".into()
+        } else {
+            format!("`{field_name}`")
+        });
+        // Read to its end without keeping it: only the answer needs the whole body read.
+        while field
+            .chunk()
+            .await
+            .map_err(|e| body_error(e.status(), e.body_text(), max))?
+            .is_some()
+        {}
     }
     if !others.is_empty() {
         return Err(error(

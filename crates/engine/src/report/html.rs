@@ -2,7 +2,7 @@
 //! as a base64 `data:` URI, no script and no external resource, so it opens offline and can be
 //! mailed or archived with a paper's supplementary material.
 
-use super::{EvalReport, View};
+use super::types::{CLASS_COLUMNS, EvalReport, View};
 use crate::error::{EngineError, Result};
 use crate::stats::CoveragePoint;
 use base64::Engine as _;
@@ -97,7 +97,7 @@ fn view_table(o: &mut String, title: &str, v: &View) {
         m.n
     );
     let _ = write!(o, "<table><tr>");
-    for h in super::CLASS_COLUMNS {
+    for h in CLASS_COLUMNS {
         let _ = write!(o, "<th>{h}</th>");
     }
     let _ = write!(o, "</tr>");

@@ -1,7 +1,7 @@
 //! `report.md` and the summary printed after `eval`: Markdown renderings of an
 //! [`EvalReport`].
 
-use super::{CLASS_COLUMNS, EvalReport, View, opt3};
+use super::types::{CLASS_COLUMNS, EvalReport, View, opt3};
 use crate::metrics::Metrics;
 use crate::stats::{Bootstrap, CoveragePoint, ECE_BINS};
 use artemis_data::labels::{Plane, Task, TumorType};
