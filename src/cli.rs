@@ -450,6 +450,9 @@ pub struct BenchArgs {
     /// Epochs per strategy for --manifest.
     #[arg(long, default_value_t = 5)]
     pub epochs: usize,
+    /// Whole-network training steps only (no inference, extraction or cached-map rows).
+    #[arg(long, conflicts_with_all = ["manifest", "inference"])]
+    pub train_only: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -1074,7 +1077,13 @@ fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
     for &arch in &models {
         for &side in &sides {
             eprintln!("measuring {} at {side} px ...", arch.name());
-            rows.extend(bench_model(arch, side, a.batch_size, a.steps)?);
+            rows.extend(bench_model(
+                arch,
+                side,
+                a.batch_size,
+                a.steps,
+                a.train_only,
+            )?);
         }
     }
     if a.json {

@@ -5,6 +5,14 @@ mod cli;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's allocator. glibc returns every freed block over its mmap
+/// threshold (32 MB at most) to the OS, so each training step faulted in fresh pages for its
+/// large activations and gradients, and that cost more than the kernels: MobileNetV2 at
+/// 160 px, batch 32, trained at 12.4 images/s with glibc and 17.5 with mimalloc, side by side
+/// (`cargo run --release -p artemis-models --example train_step`).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

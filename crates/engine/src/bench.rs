@@ -50,12 +50,14 @@ fn timed(steps: usize, batch: usize, mut step: impl FnMut()) -> f64 {
     median(rates)
 }
 
-/// Times `steps` training steps and `steps` inference batches (after one warm-up each).
+/// Times `steps` training steps and (unless `train_only`) `steps` inference batches, frozen
+/// stage extractions and cached-map training steps, each after one warm-up call.
 pub fn bench_model(
     arch: Architecture,
     input: usize,
     batch: usize,
     steps: usize,
+    train_only: bool,
 ) -> Result<Vec<BenchRow>> {
     let spec = ModelSpec::new(arch, 12, (input, input));
     let steps = steps.max(1);
@@ -87,6 +89,9 @@ pub fn bench_model(
         let _ = device.sync();
     });
     rows.push(row("train", train_rate));
+    if train_only {
+        return Ok(rows);
+    }
     // Inference.
     let plain = Device::flex();
     let model = model.valid();

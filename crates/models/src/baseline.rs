@@ -15,6 +15,7 @@
 //! input `[batch, 3, height, width]` -> features (last conv map, before its pool)
 //! `[batch, 64, h', w']` -> logits `[batch, classes]`.
 
+use artemis_kernels::{Activation, conv_norm_act, conv2d_act, max_pool2d};
 use burn::module::Initializer;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -131,12 +132,10 @@ impl BaselineCnn {
     }
 
     fn conv_block(&self, i: usize, x: Tensor<4>) -> Tensor<4> {
-        let x = self.convs[i].forward(x);
-        let x = match self.norms.get(i) {
-            Some(bn) => bn.forward(x),
-            None => x,
-        };
-        self.act(x)
+        match self.norms.get(i) {
+            Some(bn) => conv_norm_act(&self.convs[i], bn, x, Activation::Relu),
+            None => conv2d_act(&self.convs[i], x, Activation::Sigmoid),
+        }
     }
 
     /// The last convolutional map (after its activation, before its pool): what class
@@ -148,7 +147,7 @@ impl BaselineCnn {
         let mut x = x;
         let last = self.convs.len() - 1;
         for i in 0..last {
-            x = self.pool.forward(self.conv_block(i, x));
+            x = max_pool2d(&self.pool, self.conv_block(i, x));
         }
         self.conv_block(last, x)
     }
@@ -158,7 +157,7 @@ impl BaselineCnn {
     /// # Shapes
     /// `[b, 64, h', w']` -> `[b, classes]`
     pub fn head(&self, features: Tensor<4>) -> Tensor<2> {
-        let x = self.pool.forward(features);
+        let x = max_pool2d(&self.pool, features);
         let x: Tensor<2> = x.flatten(1, 3);
         let x = self.act(self.fc1.forward(x));
         let x = self.act(self.fc2.forward(x));

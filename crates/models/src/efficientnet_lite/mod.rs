@@ -33,6 +33,7 @@ pub mod weights;
 
 use crate::onnx::{self, Graph, Value};
 use crate::staged::{Staged, freeze_blocks};
+use artemis_kernels::{Activation, conv_norm_act};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d,
@@ -81,10 +82,6 @@ fn bn(c: usize, d: &Device) -> BatchNorm {
         .init(d)
 }
 
-fn relu6(x: Tensor<4>) -> Tensor<4> {
-    x.clamp(0.0, 6.0)
-}
-
 /// Mobile inverted bottleneck without squeeze-excitation: `[expand 1x1, ReLU6] -> depthwise
 /// kxk (stride s), ReLU6 -> project 1x1 (linear)`, plus the input when `s == 1` and
 /// `c_in == c_out`. Field names are the reference's without the leading underscore.
@@ -119,10 +116,10 @@ impl MbConv {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut h = x.clone();
         if let (Some(c), Some(n)) = (&self.expand_conv, &self.bn0) {
-            h = relu6(n.forward(c.forward(h)));
+            h = conv_norm_act(c, n, h, Activation::Relu6);
         }
-        h = relu6(self.bn1.forward(self.depthwise_conv.forward(h)));
-        let y = self.bn2.forward(self.project_conv.forward(h));
+        h = conv_norm_act(&self.depthwise_conv, &self.bn1, h, Activation::Relu6);
+        let y = conv_norm_act(&self.project_conv, &self.bn2, h, Activation::Identity);
         if self.skip { y + x } else { y }
     }
 
@@ -196,8 +193,8 @@ impl Staged for EfficientNetLite {
 
     fn conv_stage(&self, i: usize, x: Tensor<4>) -> Tensor<4> {
         match i {
-            0 => relu6(self.bn0.forward(self.conv_stem.forward(x))),
-            17 => relu6(self.bn1.forward(self.conv_head.forward(x))),
+            0 => conv_norm_act(&self.conv_stem, &self.bn0, x, Activation::Relu6),
+            17 => conv_norm_act(&self.conv_head, &self.bn1, x, Activation::Relu6),
             b => self.blocks[b - 1].forward(x),
         }
     }

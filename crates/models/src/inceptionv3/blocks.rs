@@ -13,11 +13,11 @@
 #![allow(non_snake_case)] // torchvision's attribute names (`branch7x7dbl_1`, `AuxLogits`)
 
 use crate::onnx::{self, Graph, Value};
+use artemis_kernels::{Activation, conv_norm_act};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
 /// BatchNorm epsilon of torchvision's InceptionV3 (`BasicConv2d`: `eps=0.001`).
 pub const BN_EPS: f64 = 1e-3;
@@ -66,7 +66,7 @@ impl BasicConv2d {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.bn.forward(self.conv.forward(x)))
+        conv_norm_act(&self.conv, &self.bn, x, Activation::Relu)
     }
 
     /// [`Self::forward`] as ONNX (BatchNorm folded).

@@ -8,6 +8,7 @@
 //! `[b, c_in, h, w]` -> `[b, c_out, ceil(h / stride), ceil(w / stride)]`.
 
 use crate::onnx::{self, Graph, Value};
+use artemis_kernels::{Activation, conv_norm_act};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
@@ -63,8 +64,12 @@ impl ConvNormActConfig {
 
 impl ConvNormAct {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.bn.forward(self.conv.forward(x));
-        if self.act { relu6(y) } else { y }
+        let act = if self.act {
+            Activation::Relu6
+        } else {
+            Activation::Identity
+        };
+        conv_norm_act(&self.conv, &self.bn, x, act)
     }
 
     /// [`Self::forward`] as ONNX: one convolution (BatchNorm folded), then `Clip(0, 6)`.

@@ -1,0 +1,91 @@
+//! Times this crate's kernels against burn's on MobileNetV2's layer shapes at 160 px, batch
+//! 32 (forward on burn-flex, and forward + backward on the autodiff device). Medians of 5.
+//! `cargo run --release -p artemis-kernels --example kernel_times`
+use artemis_kernels::{Activation, batch_norm, conv2d};
+use burn::nn::conv::Conv2dConfig;
+use burn::nn::{BatchNormConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use std::time::Instant;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn median_ms(mut f: impl FnMut()) -> f64 {
+    f();
+    let mut v: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[2]
+}
+
+fn main() {
+    let ad = Device::flex().autodiff();
+    let b = 32;
+    println!(
+        "{:<34} {:>10} {:>10} {:>8}",
+        "layer (fwd + bwd, autodiff)", "ours ms", "burn ms", "ratio"
+    );
+    // (channels in, out, kernel, stride, groups, side)
+    for (cin, cout, k, s, groups, side) in [
+        (3, 32, 3, 2, 1, 160),
+        (32, 32, 3, 1, 32, 80),
+        (96, 96, 3, 2, 96, 80),
+        (144, 144, 3, 1, 144, 40),
+        (576, 576, 3, 1, 576, 10),
+        (32, 16, 1, 1, 1, 80),
+        (16, 96, 1, 1, 1, 80),
+        (144, 24, 1, 1, 1, 40),
+    ] {
+        let p = (k - 1) / 2;
+        let conv = Conv2dConfig::new([cin, cout], [k, k])
+            .with_stride([s, s])
+            .with_groups(groups)
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .with_bias(false)
+            .init(&ad);
+        let x =
+            Tensor::<4>::random([b, cin, side, side], Distribution::Default, &ad).require_grad();
+        let run = |own: bool| {
+            median_ms(|| {
+                let y = if own {
+                    conv2d(&conv, x.clone())
+                } else {
+                    conv.forward(x.clone())
+                };
+                let _ = y.sum().backward();
+            })
+        };
+        let (o, r) = (run(true), run(false));
+        println!(
+            "{:<34} {o:>10.1} {r:>10.1} {:>7.2}x",
+            format!("conv {cin}->{cout} k{k} s{s} g{groups} @{side}"),
+            r / o
+        );
+    }
+    for (c, side) in [(32, 80), (96, 80), (144, 40), (576, 10)] {
+        let bn = BatchNormConfig::new(c).init(&ad);
+        let x = Tensor::<4>::random([b, c, side, side], Distribution::Default, &ad).require_grad();
+        let run = |own: bool| {
+            median_ms(|| {
+                let y = if own {
+                    batch_norm(&bn, x.clone(), Activation::Relu6)
+                } else {
+                    bn.forward(x.clone()).clamp(0.0, 6.0)
+                };
+                let _ = y.sum().backward();
+            })
+        };
+        let (o, r) = (run(true), run(false));
+        println!(
+            "{:<34} {o:>10.1} {r:>10.1} {:>7.2}x",
+            format!("batchnorm+relu6 {c} @{side}"),
+            r / o
+        );
+    }
+}

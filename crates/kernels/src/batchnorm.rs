@@ -1,0 +1,228 @@
+//! BatchNorm with batch statistics (training), fused with the activation that follows it,
+//! on NCHW slices.
+//!
+//! Forward: one pass per channel for the mean and the (biased) variance, accumulated in
+//! `f64` from `f32` lane sums, then one pass writing `act((x - mean) / sqrt(var + eps) *
+//! gamma + beta)`. Backward: one pass per channel for `sum(g)` and `sum(g * xhat)` (with `g`
+//! the output gradient masked by the activation, recomputed from `x`), then one pass writing
+//! `dx = gamma / std * (g - mean(g) - xhat * mean(g * xhat))`. burn's composition takes about
+//! ten tensor operations and two transposing copies each way.
+//!
+//! Statistics are taken per channel over images in order: results do not depend on threads.
+
+use crate::act::{self, Activation};
+use crate::lanes;
+use crate::simd::vectorized;
+use rayon::prelude::*;
+
+/// `[n, c, h * w]`.
+#[derive(Debug, Clone, Copy)]
+pub struct BnShape {
+    pub n: usize,
+    pub c: usize,
+    pub plane: usize,
+}
+
+impl BnShape {
+    fn count(&self) -> f64 {
+        (self.n * self.plane) as f64
+    }
+    /// The planes of channel `c`, in image order.
+    fn planes<'a>(&self, data: &'a [f32], c: usize) -> impl Iterator<Item = &'a [f32]> {
+        (0..self.n).map(move |i| &data[(i * self.c + c) * self.plane..][..self.plane])
+    }
+}
+
+/// The output and the batch statistics (what the running averages are fed).
+pub struct BnForward {
+    pub y: Vec<f32>,
+    pub mean: Vec<f32>,
+    /// Biased (divided by `n * h * w`), as burn's `batch_norm_train` returns it.
+    pub var: Vec<f32>,
+}
+
+/// Per channel: `(mean, variance)` over images and pixels, in one pass: sums of `x - k` and
+/// `(x - k)^2` around the channel's first value `k` (shifted, so that a large mean does not
+/// cancel the variance away), in `f32` lanes per plane and `f64` over planes.
+fn statistics(s: BnShape, x: &[f32]) -> Vec<(f32, f32)> {
+    (0..s.c)
+        .into_par_iter()
+        .map(|c| {
+            let k = s
+                .planes(x, c)
+                .next()
+                .and_then(|p| p.first())
+                .copied()
+                .unwrap_or(0.0);
+            let (sum, sq) = s.planes(x, c).fold((0.0f64, 0.0f64), |(a, b), p| {
+                let (pa, pb) = vectorized(|| lanes::shifted_sums(p, k));
+                (a + pa as f64, b + pb as f64)
+            });
+            let (m, count) = (sum / s.count(), s.count());
+            ((k as f64 + m) as f32, (sq / count - m * m).max(0.0) as f32)
+        })
+        .collect()
+}
+
+fn inv_std(var: f32, eps: f64) -> f32 {
+    (1.0 / (var as f64 + eps).sqrt()) as f32
+}
+
+/// Per channel, the affine map the normalisation is: `z = x * scale + shift`.
+fn affine(gamma: f32, beta: f32, mean: f32, var: f32, eps: f64) -> (f32, f32) {
+    let scale = inv_std(var, eps) * gamma;
+    (scale, beta - mean * scale)
+}
+
+/// The fused training forward of `x [n, c, h, w]`.
+pub fn forward(
+    s: BnShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    act: Activation,
+) -> BnForward {
+    let stats = statistics(s, x);
+    let maps: Vec<(f32, f32)> = (0..s.c)
+        .map(|c| affine(gamma[c], beta[c], stats[c].0, stats[c].1, eps))
+        .collect();
+    let y = match act {
+        Activation::Identity => normalise(s, x, &maps, |z| z),
+        Activation::Relu => normalise(s, x, &maps, |z| z.max(0.0)),
+        Activation::Relu6 => normalise(s, x, &maps, |z| z.clamp(0.0, 6.0)),
+        Activation::Sigmoid => normalise(s, x, &maps, act::sigmoid),
+    };
+    let (mean, var) = stats.into_iter().unzip();
+    BnForward { y, mean, var }
+}
+
+/// `f(x * scale + shift)` with each channel's affine map (one copy per activation `f`).
+fn normalise(
+    s: BnShape,
+    x: &[f32],
+    maps: &[(f32, f32)],
+    f: impl Fn(f32) -> f32 + Sync + Copy,
+) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    y.par_chunks_mut(s.plane)
+        .zip(x.par_chunks(s.plane))
+        .enumerate()
+        .for_each(|(p, (y, x))| {
+            let (scale, shift) = maps[p % s.c];
+            vectorized(|| {
+                for (y, x) in y.iter_mut().zip(x) {
+                    *y = f(x * scale + shift);
+                }
+            })
+        });
+    y
+}
+
+/// Inputs of [`backward`] besides the shape and the activation.
+pub struct BnSaved<'a> {
+    pub x: &'a [f32],
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+    pub mean: &'a [f32],
+    pub var: &'a [f32],
+    pub eps: f64,
+}
+
+/// Gradients of [`forward`]: `(dx, dgamma, dbeta)`.
+pub fn backward(
+    s: BnShape,
+    saved: &BnSaved,
+    dy: &[f32],
+    act: Activation,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    match act {
+        Activation::Identity => backward_gated(s, saved, dy, |_, g| g),
+        Activation::Relu => backward_gated(s, saved, dy, |z, g| if z > 0.0 { g } else { 0.0 }),
+        Activation::Relu6 => {
+            backward_gated(
+                s,
+                saved,
+                dy,
+                |z, g| if (0.0..=6.0).contains(&z) { g } else { 0.0 },
+            )
+        }
+        Activation::Sigmoid => backward_gated(s, saved, dy, |z, g| {
+            let y = act::sigmoid(z);
+            g * y * (1.0 - y)
+        }),
+    }
+}
+
+/// [`backward`] with the activation's gradient gate `gate(z, dy)` inlined (one copy per
+/// activation, so the loops vectorise with a blend instead of a branch).
+fn backward_gated(
+    s: BnShape,
+    v: &BnSaved,
+    dy: &[f32],
+    gate: impl Fn(f32, f32) -> f32 + Sync + Copy,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let x = v.x;
+    let per_channel = |c: usize| {
+        (
+            affine(v.gamma[c], v.beta[c], v.mean[c], v.var[c], v.eps),
+            v.mean[c],
+        )
+    };
+    // Per channel: sum(g) and sum(g * (x - mean)), with g the gated output gradient.
+    let sums: Vec<(f32, f32)> = (0..s.c)
+        .into_par_iter()
+        .map(|c| {
+            let ((scale, shift), mean) = per_channel(c);
+            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
+            for (xp, gp) in s.planes(x, c).zip(s.planes(dy, c)) {
+                let (a, b) = vectorized(|| {
+                    let (mut a, mut b) = ([0.0f32; 8], [0.0f32; 8]);
+                    let (xs, gs) = (xp.chunks_exact(8), gp.chunks_exact(8));
+                    let (xr, gr) = (xs.remainder(), gs.remainder());
+                    for (xv, gv) in xs.zip(gs) {
+                        for l in 0..8 {
+                            let g = gate(xv[l] * scale + shift, gv[l]);
+                            a[l] += g;
+                            b[l] += g * (xv[l] - mean);
+                        }
+                    }
+                    let (mut ta, mut tb) = (0.0f32, 0.0f32);
+                    for (x, g) in xr.iter().zip(gr) {
+                        let g = gate(x * scale + shift, *g);
+                        ta += g;
+                        tb += g * (x - mean);
+                    }
+                    (a.iter().sum::<f32>() + ta, b.iter().sum::<f32>() + tb)
+                });
+                sg += a as f64;
+                sgx += b as f64;
+            }
+            (sg as f32, sgx as f32)
+        })
+        .collect();
+    let m = s.count() as f32;
+    let mut dx = vec![0.0; x.len()];
+    dx.par_chunks_mut(s.plane).enumerate().for_each(|(p, dx)| {
+        let c = p % s.c;
+        let ((scale, shift), mean) = per_channel(c);
+        let istd = inv_std(v.var[c], v.eps);
+        // dx = scale * (g - mean(g) - xhat * mean(g * xhat)) = scale * g + k * (x - mean) + k0
+        let (mg, mgx) = (sums[c].0 / m, sums[c].1 / m * istd);
+        let (k, k0) = (-scale * mgx * istd, -scale * mg);
+        let xs = &x[p * s.plane..][..s.plane];
+        let gs = &dy[p * s.plane..][..s.plane];
+        vectorized(|| {
+            for ((d, x), g) in dx.iter_mut().zip(xs).zip(gs) {
+                *d = scale * gate(x * scale + shift, *g) + k * (x - mean) + k0;
+            }
+        })
+    });
+    let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = sums.iter().map(|&(sg, sgx)| (sg, sgx)).unzip();
+    let dgamma = dgamma
+        .iter()
+        .enumerate()
+        .map(|(c, sgx)| sgx * inv_std(v.var[c], v.eps))
+        .collect();
+    (dx, dgamma, dbeta)
+}

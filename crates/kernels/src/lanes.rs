@@ -1,0 +1,92 @@
+//! Sums and dot products in eight independent lanes, so that the compiler vectorises them
+//! (a single running `f32` sum is a dependency chain it may not reorder). The lane order is
+//! fixed, so results do not depend on threads or on the machine's vector width.
+
+const LANES: usize = 8;
+
+/// `sum(a[i] * b[i])` over the common length.
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; LANES];
+    let mut ca = a.chunks_exact(LANES);
+    let mut cb = b.chunks_exact(LANES);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `sum(a[i * stride] * b[i])` for `b.len()` terms: a dot product with a strided left side.
+#[inline(always)]
+pub(crate) fn dot_strided(a: &[f32], stride: usize, b: &[f32]) -> f32 {
+    if stride == 1 {
+        return dot(a, b);
+    }
+    let mut acc = [0.0f32; LANES];
+    let full = b.len() / LANES * LANES;
+    for base in (0..full).step_by(LANES) {
+        for l in 0..LANES {
+            acc[l] += a[(base + l) * stride] * b[base + l];
+        }
+    }
+    let tail: f32 = (full..b.len()).map(|i| a[i * stride] * b[i]).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `sum(a[i])`.
+#[inline(always)]
+pub(crate) fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut c = a.chunks_exact(LANES);
+    for x in &mut c {
+        for l in 0..LANES {
+            acc[l] += x[l];
+        }
+    }
+    acc.iter().sum::<f32>() + c.remainder().iter().sum::<f32>()
+}
+
+/// `(sum(a[i] - k), sum((a[i] - k)^2))`.
+#[inline(always)]
+pub(crate) fn shifted_sums(a: &[f32], k: f32) -> (f32, f32) {
+    let (mut s1, mut s2) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let mut c = a.chunks_exact(LANES);
+    for x in &mut c {
+        for l in 0..LANES {
+            let d = x[l] - k;
+            s1[l] += d;
+            s2[l] += d * d;
+        }
+    }
+    let (t1, t2) = c
+        .remainder()
+        .iter()
+        .fold((0.0, 0.0), |(p, q), x| (p + (x - k), q + (x - k) * (x - k)));
+    (s1.iter().sum::<f32>() + t1, s2.iter().sum::<f32>() + t2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agree_with_plain_loops() {
+        let a: Vec<f32> = (0..45).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..23).map(|i| (i as f32 * 0.11).cos()).collect();
+        let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - plain).abs() < 1e-5);
+        let strided: f32 = (0..b.len() / 2).map(|i| a[i * 2] * b[i]).sum();
+        assert!((dot_strided(&a, 2, &b[..b.len() / 2]) - strided).abs() < 1e-5);
+        assert!((sum(&a) - a.iter().sum::<f32>()).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,198 @@
+//! CPU training kernels for artemis's networks, plugged into burn 0.22 as backend-extension
+//! operations with backward passes of their own.
+//!
+//! burn-flex (burn's CPU backend) implements no convolution backward: autodiff falls back to
+//! `conv_transpose2d` (a serial loop over images and groups of small GEMMs) for the input
+//! gradient and to one `conv2d` plus one `slice_assign` per group for a grouped weight
+//! gradient, and BatchNorm in training is about ten unfused tensor operations. This crate
+//! replaces those on the CPU:
+//!
+//! - [`conv2d`]: dense/grouped convolution (im2col + GEMM per image, parallel over the batch)
+//!   and depthwise convolution (direct loops parallel over `(image, channel)` planes), forward
+//!   and both gradients;
+//! - [`batch_norm`]: BatchNorm with batch statistics fused with ReLU/ReLU6, forward and
+//!   backward in two passes each.
+//!
+//! Both take burn's own modules (`Conv2d`, `BatchNorm`), so weights, records and checkpoints
+//! are unchanged. They run only for `f32` tensors on the autodiff-over-Flex device (training
+//! on the CPU); on any other device, and when `ARTEMIS_KERNELS=burn` is set, they call burn's
+//! modules exactly as before. Results are deterministic for a given thread count.
+//!
+//! Layout: NCHW throughout, as burn's modules hold their tensors, so no transposing copy is
+//! made on the way in or out.
+
+mod act;
+mod backend;
+mod batchnorm;
+mod conv;
+mod depthwise;
+mod gemm;
+mod geom;
+mod lanes;
+mod pool;
+mod simd;
+
+pub use act::Activation;
+pub use backend::{BnOut, ConvSpec, TrainKernels};
+pub use geom::ConvGeom;
+
+use burn::backend::{Dispatch, DispatchDevice};
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
+use burn::nn::{BatchNorm, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn::tensor::activation::{relu, sigmoid};
+use std::sync::OnceLock;
+
+/// Which implementation the training layers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// This crate's kernels on the CPU training device, burn's elsewhere (the default).
+    Own,
+    /// burn's kernels everywhere (`ARTEMIS_KERNELS=burn`): the reference they are tested
+    /// and benchmarked against.
+    Burn,
+}
+
+impl Kernels {
+    /// The choice of this process: `ARTEMIS_KERNELS=burn` selects burn's kernels.
+    pub fn current() -> Kernels {
+        static CHOICE: OnceLock<Kernels> = OnceLock::new();
+        *CHOICE.get_or_init(|| match std::env::var("ARTEMIS_KERNELS").as_deref() {
+            Ok("burn") => Kernels::Burn,
+            _ => Kernels::Own,
+        })
+    }
+}
+
+/// Whether a tensor goes to this crate's kernels: f32 on the autodiff-over-Flex device.
+fn routes<const D: usize>(x: &Tensor<D>) -> bool {
+    if Kernels::current() == Kernels::Burn || x.dtype() != DType::F32 {
+        return false;
+    }
+    match x.device().as_dispatch() {
+        DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
+        _ => false,
+    }
+}
+
+/// `conv.forward(x)`, through this crate's kernels on the CPU training device.
+///
+/// # Shapes
+/// `[n, c, h, w]` -> `[n, o, oh, ow]` (burn's `Conv2d` rules, padding included).
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    conv2d_act(conv, x, Activation::Identity)
+}
+
+/// `act(conv.forward(x))`, the activation fused into the convolution on the CPU training
+/// device (the reference baseline's convolution + sigmoid).
+pub fn conv2d_act(conv: &Conv2d, x: Tensor<4>, act: Activation) -> Tensor<4> {
+    if !routes(&x) {
+        return activate(conv.forward(x), act);
+    }
+    let (rows, cols) = match conv.padding {
+        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
+        PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
+        PaddingConfig2d::Same => return activate(conv.forward(x), act), // unused by artemis
+    };
+    let spec = ConvSpec {
+        stride: conv.stride,
+        pad: [rows, cols],
+        dilation: conv.dilation,
+        groups: conv.groups,
+    };
+    let weight = conv.weight.val();
+    if spec.geom(x.dims(), weight.dims()).is_none() {
+        return activate(conv.forward(x), act); // burn reports the shape error
+    }
+    let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
+    let y = match &conv.bias {
+        Some(b) => <Dispatch as TrainKernels>::kernel_conv2d_bias(
+            x,
+            weight,
+            b.val().into_dispatch(),
+            spec,
+            act,
+        ),
+        None => <Dispatch as TrainKernels>::kernel_conv2d(x, weight, spec, act),
+    };
+    Tensor::from_dispatch(y)
+}
+
+/// `act(bn.forward(x))`, fused through this crate's kernels when `bn` trains on the CPU
+/// training device. The running statistics are updated exactly as burn's `BatchNorm` does.
+///
+/// # Shapes
+/// `[n, c, h, w]` -> `[n, c, h, w]`.
+pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>, act: Activation) -> Tensor<4> {
+    if !(routes(&x) && bn.training.is_enabled()) {
+        return activate(bn.forward(x), act);
+    }
+    let device = x.device();
+    let out = <Dispatch as TrainKernels>::kernel_batch_norm(
+        x.into_dispatch(),
+        bn.gamma.val().into_dispatch(),
+        bn.beta.val().into_dispatch(),
+        bn.epsilon,
+        act,
+    );
+    let (mean, var) = (
+        Tensor::<1>::from_dispatch(out.mean),
+        Tensor::<1>::from_dispatch(out.var),
+    );
+    let m = bn.momentum;
+    let running_mean = bn.running_mean.value_sync().to_device(&device);
+    let running_var = bn.running_var.value_sync().to_device(&device);
+    bn.running_mean.update(
+        running_mean
+            .mul_scalar(1.0 - m)
+            .add(mean.detach().mul_scalar(m))
+            .detach(),
+    );
+    bn.running_var.update(
+        running_var
+            .mul_scalar(1.0 - m)
+            .add(var.detach().mul_scalar(m))
+            .detach(),
+    );
+    Tensor::from_dispatch(out.y)
+}
+
+/// The activation with burn's operations (what [`batch_norm`] fuses).
+pub fn activate<const D: usize>(x: Tensor<D>, act: Activation) -> Tensor<D> {
+    match act {
+        Activation::Identity => x,
+        Activation::Relu => relu(x),
+        Activation::Relu6 => x.clamp(0.0, 6.0),
+        Activation::Sigmoid => sigmoid(x),
+    }
+}
+
+/// `pool.forward(x)`, through this crate's kernel on the CPU training device when the pool
+/// has no padding or dilation.
+///
+/// # Shapes
+/// `[n, c, h, w]` -> `[n, c, (h - kh) / sh + 1, (w - kw) / sw + 1]`.
+pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    let plain = matches!(pool.padding, PaddingConfig2d::Valid)
+        && pool.dilation == [1, 1]
+        && !pool.ceil_mode;
+    let [_, _, h, w] = x.dims();
+    let fits = h >= pool.kernel_size[0] && w >= pool.kernel_size[1];
+    if !(routes(&x) && plain && fits) {
+        return pool.forward(x);
+    }
+    let y = <Dispatch as TrainKernels>::kernel_max_pool2d(
+        x.into_dispatch(),
+        pool.kernel_size,
+        pool.stride,
+    );
+    Tensor::from_dispatch(y)
+}
+
+/// `act(bn(conv(x)))`: the convolution -> BatchNorm -> activation unit of MobileNetV2,
+/// EfficientNet-Lite, InceptionV3 and the `relu-bn` baseline.
+pub fn conv_norm_act(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, act: Activation) -> Tensor<4> {
+    batch_norm(bn, conv2d(conv, x), act)
+}
