@@ -68,10 +68,28 @@ fn inv_std(var: f32, eps: f64) -> f32 {
     (1.0 / (var as f64 + eps).sqrt()) as f32
 }
 
-/// Per channel, the affine map the normalisation is: `z = x * scale + shift`.
-fn affine(gamma: f32, beta: f32, mean: f32, var: f32, eps: f64) -> (f32, f32) {
-    let scale = inv_std(var, eps) * gamma;
-    (scale, beta - mean * scale)
+/// Per channel, the normalisation as `z = (x - mean) * scale + beta`: centred first, as burn
+/// computes it, since folding the mean into a shift (`x * scale + shift`) loses digits in a
+/// channel whose mean is large against its spread.
+#[derive(Debug, Clone, Copy)]
+struct Norm {
+    mean: f32,
+    scale: f32,
+    beta: f32,
+}
+
+impl Norm {
+    fn new(gamma: f32, beta: f32, mean: f32, var: f32, eps: f64) -> Norm {
+        Norm {
+            mean,
+            scale: inv_std(var, eps) * gamma,
+            beta,
+        }
+    }
+    #[inline(always)]
+    fn z(self, x: f32) -> f32 {
+        (x - self.mean) * self.scale + self.beta
+    }
 }
 
 /// The fused training forward of `x [n, c, h, w]`.
@@ -84,8 +102,8 @@ pub fn forward(
     act: Activation,
 ) -> BnForward {
     let stats = statistics(s, x);
-    let maps: Vec<(f32, f32)> = (0..s.c)
-        .map(|c| affine(gamma[c], beta[c], stats[c].0, stats[c].1, eps))
+    let maps: Vec<Norm> = (0..s.c)
+        .map(|c| Norm::new(gamma[c], beta[c], stats[c].0, stats[c].1, eps))
         .collect();
     let y = match act {
         Activation::Identity => normalise(s, x, &maps, |z| z),
@@ -97,11 +115,11 @@ pub fn forward(
     BnForward { y, mean, var }
 }
 
-/// `f(x * scale + shift)` with each channel's affine map (one copy per activation `f`).
+/// `f(z(x))` with each channel's normalisation (one copy per activation `f`).
 fn normalise(
     s: BnShape,
     x: &[f32],
-    maps: &[(f32, f32)],
+    maps: &[Norm],
     f: impl Fn(f32) -> f32 + Sync + Copy,
 ) -> Vec<f32> {
     let mut y = vec![0.0; x.len()];
@@ -109,10 +127,10 @@ fn normalise(
         .zip(x.par_chunks(s.plane))
         .enumerate()
         .for_each(|(p, (y, x))| {
-            let (scale, shift) = maps[p % s.c];
+            let norm = maps[p % s.c];
             vectorized(|| {
                 for (y, x) in y.iter_mut().zip(x) {
-                    *y = f(x * scale + shift);
+                    *y = f(norm.z(*x));
                 }
             })
         });
@@ -163,17 +181,13 @@ fn backward_gated(
     gate: impl Fn(f32, f32) -> f32 + Sync + Copy,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let x = v.x;
-    let per_channel = |c: usize| {
-        (
-            affine(v.gamma[c], v.beta[c], v.mean[c], v.var[c], v.eps),
-            v.mean[c],
-        )
-    };
+    let per_channel = |c: usize| Norm::new(v.gamma[c], v.beta[c], v.mean[c], v.var[c], v.eps);
     // Per channel: sum(g) and sum(g * (x - mean)), with g the gated output gradient.
     let sums: Vec<(f32, f32)> = (0..s.c)
         .into_par_iter()
         .map(|c| {
-            let ((scale, shift), mean) = per_channel(c);
+            let norm = per_channel(c);
+            let mean = norm.mean;
             let (mut sg, mut sgx) = (0.0f64, 0.0f64);
             for (xp, gp) in s.planes(x, c).zip(s.planes(dy, c)) {
                 let (a, b) = vectorized(|| {
@@ -182,14 +196,14 @@ fn backward_gated(
                     let (xr, gr) = (xs.remainder(), gs.remainder());
                     for (xv, gv) in xs.zip(gs) {
                         for l in 0..8 {
-                            let g = gate(xv[l] * scale + shift, gv[l]);
+                            let g = gate(norm.z(xv[l]), gv[l]);
                             a[l] += g;
                             b[l] += g * (xv[l] - mean);
                         }
                     }
                     let (mut ta, mut tb) = (0.0f32, 0.0f32);
                     for (x, g) in xr.iter().zip(gr) {
-                        let g = gate(x * scale + shift, *g);
+                        let g = gate(norm.z(*x), *g);
                         ta += g;
                         tb += g * (x - mean);
                     }
@@ -205,7 +219,8 @@ fn backward_gated(
     let mut dx = vec![0.0; x.len()];
     dx.par_chunks_mut(s.plane).enumerate().for_each(|(p, dx)| {
         let c = p % s.c;
-        let ((scale, shift), mean) = per_channel(c);
+        let norm = per_channel(c);
+        let (scale, mean) = (norm.scale, norm.mean);
         let istd = inv_std(v.var[c], v.eps);
         // dx = scale * (g - mean(g) - xhat * mean(g * xhat)) = scale * g + k * (x - mean) + k0
         let (mg, mgx) = (sums[c].0 / m, sums[c].1 / m * istd);
@@ -214,7 +229,7 @@ fn backward_gated(
         let gs = &dy[p * s.plane..][..s.plane];
         vectorized(|| {
             for ((d, x), g) in dx.iter_mut().zip(xs).zip(gs) {
-                *d = scale * gate(x * scale + shift, *g) + k * (x - mean) + k0;
+                *d = scale * gate(norm.z(*x), *g) + k * (x - mean) + k0;
             }
         })
     });

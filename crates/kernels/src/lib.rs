@@ -43,6 +43,7 @@ use burn::nn::{BatchNorm, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::activation::{relu, sigmoid};
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 /// Which implementation the training layers use.
@@ -56,14 +57,36 @@ pub enum Kernels {
 }
 
 impl Kernels {
-    /// The choice of this process: `ARTEMIS_KERNELS=burn` selects burn's kernels.
+    /// The choice on this thread: the one [`with_kernels`] set, else the process's
+    /// (`ARTEMIS_KERNELS=burn` selects burn's kernels).
     pub fn current() -> Kernels {
         static CHOICE: OnceLock<Kernels> = OnceLock::new();
-        *CHOICE.get_or_init(|| match std::env::var("ARTEMIS_KERNELS").as_deref() {
-            Ok("burn") => Kernels::Burn,
-            _ => Kernels::Own,
-        })
+        let process = || {
+            *CHOICE.get_or_init(|| match std::env::var("ARTEMIS_KERNELS").as_deref() {
+                Ok("burn") => Kernels::Burn,
+                _ => Kernels::Own,
+            })
+        };
+        OVERRIDE.with(Cell::get).unwrap_or_else(process)
     }
+}
+
+thread_local! {
+    static OVERRIDE: Cell<Option<Kernels>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with `kernels` for the layers this thread runs (the choice is made when a layer
+/// runs forward, so the backward pass follows it): how tests and benchmarks compare the two
+/// in one process.
+pub fn with_kernels<R>(kernels: Kernels, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Kernels>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OVERRIDE.with(|o| o.set(self.0));
+        }
+    }
+    let _restore = Restore(OVERRIDE.with(|o| o.replace(Some(kernels))));
+    f()
 }
 
 /// Whether a tensor goes to this crate's kernels: f32 on the autodiff-over-Flex device.

@@ -117,6 +117,9 @@ fn cases() -> Vec<Case> {
             act: Activation::Relu6,
             ..case([2, 6, 7, 7], 6, 3, 2, [1, 1, 1, 1], 6)
         },
+        // MobileNetV2's last blocks at 96 px: 3x3 planes, padding 1.
+        case([8, 16, 3, 3], 16, 3, 1, [1, 1, 1, 1], 16),
+        case([8, 32, 6, 6], 32, 3, 2, [1, 1, 1, 1], 32),
         // Batch 32, and batch 1.
         case([32, 4, 6, 6], 6, 3, 1, [1, 1, 1, 1], 1),
         Case {
@@ -374,6 +377,7 @@ fn batch_norm_matches_burn_with_each_activation() {
         ([32, 3, 4, 4], Activation::Relu6),
         ([1, 6, 9, 3], Activation::Relu6),
         ([2, 4, 5, 5], Activation::Sigmoid),
+        ([8, 16, 3, 3], Activation::Relu6),
     ] {
         let ch = shape[1];
         let seed: u64 = rng.random();
