@@ -24,6 +24,9 @@ import time
 
 import numpy as np
 
+# The Keras version of the reference baseline, as the inference peers build it.
+from peers import reference_baseline
+
 CLASSES = 12
 # (model, input side) pairs: MobileNetV2 at 160 and 224 px, the reference baseline at its 150.
 DEFAULT_CASES = ["mobilenetv2:160", "mobilenetv2:224", "baseline:150", "baseline:224"]
@@ -83,19 +86,6 @@ def w_torch(args):
     return out
 
 
-def keras_baseline(keras, side):
-    from keras import layers
-    m = keras.Sequential([keras.Input((side, side, 3))])
-    for filters, k in [(32, 2), (64, 3), (32, 3), (32, 3), (64, 2)]:
-        m.add(layers.Conv2D(filters, k, activation="sigmoid"))
-        m.add(layers.MaxPooling2D(2))
-    m.add(layers.Flatten())
-    m.add(layers.Dense(44, activation="sigmoid"))
-    m.add(layers.Dense(32, activation="sigmoid"))
-    m.add(layers.Dense(CLASSES))
-    return m
-
-
 def w_keras(args):
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -110,7 +100,7 @@ def w_keras(args):
             model = keras.applications.MobileNetV2(input_shape=(side, side, 3), weights=None, classes=CLASSES,
                                                    classifier_activation=None)
         else:
-            model = keras_baseline(keras, side)
+            model = reference_baseline(side)
         model.compile(optimizer=keras.optimizers.Adam(1e-3),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         x = np.random.default_rng(0).uniform(0, 255, (args.batch, side, side, 3)).astype(np.float32)

@@ -60,16 +60,15 @@ impl Activation {
     }
 }
 
-/// `act` on every element, in place.
-pub(crate) fn apply_in_place(y: &mut [f32], act: Activation) {
-    use rayon::prelude::*;
-    y.par_chunks_mut(1 << 14).for_each(|c| {
-        crate::simd::vectorized(|| match act {
-            Activation::Identity => {}
-            Activation::Relu => c.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Activation::Relu6 => c.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
-            Activation::Sigmoid => c.iter_mut().for_each(|v| *v = sigmoid(*v)),
-        })
+/// `act` on every element of one image's (or plane's) output, in place: called by the
+/// forward kernels right after they write it, while it is still in cache.
+#[inline(always)]
+pub(crate) fn apply(y: &mut [f32], act: Activation) {
+    crate::simd::vectorized(|| match act {
+        Activation::Identity => {}
+        Activation::Relu => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::Relu6 => y.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        Activation::Sigmoid => y.iter_mut().for_each(|v| *v = sigmoid(*v)),
     });
 }
 

@@ -2,7 +2,7 @@
 //! CPU backend) and, on `Autodiff<Flex>`, a backward pass of our own.
 //!
 //! burn's runtime `Dispatch` routes a call to the backend of its first float tensor. Only
-//! Flex and autodiff-over-Flex tensors may reach these operations (`crate::routes` checks
+//! Flex and autodiff-over-Flex tensors may reach these operations (the routing in lib.rs checks
 //! the device first); every other device keeps burn's own kernels.
 
 use crate::act::{self, Activation};
@@ -92,7 +92,7 @@ fn dense(t: FlexTensor) -> FlexTensor {
 
 /// The values of a tensor made by [`dense`].
 fn values(t: &FlexTensor) -> &[f32] {
-    // `dense` made it contiguous, and `crate::routes` only sends f32 tensors here.
+    // `dense` made it contiguous, and the routing in lib.rs only sends f32 tensors here.
     t.as_slice::<f32>().unwrap_or(&[])
 }
 
@@ -105,7 +105,7 @@ fn tensor(data: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(data, shape.into()))
 }
 
-/// The geometry of a call `crate::routes` already validated.
+/// The geometry of a call the routing in lib.rs already validated.
 fn geom_of(x: &FlexTensor, w: &FlexTensor, spec: ConvSpec) -> ConvGeom {
     match spec.geom(dims(x), dims(w)) {
         Some(g) => g,
@@ -117,7 +117,7 @@ fn geom_of(x: &FlexTensor, w: &FlexTensor, spec: ConvSpec) -> ConvGeom {
     }
 }
 
-/// The convolution, its bias and its activation, applied while the output is hot.
+/// The convolution, its bias and its activation (applied per image, while it is in cache).
 fn conv_forward(
     x: &FlexTensor,
     w: &FlexTensor,
@@ -126,14 +126,11 @@ fn conv_forward(
     act: Activation,
 ) -> FlexTensor {
     let (x, w, b) = (values(x), values(w), bias.map(values));
-    let mut y = if g.is_depthwise() {
-        depthwise::forward(g, x, w, b)
+    let y = if g.is_depthwise() {
+        depthwise::forward(g, x, w, b, act)
     } else {
-        conv::forward(g, x, w, b)
+        conv::forward(g, x, w, b, act)
     };
-    if act != Activation::Identity {
-        act::apply_in_place(&mut y, act);
-    }
     tensor(y, [g.n, g.o, g.oh, g.ow])
 }
 
@@ -343,6 +340,27 @@ impl Backward<Flex, 1> for PoolBackward {
     }
 }
 
+/// The forward of a tracked convolution: its geometry, its output and what its backward
+/// keeps (the input, the weight and, after an activation, the output).
+/// (The tensor type is the same for every checkpointing strategy.)
+fn conv_saving(
+    x: &FloatTensor<Autodiff<Flex>>,
+    weight: &FloatTensor<Autodiff<Flex>>,
+    bias: Option<&FloatTensor<Autodiff<Flex>>>,
+    spec: ConvSpec,
+    act: Activation,
+) -> (ConvGeom, FlexTensor, ConvState) {
+    let (xp, wp) = (
+        dense(x.primitive().clone()),
+        dense(weight.primitive().clone()),
+    );
+    let bp = bias.map(|b| dense(b.primitive().clone()));
+    let geom = geom_of(&xp, &wp, spec);
+    let y = conv_forward(&xp, &wp, bp.as_ref(), &geom, act);
+    let saved_y = (act != Activation::Identity).then(|| y.clone());
+    (geom, y, (xp, wp, saved_y))
+}
+
 impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
     fn kernel_conv2d(
         x: FloatTensor<Self>,
@@ -350,19 +368,13 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
         spec: ConvSpec,
         act: Activation,
     ) -> FloatTensor<Self> {
-        let (xp, wp) = (
-            dense(x.primitive().clone()),
-            dense(weight.primitive().clone()),
-        );
-        let geom = geom_of(&xp, &wp, spec);
-        let y = conv_forward(&xp, &wp, None, &geom, act);
-        let saved_y = (act != Activation::Identity).then(|| y.clone());
+        let (geom, y, state) = conv_saving(&x, &weight, None, spec, act);
         match (ConvBackward { geom, act })
             .prepare::<C>([x.node(), weight.node()])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish((xp, wp, saved_y), y),
+            OpsKind::Tracked(prep) => prep.finish(state, y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
@@ -374,21 +386,13 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
         spec: ConvSpec,
         act: Activation,
     ) -> FloatTensor<Self> {
-        let (xp, wp, bp) = (
-            dense(x.primitive().clone()),
-            dense(weight.primitive().clone()),
-            dense(bias.primitive().clone()),
-        );
-        let geom = geom_of(&xp, &wp, spec);
-        let y = conv_forward(&xp, &wp, Some(&bp), &geom, act);
-        let saved_y = (act != Activation::Identity).then(|| y.clone());
-        let backward = ConvBiasBackward(ConvBackward { geom, act });
-        match backward
+        let (geom, y, state) = conv_saving(&x, &weight, Some(&bias), spec, act);
+        match ConvBiasBackward(ConvBackward { geom, act })
             .prepare::<C>([x.node(), weight.node(), bias.node()])
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish((xp, wp, saved_y), y),
+            OpsKind::Tracked(prep) => prep.finish(state, y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }

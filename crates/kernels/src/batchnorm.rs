@@ -181,63 +181,63 @@ fn backward_gated(
     gate: impl Fn(f32, f32) -> f32 + Sync + Copy,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let x = v.x;
-    let per_channel = |c: usize| Norm::new(v.gamma[c], v.beta[c], v.mean[c], v.var[c], v.eps);
-    // Per channel: sum(g) and sum(g * (x - mean)), with g the gated output gradient.
-    let sums: Vec<(f32, f32)> = (0..s.c)
+    let norms: Vec<Norm> = (0..s.c)
+        .map(|c| Norm::new(v.gamma[c], v.beta[c], v.mean[c], v.var[c], v.eps))
+        .collect();
+    // Per channel: dbeta = sum(g) and dgamma = sum(g * xhat), g the gated output gradient.
+    let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..s.c)
         .into_par_iter()
         .map(|c| {
-            let norm = per_channel(c);
-            let mean = norm.mean;
-            let (mut sg, mut sgx) = (0.0f64, 0.0f64);
-            for (xp, gp) in s.planes(x, c).zip(s.planes(dy, c)) {
-                let (a, b) = vectorized(|| {
-                    let (mut a, mut b) = ([0.0f32; 8], [0.0f32; 8]);
-                    let (xs, gs) = (xp.chunks_exact(8), gp.chunks_exact(8));
-                    let (xr, gr) = (xs.remainder(), gs.remainder());
-                    for (xv, gv) in xs.zip(gs) {
-                        for l in 0..8 {
-                            let g = gate(norm.z(xv[l]), gv[l]);
-                            a[l] += g;
-                            b[l] += g * (xv[l] - mean);
-                        }
-                    }
-                    let (mut ta, mut tb) = (0.0f32, 0.0f32);
-                    for (x, g) in xr.iter().zip(gr) {
-                        let g = gate(norm.z(*x), *g);
-                        ta += g;
-                        tb += g * (x - mean);
-                    }
-                    (a.iter().sum::<f32>() + ta, b.iter().sum::<f32>() + tb)
-                });
-                sg += a as f64;
-                sgx += b as f64;
-            }
-            (sg as f32, sgx as f32)
+            let (sg, sgx) =
+                s.planes(x, c)
+                    .zip(s.planes(dy, c))
+                    .fold((0.0f64, 0.0f64), |(a, b), (xp, gp)| {
+                        let (pa, pb) = vectorized(|| gated_sums(xp, gp, norms[c], gate));
+                        (a + pa as f64, b + pb as f64)
+                    });
+            (sg as f32, sgx as f32 * inv_std(v.var[c], v.eps))
         })
-        .collect();
+        .unzip();
     let m = s.count() as f32;
     let mut dx = vec![0.0; x.len()];
     dx.par_chunks_mut(s.plane).enumerate().for_each(|(p, dx)| {
         let c = p % s.c;
-        let norm = per_channel(c);
-        let (scale, mean) = (norm.scale, norm.mean);
-        let istd = inv_std(v.var[c], v.eps);
+        let norm = norms[c];
         // dx = scale * (g - mean(g) - xhat * mean(g * xhat)) = scale * g + k * (x - mean) + k0
-        let (mg, mgx) = (sums[c].0 / m, sums[c].1 / m * istd);
-        let (k, k0) = (-scale * mgx * istd, -scale * mg);
+        let istd = inv_std(v.var[c], v.eps);
+        let (k, k0) = (
+            -norm.scale * dgamma[c] / m * istd,
+            -norm.scale * dbeta[c] / m,
+        );
         let xs = &x[p * s.plane..][..s.plane];
         let gs = &dy[p * s.plane..][..s.plane];
         vectorized(|| {
             for ((d, x), g) in dx.iter_mut().zip(xs).zip(gs) {
-                *d = scale * gate(norm.z(*x), *g) + k * (x - mean) + k0;
+                *d = norm.scale * gate(norm.z(*x), *g) + k * (x - norm.mean) + k0;
             }
         })
     });
-    let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = sums.iter().map(|&(sg, sgx)| (sg, sgx)).unzip();
-    let dgamma = dgamma
-        .iter()
-        .enumerate()
-        .map(|(c, sgx)| sgx * inv_std(v.var[c], v.eps))
-        .collect();
     (dx, dgamma, dbeta)
+}
+
+/// Over one plane: `(sum(g), sum(g * (x - mean)))` with `g = gate(z(x), dy)`, in 8 lanes.
+#[inline(always)]
+fn gated_sums(xp: &[f32], gp: &[f32], norm: Norm, gate: impl Fn(f32, f32) -> f32) -> (f32, f32) {
+    let (mut a, mut b) = ([0.0f32; 8], [0.0f32; 8]);
+    let (xs, gs) = (xp.chunks_exact(8), gp.chunks_exact(8));
+    let (xr, gr) = (xs.remainder(), gs.remainder());
+    for (xv, gv) in xs.zip(gs) {
+        for l in 0..8 {
+            let g = gate(norm.z(xv[l]), gv[l]);
+            a[l] += g;
+            b[l] += g * (xv[l] - norm.mean);
+        }
+    }
+    let (mut ta, mut tb) = (0.0f32, 0.0f32);
+    for (x, g) in xr.iter().zip(gr) {
+        let g = gate(norm.z(*x), *g);
+        ta += g;
+        tb += g * (x - norm.mean);
+    }
+    (a.iter().sum::<f32>() + ta, b.iter().sum::<f32>() + tb)
 }

@@ -11,6 +11,7 @@
 //! A 1x1 convolution with stride 1 and no padding (MobileNet's expansions and projections)
 //! uses the input plane as its im2col matrix: no copy.
 
+use crate::act::{self, Activation};
 use crate::gemm::{Mat, gemm};
 use crate::geom::ConvGeom;
 use crate::lanes;
@@ -106,8 +107,15 @@ fn columns<'a>(g: &ConvGeom, x_n: &'a [f32], grp: usize, col: &'a mut [f32]) -> 
     }
 }
 
-/// `y [n, o, oh, ow]` of `x [n, c, h, w]`, `w [o, c / groups, kh, kw]` and an optional bias.
-pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+/// `act(y) [n, o, oh, ow]` of `x [n, c, h, w]`, `w [o, c / groups, kh, kw]` and an optional
+/// bias.
+pub fn forward(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+) -> Vec<f32> {
     let (ohw, og, ckk) = (g.out_plane(), g.og(), g.ckk());
     let mut y = vec![0.0; g.n * g.o * ohw];
     y.par_chunks_mut(g.o * ohw)
@@ -134,6 +142,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<
                         row.iter_mut().for_each(|v| *v += b);
                     }
                 }
+                act::apply(y_n, act);
             },
         );
     y

@@ -6,6 +6,7 @@
 //! contiguous multiply-add the compiler vectorises. The weight gradient is a sum over images
 //! per channel, taken in image order: it does not depend on the thread count at all.
 
+use crate::act::{self, Activation};
 use crate::geom::ConvGeom;
 use crate::lanes;
 use crate::simd::vectorized;
@@ -50,8 +51,14 @@ impl Tap {
     }
 }
 
-/// `y [n, c, oh, ow]` of `x [n, c, h, w]` and `w [c, 1, kh, kw]`, plus an optional bias.
-pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+/// `act(y) [n, c, oh, ow]` of `x [n, c, h, w]` and `w [c, 1, kh, kw]`, plus an optional bias.
+pub fn forward(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+) -> Vec<f32> {
     let (taps, kk) = (taps(g), g.kh * g.kw);
     let mut y = vec![0.0; g.n * g.c * g.out_plane()];
     y.par_chunks_mut(g.out_plane())
@@ -63,6 +70,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<
                 y.fill(b[c]);
             }
             vectorized(|| plane_forward(g, &taps, &w[c * kk..][..kk], x, y));
+            act::apply(y, act);
         });
     y
 }
@@ -74,16 +82,7 @@ fn plane_forward(g: &ConvGeom, taps: &[Tap], w: &[f32], x: &[f32], y: &mut [f32]
     for (oy, row) in y.chunks_exact_mut(g.ow).enumerate() {
         for t in taps.iter().filter(|t| t.rows.contains(&oy)) {
             let (wv, src) = (w[t.k], &x[t.input_row(g, oy) * g.w..][..g.w]);
-            let dst = &mut row[t.cols.clone()];
-            if sx == 1 {
-                for (d, s) in dst.iter_mut().zip(&src[t.ix0..]) {
-                    *d += wv * s;
-                }
-            } else {
-                for (d, s) in dst.iter_mut().zip(src[t.ix0..].iter().step_by(sx)) {
-                    *d += wv * s;
-                }
-            }
+            lanes::axpy(wv, &src[t.ix0..], sx, &mut row[t.cols.clone()], 1);
         }
     }
 }
@@ -107,18 +106,8 @@ fn plane_backward_input(g: &ConvGeom, taps: &[Tap], w: &[f32], dy: &[f32], dx: &
     let sx = g.stride[1];
     for (oy, row) in dy.chunks_exact(g.ow).enumerate() {
         for t in taps.iter().filter(|t| t.rows.contains(&oy)) {
-            let wv = w[t.k];
-            let src = &row[t.cols.clone()];
             let dst = &mut dx[t.input_row(g, oy) * g.w..][..g.w];
-            if sx == 1 {
-                for (d, s) in dst[t.ix0..].iter_mut().zip(src) {
-                    *d += wv * s;
-                }
-            } else {
-                for (d, s) in dst[t.ix0..].iter_mut().step_by(sx).zip(src) {
-                    *d += wv * s;
-                }
-            }
+            lanes::axpy(w[t.k], &row[t.cols.clone()], 1, &mut dst[t.ix0..], sx);
         }
     }
 }

@@ -43,6 +43,21 @@ pub(crate) fn dot_strided(a: &[f32], stride: usize, b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// `dst[i * ds] += a * src[i * ss]` over the terms both slices hold. The contiguous case is
+/// a loop of its own: written with `step_by(1)` it did not vectorise.
+#[inline(always)]
+pub(crate) fn axpy(a: f32, src: &[f32], ss: usize, dst: &mut [f32], ds: usize) {
+    if ss == 1 && ds == 1 {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d += a * s;
+        }
+    } else {
+        for (d, s) in dst.iter_mut().step_by(ds).zip(src.iter().step_by(ss)) {
+            *d += a * s;
+        }
+    }
+}
+
 /// `sum(a[i])`.
 #[inline(always)]
 pub(crate) fn sum(a: &[f32]) -> f32 {

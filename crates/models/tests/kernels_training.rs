@@ -22,6 +22,8 @@ use std::path::PathBuf;
 const STEPS: usize = 20;
 const BATCH: usize = 8;
 const TOL: f32 = 1e-3;
+/// Steps compared at `TOL` before burn's own rounding noise dominates.
+const EXACT_STEPS: usize = 3;
 /// Plain SGD: its steps are the gradients, so it compares them. Adam divides each gradient by
 /// its own running magnitude, and its first steps are `lr * sign(g)`: the bias before a
 /// BatchNorm has a true gradient of exactly 0 (the norm removes any shift), computed as
@@ -148,10 +150,10 @@ fn apart(a: &(Vec<f32>, Vec<f32>), b: &(Vec<f32>, Vec<f32>)) -> (Vec<f32>, f32) 
 /// artemis-kernels against burn's kernels, measured against burn against itself with every
 /// input value scaled by 1 + 1e-6 (rounding-level noise). MobileNetV2 on batches of 8 is
 /// that sensitive: its ReLU6 gates flip on rounding (one flip moves a 3x3 plane's channel
-/// gradient by a seventy-second), and burn's own losses part by 1e-2 within 20 steps. So
-/// step `s` may differ by 1e-3, or by 3x the largest noise gap up to step `s`, whichever is
-/// larger, never by more than 5%; the weights likewise. Measured: the first three steps
-/// within 6.4e-4, the reference baseline within 1e-3 throughout.
+/// gradient by a seventy-second), and burn's own losses part by 1e-2 within 20 steps. So the
+/// first three steps must agree to 1e-3 (measured 6.4e-4), later steps and the final weights
+/// to within 4x the largest noise gap so far (measured up to about 2.2x); the reference
+/// baseline agrees to 1e-7 throughout.
 fn same_training(arch: Architecture, side: usize, scaling: Scaling) {
     let own = train(arch, side, scaling, Kernels::Own, 1.0);
     let burn = train(arch, side, scaling, Kernels::Burn, 1.0);
@@ -170,18 +172,30 @@ fn same_training(arch: Architecture, side: usize, scaling: Scaling) {
         show(&loss_noise)
     );
     eprintln!("{arch} weight gaps: {weight_gap:.2e} (burn vs burn(1e-6): {weight_noise:.2e})");
-    let mut envelope = 0f32;
-    for (step, (gap, noise)) in loss_gap.iter().zip(&loss_noise).enumerate() {
-        envelope = envelope.max(*noise);
-        let bound = TOL.max(3.0 * envelope).min(0.05);
+    // The first steps, before rounding noise has grown: within 1e-3 (measured 6.4e-4).
+    for (step, gap) in loss_gap.iter().enumerate().take(EXACT_STEPS) {
         assert!(
-            gap <= &bound,
-            "{arch} step {step}: losses {} and {} are {gap:.2e} apart (bound {bound:.2e})",
+            *gap <= TOL,
+            "{arch} step {step}: losses {} and {} are {gap:.2e} apart",
             own.0[step],
             burn.0[step]
         );
     }
-    let bound = TOL.max(3.0 * weight_noise).min(0.05);
+    // Afterwards: within 4x the largest gap burn shows against itself up to that step.
+    let mut envelope = TOL;
+    for (step, (gap, noise)) in loss_gap
+        .iter()
+        .zip(&loss_noise)
+        .enumerate()
+        .skip(EXACT_STEPS)
+    {
+        envelope = envelope.max(*noise);
+        assert!(
+            *gap <= 4.0 * envelope,
+            "{arch} step {step}: losses {gap:.2e} apart, beyond 4x burn's own noise ({envelope:.2e})"
+        );
+    }
+    let bound = TOL.max(4.0 * weight_noise);
     assert!(
         weight_gap <= bound,
         "{arch}: final weights {weight_gap:.2e} apart (bound {bound:.2e})"
