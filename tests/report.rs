@@ -16,32 +16,6 @@ use std::process::Command;
 mod common;
 use common::*;
 
-fn shared(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(name)
-}
-
-/// Copies the first `n` files (sorted) of every class folder under `from` into `to/<class>`,
-/// renaming classes through `rename`.
-fn copy_subset(from: &Path, to: &Path, n: usize, rename: impl Fn(&str) -> String) {
-    let mut classes: Vec<_> = fs::read_dir(from).unwrap().map(|e| e.unwrap()).collect();
-    classes.sort_by_key(|e| e.file_name());
-    for c in classes {
-        let name = c.file_name().to_string_lossy().into_owned();
-        let dst = to.join(rename(&name));
-        fs::create_dir_all(&dst).unwrap();
-        let mut files: Vec<_> = fs::read_dir(c.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        for f in files.into_iter().take(n) {
-            fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
-        }
-    }
-}
-
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
 }

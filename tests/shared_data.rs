@@ -7,14 +7,9 @@ use artemis_data::check::{CheckConfig, Indexed, check};
 use artemis_data::image_io::DEFAULT_MAX_PIXELS;
 use artemis_data::manifest::{Protocol, Split};
 use artemis_data::split::{SplitConfig, make_manifest};
+mod common;
+use common::shared;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
-fn shared(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(name)
-}
 
 fn index(name: &str) -> Indexed {
     Indexed::build(

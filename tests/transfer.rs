@@ -408,3 +408,116 @@ fn efficientnet_lite0_fine_tunes_and_inceptionv3_trains_from_scratch() {
         assert!(!out.exists(), "a refused run wrote {}", out.display());
     }
 }
+
+/// A copy of a manifest with the labels of its training and validation rows dealt out
+/// again in the order of their content hashes: labels that carry no information.
+fn shuffle_labels(manifest: &Path, out: &Path) {
+    let text = fs::read_to_string(manifest).unwrap();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut head = String::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.starts_with("split\t") {
+            head += line;
+            head.push('\n');
+        } else {
+            rows.push(line.split('\t').map(str::to_string).collect());
+        }
+    }
+    let fitted: Vec<usize> = (0..rows.len())
+        .filter(|&i| matches!(rows[i][0].as_str(), "train" | "val"))
+        .collect();
+    let labels: Vec<String> = fitted.iter().map(|&i| rows[i][4].clone()).collect();
+    let mut by_hash = fitted.clone();
+    by_hash.sort_by(|&a, &b| rows[a][2].cmp(&rows[b][2]));
+    for (&i, label) in by_hash.iter().zip(labels) {
+        rows[i][4] = label;
+    }
+    let body: Vec<String> = rows.iter().map(|r| r.join("\t")).collect();
+    fs::write(out, head + &body.join("\n") + "\n").unwrap();
+}
+
+/// Trains the head of MobileNetV2 (ImageNet) on cached features, with augmentation copies
+/// and a cosine schedule with warm-up, and returns `(accuracy, n)` on the test split.
+fn head_test_accuracy(manifest: &Path, run: &Path, cache: &Path) -> (f64, u64) {
+    let weights = weights::CHECKPOINT.default_path();
+    let o = artemis(&[
+        "train",
+        "--manifest",
+        s(manifest),
+        "--model",
+        "mobilenetv2",
+        "--pretrained",
+        "imagenet",
+        "--weights",
+        s(&weights),
+        "--strategy",
+        "head",
+        "--input-size",
+        "128",
+        "--epochs",
+        "10",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.003",
+        "--schedule",
+        "cosine",
+        "--warmup",
+        "1",
+        "--augment",
+        "standard",
+        "--cache-copies",
+        "2",
+        "--seed",
+        "3",
+        "--cache-dir",
+        s(cache),
+        "-o",
+        s(run),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = artemis(&["eval", s(run), "--no-calibration"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    let m = &r["metrics"];
+    (m["accuracy"].as_f64().unwrap(), m["n"].as_u64().unwrap())
+}
+
+/// Training learns: the head on cached ImageNet features of 360 real scans (the first 30 of
+/// each class of the 12-class set) must score far above chance (1/12) on held-out scans of
+/// the clean protocol, and the same training on labels dealt out at random must not; a
+/// broken optimiser, augmentation, schedule, feature cache or label mapping stays near the
+/// second figure.
+#[test]
+fn head_training_on_real_scans_beats_a_fixed_accuracy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("planes");
+    copy_subset(
+        &shared("artemis-planes/Training"),
+        &data,
+        30,
+        str::to_string,
+    );
+    let manifest = tmp.path().join("m.tsv");
+    let o = split(
+        &data,
+        &manifest,
+        "7",
+        &["--val-fraction", "0.15", "--test-fraction", "0.25"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let cache = tmp.path().join("cache");
+    let (acc, n) = head_test_accuracy(&manifest, &tmp.path().join("run"), &cache);
+    let shuffled = tmp.path().join("shuffled.tsv");
+    shuffle_labels(&manifest, &shuffled);
+    let (noise, _) = head_test_accuracy(&shuffled, &tmp.path().join("noise"), &cache);
+    eprintln!(
+        "head, 12 classes, {n} held-out scans: accuracy {acc:.3}; labels shuffled {noise:.3}"
+    );
+    // Measured (2 cores): 0.846 and 0.055 (chance 0.083).
+    assert!(
+        acc >= 0.70 && noise <= 0.30,
+        "accuracy {acc:.3}, shuffled labels {noise:.3} ({n} scans)"
+    );
+}
