@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 mod common;

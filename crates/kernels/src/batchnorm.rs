@@ -55,7 +55,10 @@ fn statistics(s: BnShape, x: &[f32]) -> Vec<(f32, f32)> {
                 .copied()
                 .unwrap_or(0.0);
             let (sum, sq) = s.planes(x, c).fold((0.0f64, 0.0f64), |(a, b), p| {
-                let (pa, pb) = vectorized(|| lanes::shifted_sums(p, k));
+                let (pa, pb) = vectorized(
+                    #[inline(always)]
+                    || lanes::shifted_sums(p, k),
+                );
                 (a + pa as f64, b + pb as f64)
             });
             let (m, count) = (sum / s.count(), s.count());
@@ -128,11 +131,14 @@ fn normalise(
         .enumerate()
         .for_each(|(p, (y, x))| {
             let norm = maps[p % s.c];
-            vectorized(|| {
-                for (y, x) in y.iter_mut().zip(x) {
-                    *y = f(norm.z(*x));
-                }
-            })
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (y, x) in y.iter_mut().zip(x) {
+                        *y = f(norm.z(*x));
+                    }
+                },
+            )
         });
     y
 }
@@ -156,14 +162,11 @@ pub fn backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     match act {
         Activation::Identity => backward_gated(s, saved, dy, |_, g| g),
-        Activation::Relu => backward_gated(s, saved, dy, |z, g| if z > 0.0 { g } else { 0.0 }),
+        Activation::Relu => backward_gated(s, saved, dy, |z, g| act::keep(z > 0.0, g)),
+        // Two comparisons joined by `&`, without RangeInclusive's branch on its bounds.
+        #[allow(clippy::manual_range_contains)]
         Activation::Relu6 => {
-            backward_gated(
-                s,
-                saved,
-                dy,
-                |z, g| if (0.0..=6.0).contains(&z) { g } else { 0.0 },
-            )
+            backward_gated(s, saved, dy, |z, g| act::keep((z >= 0.0) & (z <= 6.0), g))
         }
         Activation::Sigmoid => backward_gated(s, saved, dy, |z, g| {
             let y = act::sigmoid(z);
@@ -192,7 +195,10 @@ fn backward_gated(
                 s.planes(x, c)
                     .zip(s.planes(dy, c))
                     .fold((0.0f64, 0.0f64), |(a, b), (xp, gp)| {
-                        let (pa, pb) = vectorized(|| gated_sums(xp, gp, norms[c], gate));
+                        let (pa, pb) = vectorized(
+                            #[inline(always)]
+                            || gated_sums(xp, gp, norms[c], gate),
+                        );
                         (a + pa as f64, b + pb as f64)
                     });
             (sg as f32, sgx as f32 * inv_std(v.var[c], v.eps))
@@ -211,33 +217,28 @@ fn backward_gated(
         );
         let xs = &x[p * s.plane..][..s.plane];
         let gs = &dy[p * s.plane..][..s.plane];
-        vectorized(|| {
-            for ((d, x), g) in dx.iter_mut().zip(xs).zip(gs) {
-                *d = norm.scale * gate(norm.z(*x), *g) + k * (x - norm.mean) + k0;
-            }
-        })
+        vectorized(
+            #[inline(always)]
+            || {
+                for ((d, x), g) in dx.iter_mut().zip(xs).zip(gs) {
+                    *d = norm.scale * gate(norm.z(*x), *g) + k * (x - norm.mean) + k0;
+                }
+            },
+        )
     });
     (dx, dgamma, dbeta)
 }
 
-/// Over one plane: `(sum(g), sum(g * (x - mean)))` with `g = gate(z(x), dy)`, in 8 lanes.
+/// Over one plane: `(sum(g), sum(g * (x - mean)))` with `g = gate(z(x), dy)`, each in 8
+/// lanes of its own loop: with both sums in one loop the compiler paired `g` with
+/// `g * (x - mean)` into two-wide vectors and tested the gate lane by lane (a profile showed
+/// these sums at a quarter of a MobileNetV2 step); alone, each vectorises 8 wide. The plane
+/// is still in cache for the second loop.
 #[inline(always)]
 fn gated_sums(xp: &[f32], gp: &[f32], norm: Norm, gate: impl Fn(f32, f32) -> f32) -> (f32, f32) {
-    let (mut a, mut b) = ([0.0f32; 8], [0.0f32; 8]);
-    let (xs, gs) = (xp.chunks_exact(8), gp.chunks_exact(8));
-    let (xr, gr) = (xs.remainder(), gs.remainder());
-    for (xv, gv) in xs.zip(gs) {
-        for l in 0..8 {
-            let g = gate(norm.z(xv[l]), gv[l]);
-            a[l] += g;
-            b[l] += g * (xv[l] - norm.mean);
-        }
-    }
-    let (mut ta, mut tb) = (0.0f32, 0.0f32);
-    for (x, g) in xr.iter().zip(gr) {
-        let g = gate(norm.z(*x), *g);
-        ta += g;
-        tb += g * (x - norm.mean);
-    }
-    (a.iter().sum::<f32>() + ta, b.iter().sum::<f32>() + tb)
+    let g = |x: f32, dy: f32| gate(norm.z(x), dy);
+    (
+        lanes::sum_map2(xp, gp, g),
+        lanes::sum_map2(xp, gp, |x, dy| g(x, dy) * (x - norm.mean)),
+    )
 }

@@ -1,7 +1,7 @@
 //! Times whole-network training steps (forward, backward, Adam) of one architecture on a
 //! random batch, with the wall time of each phase (forward, backward, Adam). Set
 //! `ARTEMIS_KERNELS=burn` for burn's kernels instead of artemis-kernels'.
-//! `cargo run --release -p artemis-models --example train_step -- mobilenetv2 160 32`
+//! `cargo run --release -p artemis-models --example train_step -- mobilenetv2 160 32 [STEPS]`
 use artemis_models::{Architecture, ModelSpec};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
@@ -21,6 +21,7 @@ fn main() {
         .expect("architecture");
     let side: usize = args.get(2).map_or(160, |s| s.parse().expect("side"));
     let batch: usize = args.get(3).map_or(32, |s| s.parse().expect("batch"));
+    let steps: usize = args.get(4).map_or(4, |s| s.parse().expect("steps"));
     let device = Device::flex().autodiff();
     device.seed(0);
     let mut model = ModelSpec::new(arch, 12, (side, side))
@@ -40,7 +41,8 @@ fn main() {
         ),
         &device,
     );
-    for step in 0..4 {
+    let mut rates = Vec::new();
+    for step in 0..steps {
         let t = Instant::now();
         let loss = loss_fn.forward(model.forward(x.clone()), y.clone());
         let _ = loss.clone().into_data();
@@ -57,5 +59,12 @@ fn main() {
             s - b,
             batch as f64 / s
         );
+        if step > 0 {
+            rates.push(batch as f64 / s);
+        }
+    }
+    rates.sort_by(f64::total_cmp);
+    if let Some(m) = rates.get(rates.len() / 2) {
+        println!("median after the first step: {m:.1} images/s");
     }
 }
