@@ -12,7 +12,7 @@ use crate::error::{EngineError, Result};
 use crate::infer::{Classifier, softmax, top1};
 use crate::metrics::Confusion;
 pub use crate::notice::NOTICE;
-use crate::overlap::find_overlap;
+use crate::overlap::{OverlapReport, find_overlap};
 pub use crate::report::{CalibrationReport, DataSummary, EvalReport, EvalRow, REPORT_SCHEMA, View};
 use crate::run::{Run, write_json};
 use crate::stats::{
@@ -22,7 +22,8 @@ use crate::stats::{
 use artemis_data::labels::{LabelMap, Plane, Task, TumorType};
 use artemis_data::manifest::{Manifest, Split};
 use artemis_data::scan::scan_mapped;
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 /// What to evaluate on.
 #[derive(Debug, Clone)]
@@ -187,110 +188,171 @@ pub fn describe(run: &Run) -> String {
     )
 }
 
-/// Runs an evaluation and writes its report files.
+/// Runs an evaluation and writes its report files: collect (split or folder, with overlap)
+/// -> infer (a probability row per image) -> measure (views, calibration, coverage, rows)
+/// -> an [`EvalReport`], written with its pictures.
 pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
     cfg.validate()?;
     let run = Run::open(&cfg.run_dir)?;
     if matches!(cfg.source, EvalSource::Split(_)) {
         run.check_manifest()?;
     }
-    let task = run.config.task;
-    let pre = run.config.preprocess;
     let manifest = Manifest::load(&run.config.manifest);
     let data_root = cfg
         .data_root
         .clone()
         .unwrap_or(run.config.data_root.clone());
+    let mut clf = open_classifier(cfg, &run)?;
+    let mut collected = collect(cfg, &run, manifest.as_ref(), &data_root)?;
+    let items = std::mem::take(&mut collected.items);
+    let inferred = infer(cfg, &mut clf, &run, items, &collected.source)?;
+    let m = measure(cfg, &clf, run.config.task, &inferred, &collected);
+    let data = data_summary(&run, manifest.as_ref().ok(), &m.rows);
+    let mut report = EvalReport {
+        schema: REPORT_SCHEMA.into(),
+        run: run.dir.clone(),
+        source: collected.source,
+        model: run.config.model.architecture.name().into(),
+        tta: cfg.tta,
+        description: describe(&run),
+        engine: clf.engine(),
+        task: run.config.task,
+        notice: NOTICE.into(),
+        data,
+        metrics: m.metrics,
+        type_view: m.type_view,
+        plane_view: m.plane_view,
+        calibration: m.calibration,
+        coverage: m.coverage,
+        abstain: m.abstain,
+        overlap: collected.overlap,
+        skipped: collected
+            .skipped
+            .into_iter()
+            .chain(inferred.failed)
+            .collect(),
+        predictions: m.rows,
+        outputs: Vec::new(),
+    };
+    write_report(
+        cfg,
+        &run,
+        &mut report,
+        &m.fine,
+        &inferred.kept,
+        &collected.out_dir,
+    )?;
+    Ok(report)
+}
+
+/// The run's classifier with the calibration `cfg` asks for (refitted on validation logits
+/// when asked, or when none is saved and `auto` is in force).
+fn open_classifier(cfg: &EvalConfig, run: &Run) -> Result<Classifier> {
     let mut clf = Classifier::open_with(run.clone(), cfg.engine)?;
     if let Some(notice) = &clf.notice {
         tracing::warn!("{notice}");
     }
+    let refit = |clf: &mut Classifier| {
+        calibrate_on_val(
+            clf,
+            cfg.data_root.as_deref(),
+            cfg.batch_size,
+            cfg.max_pixels,
+        )
+    };
     match cfg.calibration {
         CalibrationMode::Off => clf.calibration = None,
         CalibrationMode::Refit => {
-            calibrate_on_val(
-                &mut clf,
-                cfg.data_root.as_deref(),
-                cfg.batch_size,
-                cfg.max_pixels,
-            )?;
+            refit(&mut clf)?;
         }
         CalibrationMode::Auto if clf.calibration.is_none() => {
-            if let Err(e) = calibrate_on_val(
-                &mut clf,
-                cfg.data_root.as_deref(),
-                cfg.batch_size,
-                cfg.max_pixels,
-            ) {
+            if let Err(e) = refit(&mut clf) {
                 tracing::warn!("no calibration: {e}");
             }
         }
         CalibrationMode::Auto => {}
     }
-    let mut overlap = None;
-    // Folders and files the scan of an external folder skipped (odd names, links, FIFOs).
-    let mut scan_skipped: Vec<(PathBuf, String)> = Vec::new();
-    // Items carry the class under the model's task when the labels allow it; `coarse` holds the
-    // tumor type for every item (for the type view of a 12-class model on a 4-class folder).
-    let (mut items, mut coarse, source, out_dir): (Vec<Item>, Vec<usize>, String, PathBuf) =
-        match &cfg.source {
-            EvalSource::Split(split) => {
-                let manifest = manifest
-                    .as_ref()
-                    .map_err(|e| EngineError::Config(e.to_string()))?;
-                let items = manifest_items(manifest, &data_root, *split, task);
-                let coarse: Vec<usize> = manifest
-                    .split(*split)
-                    .filter(|e| task.class_of(&e.label).is_some())
-                    .filter_map(|e| Task::Type.class_of(&e.label))
-                    .collect();
-                let out = if *split == Split::Test {
-                    run.dir.clone()
-                } else {
-                    run.dir.join(format!("eval-{split}"))
-                };
-                (items, coarse, format!("manifest split '{split}'"), out)
-            }
-            EvalSource::Folder(folder) => {
-                let s = scan_mapped(folder, &cfg.label_map.clone().unwrap_or_default())?;
-                scan_skipped.extend(
-                    s.problems
-                        .iter()
-                        .map(|p| (p.path.clone(), p.reason.clone())),
-                );
-                let mut items = Vec::new();
-                let mut coarse = Vec::new();
-                for smp in &s.samples {
-                    items.push(Item {
+    Ok(clf)
+}
+
+/// What an evaluation scores, before any image is read.
+struct Collected {
+    /// The images, with their class under the model's task when the labels allow it.
+    items: Vec<Item>,
+    /// The tumor type of every item (the type view of a 12-class model on a 4-class folder).
+    coarse_of: HashMap<PathBuf, usize>,
+    source: String,
+    out_dir: PathBuf,
+    overlap: Option<OverlapReport>,
+    /// Folders and files the scan of an external folder skipped (odd names, links, FIFOs).
+    skipped: Vec<(PathBuf, String)>,
+    /// Whether every image has a label under the model's task (else tumor types only).
+    full_labels: bool,
+}
+
+/// The images of the split or folder `cfg` names, with their labels; for a folder, the
+/// training images it shares with the run (dropped with `--exclude-duplicates`).
+fn collect(
+    cfg: &EvalConfig,
+    run: &Run,
+    manifest: std::result::Result<&Manifest, &artemis_data::DataError>,
+    data_root: &Path,
+) -> Result<Collected> {
+    let task = run.config.task;
+    let (mut overlap, mut skipped) = (None, Vec::new());
+    let (mut items, mut coarse, source, out_dir) = match &cfg.source {
+        EvalSource::Split(split) => {
+            let manifest = manifest.map_err(|e| EngineError::Config(e.to_string()))?;
+            let items = manifest_items(manifest, data_root, *split, task);
+            let coarse: Vec<usize> = manifest
+                .split(*split)
+                .filter(|e| task.class_of(&e.label).is_some())
+                .filter_map(|e| Task::Type.class_of(&e.label))
+                .collect();
+            let out = match split {
+                Split::Test => run.dir.clone(),
+                _ => run.dir.join(format!("eval-{split}")),
+            };
+            (items, coarse, format!("manifest split '{split}'"), out)
+        }
+        EvalSource::Folder(folder) => {
+            let s = scan_mapped(folder, &cfg.label_map.clone().unwrap_or_default())?;
+            skipped.extend(
+                s.problems
+                    .iter()
+                    .map(|p| (p.path.clone(), p.reason.clone())),
+            );
+            let (items, coarse): (Vec<Item>, Vec<usize>) = s
+                .samples
+                .iter()
+                .map(|smp| {
+                    let item = Item {
                         path: smp.path.clone(),
                         class: task.class_of(&smp.label),
                         content_hash: None,
-                    });
-                    coarse.push(Task::Type.class_of(&smp.label).unwrap_or(0));
+                    };
+                    (item, Task::Type.class_of(&smp.label).unwrap_or(0))
+                })
+                .unzip();
+            let name = folder
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "folder".into());
+            match manifest {
+                Ok(m) => {
+                    let files: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
+                    overlap = Some(find_overlap(run, m, data_root, &files)?);
                 }
-                let name = folder
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "folder".into());
-                match &manifest {
-                    Ok(m) => {
-                        let files: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
-                        overlap = Some(find_overlap(&run, m, &data_root, &files)?);
-                    }
-                    Err(e) => tracing::warn!("training images not compared: {e}"),
-                }
-                (
-                    items,
-                    coarse,
-                    format!("folder {}", folder.display()),
-                    run.dir.join(format!("eval-{name}")),
-                )
+                Err(e) => tracing::warn!("training images not compared: {e}"),
             }
-        };
+            let out = run.dir.join(format!("eval-{name}"));
+            (items, coarse, format!("folder {}", folder.display()), out)
+        }
+    };
     if let Some(o) = overlap.as_mut()
         && cfg.exclude_duplicates
     {
-        let dup: std::collections::HashSet<&PathBuf> = o.files.iter().map(|f| &f.path).collect();
+        let dup: HashSet<&PathBuf> = o.files.iter().map(|f| &f.path).collect();
         let keep: Vec<bool> = items.iter().map(|i| !dup.contains(&i.path)).collect();
         let mut k = keep.iter();
         items.retain(|_| *k.next().unwrap_or(&true));
@@ -309,18 +371,44 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
             "{source}: labels do not fit the model's task '{task}'"
         )));
     }
-    let coarse_of: std::collections::HashMap<PathBuf, usize> = items
-        .iter()
-        .zip(&coarse)
-        .map(|(i, c)| (i.path.clone(), *c))
-        .collect();
-    // Streamed: one chunk of pictures in memory at a time, one probability row per image kept.
-    let classes = clf.classes().to_vec();
+    let coarse_of = items.iter().map(|i| i.path.clone()).zip(coarse).collect();
+    Ok(Collected {
+        items,
+        coarse_of,
+        source,
+        out_dir,
+        overlap,
+        skipped,
+        full_labels,
+    })
+}
+
+/// The images that were read, with a probability row each (calibrated, and raw softmax).
+struct Inferred {
+    kept: Vec<Item>,
+    raw: Vec<Vec<f32>>,
+    probs: Vec<Vec<f32>>,
+    /// Files that could not be read, with the reason.
+    failed: Vec<(PathBuf, String)>,
+}
+
+/// Streams the images through the network, one chunk of pictures in memory at a time.
+fn infer(
+    cfg: &EvalConfig,
+    clf: &mut Classifier,
+    run: &Run,
+    items: Vec<Item>,
+    source: &str,
+) -> Result<Inferred> {
     let temperature = clf.temperature();
-    let mut kept: Vec<Item> = Vec::with_capacity(items.len());
-    let mut raw = Vec::with_capacity(items.len());
-    let mut probs = Vec::with_capacity(items.len());
-    let failed = stream(items, &pre, "evaluate", cfg.max_pixels, |chunk, images| {
+    let n = items.len();
+    let (mut kept, mut raw, mut probs) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let pre = &run.config.preprocess;
+    let failed = stream(items, pre, "evaluate", cfg.max_pixels, |chunk, images| {
         kept.extend_from_slice(chunk);
         for imgs in images.chunks(cfg.batch_size) {
             let refs: Vec<_> = imgs.iter().collect();
@@ -343,164 +431,262 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
             describe_failures(&failed)
         )));
     }
-    let coarse_truth: Vec<usize> = kept
+    Ok(Inferred {
+        kept,
+        raw,
+        probs,
+        failed,
+    })
+}
+
+/// The figures of the report, from the probability rows.
+struct Measured {
+    metrics: Option<View>,
+    type_view: Option<View>,
+    plane_view: Option<View>,
+    calibration: CalibrationReport,
+    coverage: Vec<CoveragePoint>,
+    abstain: Option<CoveragePoint>,
+    rows: Vec<EvalRow>,
+    fine: FineView,
+}
+
+/// Views (model task, tumor type, plane), calibration, coverage and one row per image.
+fn measure(
+    cfg: &EvalConfig,
+    clf: &Classifier,
+    task: Task,
+    inf: &Inferred,
+    collected: &Collected,
+) -> Measured {
+    let (coarse_of, full_labels) = (&collected.coarse_of, collected.full_labels);
+    let classes = clf.classes().to_vec();
+    let coarse: Vec<usize> = inf
+        .kept
         .iter()
         .map(|i| coarse_of.get(&i.path).copied().unwrap_or(0))
         .collect();
-    let truth: Vec<usize> = kept.iter().map(|i| i.class.unwrap_or(0)).collect();
-    let metrics = full_labels.then(|| view(classes.clone(), &truth, &probs, cfg));
-    let type_view = match task {
-        Task::TypePlane => {
-            let p: Vec<Vec<f32>> = probs
-                .iter()
-                .map(|p| collapse_probs(p, 4, Task::type_of_type_plane))
-                .collect();
-            Some(view(type_names(), &coarse_truth, &p, cfg))
-        }
-        _ => None,
+    let truth: Vec<usize> = inf.kept.iter().map(|i| i.class.unwrap_or(0)).collect();
+    let collapse = |v: &[Vec<f32>], k: usize, f: fn(usize) -> usize| -> Vec<Vec<f32>> {
+        v.iter().map(|p| collapse_probs(p, k, f)).collect()
     };
-    let plane_view = match task {
-        Task::TypePlane if full_labels => {
-            let p: Vec<Vec<f32>> = probs
-                .iter()
-                .map(|p| collapse_probs(p, 3, Task::plane_of_type_plane))
-                .collect();
-            let t: Vec<usize> = truth
-                .iter()
-                .map(|&c| Task::plane_of_type_plane(c))
-                .collect();
-            Some(view(plane_names(), &t, &p, cfg))
-        }
-        _ => None,
-    };
-    // Calibration, coverage and ROC curves on the finest labelled view: the model's classes,
-    // or tumor types when the labels carry no plane.
-    let collapsed = (!full_labels).then(|| {
-        let c = |v: &[Vec<f32>]| -> Vec<Vec<f32>> {
-            v.iter()
-                .map(|p| collapse_probs(p, 4, Task::type_of_type_plane))
-                .collect()
-        };
-        (c(&probs), c(&raw))
+    let probs = &inf.probs;
+    let metrics = full_labels.then(|| view(classes.clone(), &truth, probs, cfg));
+    let type_view = (task == Task::TypePlane).then(|| {
+        let p = collapse(probs, 4, Task::type_of_type_plane);
+        view(type_names(), &coarse, &p, cfg)
     });
-    let (cal_probs, cal_raw, cal_truth): (&[Vec<f32>], &[Vec<f32>], &[usize]) = match &collapsed {
-        Some((p, r)) => (p, r, &coarse_truth),
-        None => (&probs, &raw, &truth),
-    };
-    let fine_classes = if full_labels {
-        classes.clone()
-    } else {
-        type_names()
-    };
-    let calibration_report = CalibrationReport {
-        temperature,
+    let plane_view = (task == Task::TypePlane && full_labels).then(|| {
+        let t: Vec<usize> = truth
+            .iter()
+            .map(|&c| Task::plane_of_type_plane(c))
+            .collect();
+        let p = collapse(probs, 3, Task::plane_of_type_plane);
+        view(plane_names(), &t, &p, cfg)
+    });
+    let fine = FineView::of(inf, full_labels, (&classes, &truth), &coarse);
+    let calibration = CalibrationReport {
+        temperature: clf.temperature(),
         fitted_on: clf
             .calibration
             .as_ref()
             .map(|c: &Calibration| c.fitted_on.clone()),
-        before: calibration(cal_raw, cal_truth, ECE_BINS),
-        after: calibration(cal_probs, cal_truth, ECE_BINS),
+        before: calibration(&fine.raw, &fine.truth, ECE_BINS),
+        after: calibration(&fine.probs, &fine.truth, ECE_BINS),
     };
-    let conf_correct: Vec<(f64, bool)> = cal_probs
+    let coverage = COVERAGE_THRESHOLDS
         .iter()
-        .zip(cal_truth)
+        .map(|&t| coverage_at(&fine.conf_correct, t))
+        .collect();
+    let abstain = cfg.abstain.map(|t| coverage_at(&fine.conf_correct, t));
+    let rows = prediction_rows(&inf.kept, probs, &classes, &coarse);
+    Measured {
+        metrics,
+        type_view,
+        plane_view,
+        calibration,
+        coverage,
+        abstain,
+        rows,
+        fine,
+    }
+}
+
+/// The finest labelled view, where calibration, coverage and ROC curves are taken: the
+/// model's classes when every image has a label under its task, else tumor types (the
+/// probabilities summed per type).
+struct FineView {
+    classes: Vec<String>,
+    truth: Vec<usize>,
+    probs: Vec<Vec<f32>>,
+    /// Softmax without the temperature.
+    raw: Vec<Vec<f32>>,
+    /// `(top-1 confidence, whether it is right)` per image.
+    conf_correct: Vec<(f64, bool)>,
+}
+
+impl FineView {
+    /// `model` is the model's classes and each image's class among them; `coarse` each
+    /// image's tumor type.
+    fn of(
+        inf: &Inferred,
+        full_labels: bool,
+        (classes, truth): (&[String], &[usize]),
+        coarse: &[usize],
+    ) -> FineView {
+        let view = |v: &[Vec<f32>]| -> Vec<Vec<f32>> {
+            if full_labels {
+                v.to_vec()
+            } else {
+                v.iter()
+                    .map(|p| collapse_probs(p, 4, Task::type_of_type_plane))
+                    .collect()
+            }
+        };
+        let (classes, truth) = if full_labels {
+            (classes.to_vec(), truth.to_vec())
+        } else {
+            (type_names(), coarse.to_vec())
+        };
+        let probs = view(&inf.probs);
+        FineView {
+            conf_correct: confidence_and_correct(&probs, &truth),
+            raw: view(&inf.raw),
+            probs,
+            classes,
+            truth,
+        }
+    }
+}
+
+/// `(top-1 confidence, whether it is right)` per row.
+fn confidence_and_correct(probs: &[Vec<f32>], truth: &[usize]) -> Vec<(f64, bool)> {
+    probs
+        .iter()
+        .zip(truth)
         .map(|(p, &t)| {
             let (pred, c) = top1(p);
             (f64::from(c), pred == t)
         })
-        .collect();
-    let coverage: Vec<CoveragePoint> = COVERAGE_THRESHOLDS
-        .iter()
-        .map(|&t| coverage_at(&conf_correct, t))
-        .collect();
-    let abstain = cfg.abstain.map(|t| coverage_at(&conf_correct, t));
-    // Rows.
-    let mut rows = Vec::with_capacity(probs.len());
-    for (i, p) in probs.iter().enumerate() {
-        let item = &kept[i];
-        let (pred, conf) = top1(p);
-        let (truth_name, correct) = match item.class {
-            Some(t) => (classes[t].clone(), t == pred),
-            None => {
-                let ty = coarse_truth[i];
-                (
+        .collect()
+}
+
+/// One report row per image: truth, prediction, confidence and the top three classes. An
+/// image labelled with a tumor type only is right when the predicted class has that type.
+fn prediction_rows(
+    kept: &[Item],
+    probs: &[Vec<f32>],
+    classes: &[String],
+    coarse: &[usize],
+) -> Vec<EvalRow> {
+    kept.iter()
+        .zip(probs)
+        .zip(coarse)
+        .map(|((item, p), &ty)| {
+            let (pred, conf) = top1(p);
+            let (truth, correct) = match item.class {
+                Some(t) => (classes[t].clone(), t == pred),
+                None => (
                     TumorType::ALL[ty].name().to_string(),
                     Task::type_of_type_plane(pred) == ty,
-                )
+                ),
+            };
+            let mut order: Vec<usize> = (0..p.len()).collect();
+            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+            EvalRow {
+                path: item.path.clone(),
+                truth,
+                predicted: classes[pred].clone(),
+                confidence: conf,
+                correct,
+                top3: order
+                    .iter()
+                    .take(3)
+                    .map(|&c| (classes[c].clone(), p[c]))
+                    .collect(),
             }
-        };
-        let mut order: Vec<usize> = (0..p.len()).collect();
-        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-        rows.push(EvalRow {
-            path: item.path.clone(),
-            truth: truth_name,
-            predicted: classes[pred].clone(),
-            confidence: conf,
-            correct,
-            top3: order
-                .iter()
-                .take(3)
-                .map(|&c| (classes[c].clone(), p[c]))
-                .collect(),
-        });
-    }
-    let data = data_summary(&run, manifest.as_ref().ok(), &rows);
-    std::fs::create_dir_all(&out_dir).map_err(|e| EngineError::io(&out_dir, e))?;
-    let mut report = EvalReport {
-        schema: REPORT_SCHEMA.into(),
-        run: run.dir.clone(),
-        source,
-        model: run.config.model.architecture.name().into(),
-        tta: cfg.tta,
-        description: describe(&run),
-        engine: clf.engine(),
-        task,
-        notice: NOTICE.into(),
-        data,
-        metrics,
-        type_view,
-        plane_view,
-        calibration: calibration_report,
-        coverage,
-        abstain,
-        overlap,
-        skipped: scan_skipped.into_iter().chain(failed).collect(),
-        predictions: rows,
-        outputs: Vec::new(),
-    };
-    // Pictures.
-    let title = format!("{} on {}", report.model, report.source);
-    let mut figures = crate::report::html::Figures::default();
+        })
+        .collect()
+}
+
+/// Draws the report's pictures and writes `report.json`, `report.md` and `report.html` (the
+/// pictures embedded) into `out_dir`, listing every file in `report.outputs`.
+fn write_report(
+    cfg: &EvalConfig,
+    run: &Run,
+    report: &mut EvalReport,
+    fine: &FineView,
+    kept: &[Item],
+    out_dir: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(out_dir).map_err(|e| EngineError::io(out_dir, e))?;
     let mut outputs = Vec::new();
+    let mut figures = figure_files(report, fine, out_dir, &mut outputs)?;
+    figures.coverage = Some(crate::plot::coverage_png(
+        &coverage_curve(&fine.conf_correct),
+        "Coverage vs accuracy (least confident referred)",
+    )?);
+    if let Ok(state) = run.state()
+        && !state.history.is_empty()
+    {
+        figures.curves = Some(crate::plot::training_curves(&state.history)?);
+    }
+    figures.mistakes = worst_mistakes(cfg, run, report, kept)?;
+    let json = out_dir.join("report.json");
+    let md = out_dir.join("report.md");
+    let html = out_dir.join("report.html");
+    outputs.extend([json.clone(), md.clone(), html.clone()]);
+    report.outputs = outputs;
+    write_json(&json, report)?;
+    artemis_data::fsutil::write_atomic(&md, report.to_markdown().as_bytes())?;
+    artemis_data::fsutil::write_atomic(
+        &html,
+        crate::report::html::report_html(report, &figures).as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// The pictures that are also written as files: confusion matrices, ROC curves and the
+/// reliability diagram.
+fn figure_files(
+    report: &EvalReport,
+    fine: &FineView,
+    out_dir: &Path,
+    outputs: &mut Vec<PathBuf>,
+) -> Result<crate::report::html::Figures> {
+    let mut figures = crate::report::html::Figures::default();
+    let mut save = |png: &[u8], name: &str| -> Result<()> {
+        let p = out_dir.join(name);
+        crate::plot::write_png(png, &p)?;
+        outputs.push(p);
+        Ok(())
+    };
+    let title = format!("{} on {}", report.model, report.source);
     for (name, m, label) in [
-        ("confusion.png", &report.metrics, task.name()),
+        ("confusion.png", &report.metrics, report.task.name()),
         ("confusion-type.png", &report.type_view, "type"),
         ("confusion-plane.png", &report.plane_view, "plane"),
     ] {
         if let Some(v) = m {
             let png =
                 crate::plot::confusion_png(&v.metrics.confusion, &format!("{title} ({label})"))?;
-            let p = out_dir.join(name);
-            crate::plot::write_png(&png, &p)?;
-            outputs.push(p);
+            save(&png, name)?;
             figures.confusion.push((label.to_string(), png));
         }
     }
     let curves: Vec<(String, crate::stats::Curve, f64)> =
-        roc_curves(cal_probs, cal_truth, fine_classes.len())
+        roc_curves(&fine.probs, &fine.truth, fine.classes.len())
             .into_iter()
             .enumerate()
             .filter_map(|(c, curve)| {
                 let curve = curve?;
                 let auc = crate::stats::trapezoid(&curve);
-                Some((fine_classes[c].clone(), curve, auc))
+                Some((fine.classes[c].clone(), curve, auc))
             })
             .collect();
     if !curves.is_empty() {
         let png = crate::plot::roc_png(&curves, "One-vs-rest ROC (area in brackets)")?;
-        let p = out_dir.join("roc.png");
-        crate::plot::write_png(&png, &p)?;
-        outputs.push(p);
+        save(&png, "roc.png")?;
         figures.roc = Some(png);
     }
     let cal = &report.calibration;
@@ -518,51 +704,30 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
     }
     let png =
         crate::plot::reliability_png(&panels, "Reliability (bars: accuracy per confidence bin)")?;
-    let p = out_dir.join("reliability.png");
-    crate::plot::write_png(&png, &p)?;
-    outputs.push(p);
+    save(&png, "reliability.png")?;
     figures.reliability = Some(png);
-    figures.coverage = Some(crate::plot::coverage_png(
-        &coverage_curve(&conf_correct),
-        "Coverage vs accuracy (least confident referred)",
-    )?);
-    if let Ok(state) = run.state()
-        && !state.history.is_empty()
-    {
-        figures.curves = Some(crate::plot::training_curves(&state.history)?);
-    }
-    // The most confident mistakes, with thumbnails of what the network saw.
-    let mut wrong: Vec<usize> = (0..report.predictions.len())
-        .filter(|&i| !report.predictions[i].correct)
-        .collect();
-    wrong.sort_by(|&a, &b| {
-        report.predictions[b]
-            .confidence
-            .total_cmp(&report.predictions[a].confidence)
-    });
-    // Only these few files are decoded again (the stream kept no pictures).
+    Ok(figures)
+}
+
+/// Thumbnails of what the network saw for the most confident mistakes (`cfg.worst` of them):
+/// only these few files are decoded again, the stream kept no pictures.
+fn worst_mistakes(
+    cfg: &EvalConfig,
+    run: &Run,
+    report: &EvalReport,
+    kept: &[Item],
+) -> Result<Vec<(usize, Vec<u8>)>> {
+    let rows = &report.predictions;
+    let mut wrong: Vec<usize> = (0..rows.len()).filter(|&i| !rows[i].correct).collect();
+    wrong.sort_by(|&a, &b| rows[b].confidence.total_cmp(&rows[a].confidence));
+    let mut out = Vec::new();
     for &i in wrong.iter().take(cfg.worst) {
-        match read_resized(&kept[i].path, &pre, cfg.max_pixels) {
-            Ok(img) => figures
-                .mistakes
-                .push((i, crate::report::html::thumbnail_jpeg(&img)?)),
+        match read_resized(&kept[i].path, &run.config.preprocess, cfg.max_pixels) {
+            Ok(img) => out.push((i, crate::report::html::thumbnail_jpeg(&img)?)),
             Err(e) => tracing::warn!("no thumbnail: {e}"),
         }
     }
-    let json = out_dir.join("report.json");
-    let md = out_dir.join("report.md");
-    let html = out_dir.join("report.html");
-    outputs.push(json.clone());
-    outputs.push(md.clone());
-    outputs.push(html.clone());
-    report.outputs = outputs;
-    write_json(&json, &report)?;
-    artemis_data::fsutil::write_atomic(&md, report.to_markdown().as_bytes())?;
-    artemis_data::fsutil::write_atomic(
-        &html,
-        crate::report::html::report_html(&report, &figures).as_bytes(),
-    )?;
-    Ok(report)
+    Ok(out)
 }
 
 fn data_summary(run: &Run, manifest: Option<&Manifest>, rows: &[EvalRow]) -> DataSummary {
