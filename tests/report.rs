@@ -52,33 +52,8 @@ fn mobilenetv2_report_with_intervals_calibration_external_data_and_browser() {
         ],
     );
     let run = tmp.path().join("run");
-    let o = artemis(&[
-        "train",
-        "--manifest",
-        s(&manifest),
-        "--model",
-        "mobilenetv2",
-        "--pretrained",
-        "imagenet",
-        "--weights",
-        s(&weights),
-        "--strategy",
-        "head",
-        "--input-size",
-        "128",
-        "--epochs",
-        "6",
-        "--batch-size",
-        "16",
-        "--lr",
-        "0.003",
-        "--seed",
-        "3",
-        "--cache-dir",
-        s(&tmp.path().join("cache")),
-        "-o",
-        s(&run),
-    ]);
+    let cache = tmp.path().join("cache");
+    let o = artemis(&head_args(&manifest, &run, &weights, &cache, "6", &[]));
     assert!(o.status.success(), "{}", text(&o));
 
     // eval: intervals, areas, calibration fitted on val and saved with the run.

@@ -440,26 +440,7 @@ fn shuffle_labels(manifest: &Path, out: &Path) {
 /// and a cosine schedule with warm-up, and returns `(accuracy, n)` on the test split.
 fn head_test_accuracy(manifest: &Path, run: &Path, cache: &Path) -> (f64, u64) {
     let weights = weights::CHECKPOINT.default_path();
-    let o = artemis(&[
-        "train",
-        "--manifest",
-        s(manifest),
-        "--model",
-        "mobilenetv2",
-        "--pretrained",
-        "imagenet",
-        "--weights",
-        s(&weights),
-        "--strategy",
-        "head",
-        "--input-size",
-        "128",
-        "--epochs",
-        "10",
-        "--batch-size",
-        "16",
-        "--lr",
-        "0.003",
+    let extra = [
         "--schedule",
         "cosine",
         "--warmup",
@@ -468,13 +449,8 @@ fn head_test_accuracy(manifest: &Path, run: &Path, cache: &Path) -> (f64, u64) {
         "standard",
         "--cache-copies",
         "2",
-        "--seed",
-        "3",
-        "--cache-dir",
-        s(cache),
-        "-o",
-        s(run),
-    ]);
+    ];
+    let o = artemis(&head_args(manifest, run, &weights, cache, "10", &extra));
     assert!(o.status.success(), "{}", text(&o));
     let o = artemis(&["eval", s(run), "--no-calibration"]);
     assert!(o.status.success(), "{}", text(&o));

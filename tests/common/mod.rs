@@ -331,3 +331,45 @@ pub fn copy_subset(from: &Path, to: &Path, n: usize, rename: impl Fn(&str) -> St
         }
     }
 }
+
+/// Arguments of `artemis train` for the head of MobileNetV2 from the ImageNet checkpoint at
+/// `weights`, at 128 px, batch 16, rate 0.003, seed 3, with its feature cache in `cache`, for
+/// `epochs` epochs into `run`, followed by `extra`.
+pub fn head_args<'a>(
+    manifest: &'a Path,
+    run: &'a Path,
+    weights: &'a Path,
+    cache: &'a Path,
+    epochs: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--manifest",
+        s(manifest),
+        "--model",
+        "mobilenetv2",
+        "--pretrained",
+        "imagenet",
+        "--weights",
+        s(weights),
+        "--strategy",
+        "head",
+        "--input-size",
+        "128",
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.003",
+        "--seed",
+        "3",
+        "--cache-dir",
+        s(cache),
+        "-o",
+        s(run),
+    ];
+    args.extend_from_slice(extra);
+    args
+}
