@@ -50,6 +50,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Classify image files or folders with a trained run.
     Predict(PredictArgs),
+    /// Merge the JSON Lines files of a sharded `predict --out ... --shard I/N` into one,
+    /// refusing a missing or doubled file or shard.
+    PredictMerge(MergeArgs),
     /// One table of several runs' test results (with confidence intervals) beside the
     /// reference project's published figures.
     Compare(CompareArgs),
@@ -59,6 +62,16 @@ pub enum Command {
     Bench(BenchArgs),
     /// Write a run's network as ONNX (logits graph and backbone graph) into <run>/export/.
     Export(ExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The shard files (`predict --out` of every shard).
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
+    /// The merged JSON Lines file (rows sorted by input, frame and slice).
+    #[arg(short, long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -402,6 +415,15 @@ pub struct PredictArgs {
     /// Refuse pictures with more pixels than this (checked before decoding).
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS, value_parser = bounded::max_pixels)]
     pub max_pixels: u64,
+    /// Write the rows as JSON Lines to FILE instead of printing them: written as
+    /// FILE.partial and renamed when every file is done; a rerun resumes a partial file.
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    pub out: Option<PathBuf>,
+    /// Only one shard of the files, by a hash of each file's path relative to the input
+    /// folder it is under: I/N (0-based), auto (a Slurm job array's task) or auto/N (a
+    /// Kubernetes Indexed Job's completion index of N). Merge with `artemis predict-merge`.
+    #[arg(long, value_name = "I/N", requires = "out")]
+    pub shard: Option<String>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -500,6 +522,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Train(a) => cmd_train(*a),
         Command::Eval(a) => cmd_eval(a),
         Command::Predict(a) => cmd_predict(a),
+        Command::PredictMerge(a) => cmd_predict_merge(a),
         Command::Compare(a) => cmd_compare(a),
         Command::Serve(a) => cmd_serve(a),
         Command::Bench(a) => cmd_bench(a),
@@ -751,53 +774,17 @@ fn cmd_compare(a: CompareArgs) -> Result<ExitCode> {
 }
 
 fn cmd_predict(a: PredictArgs) -> Result<ExitCode> {
-    use artemis_engine::predict::{PredictConfig, SCHEMA};
+    use artemis_engine::predict::SCHEMA;
     let run = Run::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
     let clf = Classifier::open_with(run, a.engine.options())
         .with_context(|| format!("loading run {}", a.run.display()))?;
     if let Some(notice) = &clf.notice {
         eprintln!("notice: {notice}");
     }
-    let explain_class = match &a.explain_class {
-        Some(name) => Some(
-            clf.classes()
-                .iter()
-                .position(|c| c == name)
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "--explain-class {name}: not a class of this run (classes: {})",
-                        clf.classes().join(", ")
-                    )
-                })?,
-        ),
-        None => None,
-    };
-    let slice_range = match &a.slices {
-        Some(r) => {
-            let (lo, hi) = r
-                .split_once(':')
-                .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
-                .filter(|(a, b)| a < b)
-                .ok_or_else(|| {
-                    anyhow::anyhow!("--slices {r}: expected START:END with START < END")
-                })?;
-            Some((lo, hi))
-        }
-        None => None,
-    };
-    if !(0.0..=1.0).contains(&a.opacity) {
-        anyhow::bail!("--opacity {}: must lie between 0 and 1", a.opacity);
+    let cfg = predict_config(&a, &clf)?;
+    if let Some(out) = &a.out {
+        return predict_to_file(&a, &clf, cfg, out);
     }
-    let cfg = PredictConfig {
-        explain_dir: a.explain.clone(),
-        explain_class,
-        tta: a.tta,
-        show_identifiers: a.show_identifiers,
-        slice_axis: a.slice_axis,
-        slice_range,
-        max_pixels: a.max_pixels,
-        opacity: a.opacity,
-    };
     if !a.json {
         println!("{NOTICE}");
         match &clf.calibration {
@@ -872,6 +859,123 @@ fn cmd_predict(a: PredictArgs) -> Result<ExitCode> {
         eprintln!("{} classified, {failed} failed", out.rows.len() - failed);
     }
     Ok(partial_if(failed > 0))
+}
+
+/// The prediction options of `a` for the run's classifier.
+fn predict_config(
+    a: &PredictArgs,
+    clf: &Classifier,
+) -> Result<artemis_engine::predict::PredictConfig> {
+    let explain_class = match &a.explain_class {
+        Some(name) => Some(
+            clf.classes()
+                .iter()
+                .position(|c| c == name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--explain-class {name}: not a class of this run (classes: {})",
+                        clf.classes().join(", ")
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let slice_range = match &a.slices {
+        Some(r) => {
+            let (lo, hi) = r
+                .split_once(':')
+                .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?)))
+                .filter(|(a, b)| a < b)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--slices {r}: expected START:END with START < END")
+                })?;
+            Some((lo, hi))
+        }
+        None => None,
+    };
+    if !(0.0..=1.0).contains(&a.opacity) {
+        anyhow::bail!("--opacity {}: must lie between 0 and 1", a.opacity);
+    }
+    Ok(artemis_engine::predict::PredictConfig {
+        explain_dir: a.explain.clone(),
+        explain_class,
+        tta: a.tta,
+        show_identifiers: a.show_identifiers,
+        slice_axis: a.slice_axis,
+        slice_range,
+        max_pixels: a.max_pixels,
+        opacity: a.opacity,
+        select: None,
+    })
+}
+
+/// `predict --out FILE [--shard I/N]`: the rows of one shard as JSON Lines, resumable.
+fn predict_to_file(
+    a: &PredictArgs,
+    clf: &Classifier,
+    mut cfg: artemis_engine::predict::PredictConfig,
+    out: &std::path::Path,
+) -> Result<ExitCode> {
+    use artemis_engine::shard::{Opened, Shard, ShardWriter};
+    let shard = match &a.shard {
+        Some(spec) => Shard::parse(spec, |k| std::env::var(k).ok())
+            .map_err(|e| anyhow::anyhow!("--shard {spec}: {e}"))?,
+        None => Shard { index: 0, count: 1 },
+    };
+    let (mut writer, sel) = match ShardWriter::open(out, shard, &a.inputs)? {
+        Opened::Complete => {
+            eprintln!(
+                "{}: shard {}/{} already complete",
+                out.display(),
+                shard.index,
+                shard.count
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Opened::Writing(w, sel) => (w, sel),
+    };
+    if writer.resumed() > 0 {
+        eprintln!(
+            "{}: resuming after {} files",
+            out.display(),
+            writer.resumed()
+        );
+    }
+    cfg.select = Some(sel);
+    let mut write_error = None;
+    let result = predict(clf, &a.inputs, &cfg, |r| {
+        if write_error.is_none()
+            && let Err(e) = writer.append(&r.input, r)
+        {
+            write_error = Some(e);
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
+    let failed = result.rows.iter().filter(|r| r.error.is_some()).count();
+    let path = writer.finish()?;
+    eprintln!(
+        "{}: shard {}/{}, {} rows ({failed} failed)",
+        path.display(),
+        shard.index,
+        shard.count,
+        result.rows.len()
+    );
+    Ok(partial_if(failed > 0))
+}
+
+/// `predict-merge`: one JSON Lines file from every shard's.
+fn cmd_predict_merge(a: MergeArgs) -> Result<ExitCode> {
+    let m = artemis_engine::shard::merge(&a.shards, &a.out)?;
+    eprintln!(
+        "{}: {} rows of {} files from {} shards",
+        a.out.display(),
+        m.rows,
+        m.files,
+        m.shards
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Elapsed time against validation accuracy for transfer-learning strategies, each from a

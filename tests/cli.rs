@@ -386,3 +386,126 @@ fn report_and_predict_documents_keep_their_shape() {
         );
     }
 }
+
+/// The lines of a JSON Lines file.
+fn jsonl(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Batch prediction sharded over a cluster: 1, 3 and 7 shards of a folder of real scans merge
+/// to exactly the rows of one unsharded run; a shard killed halfway (its partial file torn in
+/// a line) and rerun neither repeats nor loses a file; a complete shard is not redone; the
+/// merge refuses a missing shard, a shard given twice, a missing file and a doubled one,
+/// naming it.
+#[test]
+fn sharded_prediction_merges_to_the_unsharded_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, manifest) = tiny_split(tmp.path(), "4");
+    let run = tmp.path().join("run");
+    train_baseline(&manifest, &run, "96", "1", &[]);
+    let scans = tmp.path().join("scans");
+    copy_subset(
+        &shared("artemis-planes/Training"),
+        &scans,
+        4,
+        str::to_string,
+    );
+    let predict_to = |out: &Path, shard: Option<String>| {
+        let mut args = vec!["predict", s(&run), s(&scans), "--out", s(out)];
+        let spec = shard.unwrap_or_default();
+        if !spec.is_empty() {
+            args.extend(["--shard", spec.as_str()]);
+        }
+        let o = artemis(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        text(&o)
+    };
+    let merge = |files: &[PathBuf], out: &Path| {
+        let mut args = vec!["predict-merge"];
+        args.extend(files.iter().map(|f| s(f)));
+        args.extend(["-o", s(out)]);
+        artemis(&args)
+    };
+    let whole = tmp.path().join("whole.jsonl");
+    predict_to(&whole, None);
+    let all = tmp.path().join("all.jsonl");
+    assert!(merge(std::slice::from_ref(&whole), &all).status.success());
+    let rows = jsonl(&all);
+    assert_eq!(rows.len(), 48, "12 classes x 4 scans");
+    let mut shard_files = Vec::new();
+    for n in [1, 3, 7] {
+        let files: Vec<PathBuf> = (0..n)
+            .map(|i| {
+                let f = tmp.path().join(format!("s{n}-{i}.jsonl"));
+                predict_to(&f, Some(format!("{i}/{n}")));
+                f
+            })
+            .collect();
+        let merged = tmp.path().join(format!("m{n}.jsonl"));
+        let o = merge(&files, &merged);
+        assert!(o.status.success(), "{}", text(&o));
+        assert_eq!(jsonl(&merged), rows, "{n} shards");
+        shard_files.push(files);
+    }
+    let three = &shard_files[1];
+    for f in three {
+        assert!(jsonl(f).len() > 1, "{}: no rows", f.display());
+    }
+
+    // Killed halfway: the shard's rows cut inside a line, left as the partial file.
+    let lines = jsonl(&three[0]);
+    assert!(lines.len() > 4, "shard 0 of 3 has {} lines", lines.len());
+    let cut = lines[..lines.len() / 2].join("\n") + "\n" + &lines[lines.len() / 2][..20];
+    let killed = tmp.path().join("killed.jsonl");
+    fs::write(tmp.path().join("killed.jsonl.partial"), cut).unwrap();
+    let said = predict_to(&killed, Some("0/3".into()));
+    assert!(said.contains("resuming after"), "{said}");
+    assert_eq!(
+        jsonl(&killed),
+        lines,
+        "resumed shard differs from the straight one"
+    );
+    assert!(!tmp.path().join("killed.jsonl.partial").exists());
+    // A complete shard is left as it is.
+    let said = predict_to(&killed, Some("0/3".into()));
+    assert!(said.contains("already complete"), "{said}");
+
+    // The merge refuses, naming what is wrong.
+    let refused = |files: &[PathBuf], want: &str| {
+        let o = merge(files, &tmp.path().join("refused.jsonl"));
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains(want), "{want}: {}", text(&o));
+    };
+    refused(&three[..2], "shard 2 of 3 missing");
+    refused(
+        &[three[0].clone(), three[0].clone(), three[1].clone()],
+        "shard 0 again",
+    );
+    let first_input = |line: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["input"].as_str().unwrap().to_string()
+    };
+    // A file missing: its row dropped from shard 1 (the trailer still lists it).
+    let one = jsonl(&three[1]);
+    let lost = tmp.path().join("lost.jsonl");
+    fs::write(&lost, one[1..].join("\n") + "\n").unwrap();
+    refused(
+        &[three[0].clone(), lost, three[2].clone()],
+        &format!("{} missing", first_input(&one[0])),
+    );
+    // A file doubled: shard 1's first row also in shard 2.
+    let two = jsonl(&three[2]);
+    let doubled = tmp.path().join("doubled.jsonl");
+    let mut with = vec![one[0].clone()];
+    with.extend(two.iter().cloned());
+    fs::write(&doubled, with.join("\n") + "\n").unwrap();
+    refused(
+        &[three[0].clone(), three[1].clone(), doubled],
+        &format!("{} doubled", first_input(&one[0])),
+    );
+    assert!(!tmp.path().join("refused.jsonl").exists());
+}

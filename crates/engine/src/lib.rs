@@ -23,6 +23,7 @@ pub mod prob;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod shard;
 pub mod stats;
 pub mod train;
 

@@ -46,6 +46,9 @@ pub struct PredictConfig {
     pub max_pixels: u64,
     /// Colour-map weight of the heat maps.
     pub opacity: f32,
+    /// Only these files (one shard of a prediction split over a cluster, less the files a
+    /// resumed shard file holds); every file when `None`.
+    pub select: Option<crate::shard::Selection>,
 }
 
 impl Default for PredictConfig {
@@ -59,6 +62,7 @@ impl Default for PredictConfig {
             slice_range: None,
             max_pixels: DEFAULT_MAX_PIXELS,
             opacity: 0.45,
+            select: None,
         }
     }
 }
@@ -430,7 +434,11 @@ pub fn predict(
     cfg: &PredictConfig,
     mut on_row: impl FnMut(&PredictRow),
 ) -> Result<PredictOutput> {
-    let (files, problems) = list_inputs(inputs);
+    let (mut files, mut problems) = list_inputs(inputs);
+    if let Some(sel) = &cfg.select {
+        files.retain(|f| sel.keeps(f));
+        problems.retain(|p| sel.keeps(&p.path));
+    }
     let mut out = PredictOutput {
         rows: Vec::with_capacity(files.len() + problems.len()),
         volumes: Vec::new(),
