@@ -422,8 +422,8 @@ pub struct PredictArgs {
     /// Only one shard of the files, by a hash of each file's path relative to the input
     /// folder it is under: I/N (0-based), auto (a Slurm job array's task) or auto/N (a
     /// Kubernetes Indexed Job's completion index of N). Merge with `artemis predict-merge`.
-    #[arg(long, value_name = "I/N", requires = "out")]
-    pub shard: Option<String>,
+    #[arg(long, value_name = "I/N", requires = "out", value_parser = parse_shard)]
+    pub shard: Option<artemis_engine::shard::Shard>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -917,11 +917,7 @@ fn predict_to_file(
     out: &std::path::Path,
 ) -> Result<ExitCode> {
     use artemis_engine::shard::{Opened, Shard, ShardWriter};
-    let shard = match &a.shard {
-        Some(spec) => Shard::parse(spec, |k| std::env::var(k).ok())
-            .map_err(|e| anyhow::anyhow!("--shard {spec}: {e}"))?,
-        None => Shard { index: 0, count: 1 },
-    };
+    let shard = a.shard.unwrap_or(Shard { index: 0, count: 1 });
     let (mut writer, sel) = match ShardWriter::open(out, shard, &a.inputs)? {
         Opened::Complete => {
             eprintln!(
@@ -963,6 +959,11 @@ fn predict_to_file(
         result.rows.len()
     );
     Ok(partial_if(failed > 0))
+}
+
+/// `--shard`: `I/N`, or `auto` / `auto/N` from the scheduler's environment.
+fn parse_shard(spec: &str) -> std::result::Result<artemis_engine::shard::Shard, String> {
+    artemis_engine::shard::Shard::parse(spec, |k| std::env::var(k).ok())
 }
 
 /// `predict-merge`: one JSON Lines file from every shard's.

@@ -508,4 +508,18 @@ fn sharded_prediction_merges_to_the_unsharded_rows() {
         &format!("{} doubled", first_input(&one[0])),
     );
     assert!(!tmp.path().join("refused.jsonl").exists());
+    // A bad shard is a usage error naming the flag.
+    for spec in ["3/3", "x", "auto"] {
+        let o = artemis(&[
+            "predict",
+            s(&run),
+            s(&scans),
+            "--out",
+            "x.jsonl",
+            "--shard",
+            spec,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{spec}: {}", text(&o));
+        assert!(text(&o).contains("--shard"), "{spec}: {}", text(&o));
+    }
 }
