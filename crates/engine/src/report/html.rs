@@ -146,9 +146,26 @@ flex-wrap:wrap;gap:12px;align-items:flex-start}\
 .mistake img{width:176px;height:auto;image-rendering:pixelated}\
 .headline{font-size:20px}.muted{color:#666;font-size:13px}";
 
-/// The whole report page.
+/// The HTML report: one self-contained page (pictures embedded as data URIs), its sections
+/// in the order a reader needs them.
 pub fn report_html(r: &EvalReport, f: &Figures) -> String {
     let mut o = String::with_capacity(1 << 20);
+    head_section(&mut o, r);
+    data_section(&mut o, r);
+    results_section(&mut o, r, f);
+    calibration_section(&mut o, r, f);
+    mistakes_section(&mut o, r, f);
+    let _ = write!(
+        o,
+        "<p class=notice>{}</p><p class=muted>Written by artemis {}.</p></body></html>",
+        esc(&r.notice),
+        env!("CARGO_PKG_VERSION")
+    );
+    o
+}
+
+/// The page head, the research notice, the run and the headline figures.
+fn head_section(o: &mut String, r: &EvalReport) {
     let _ = write!(
         o,
         "<!doctype html><html lang=en><head><meta charset=utf-8>\
@@ -196,8 +213,10 @@ pub fn report_html(r: &EvalReport, f: &Figures) -> String {
             );
         }
     }
+}
 
-    // Data and protocol.
+/// Manifest, protocol, counts per split, evaluated images, overlap with training data.
+fn data_section(o: &mut String, r: &EvalReport) {
     let d = &r.data;
     let _ = write!(
         o,
@@ -292,11 +311,14 @@ pub fn report_html(r: &EvalReport, f: &Figures) -> String {
             }
         }
     }
+}
 
+/// Training curves, confusion matrices and per-class tables.
+fn results_section(o: &mut String, r: &EvalReport, f: &Figures) {
     if let Some(png) = &f.curves {
         let _ = write!(o, "<h2>Training</h2>");
         img(
-            &mut o,
+            o,
             png,
             "training curves: loss and accuracy per epoch",
             "fig",
@@ -304,7 +326,7 @@ pub fn report_html(r: &EvalReport, f: &Figures) -> String {
     }
     let _ = write!(o, "<h2>Confusion matrices</h2><div class=row>");
     for (name, png) in &f.confusion {
-        img(&mut o, png, &format!("confusion matrix ({name})"), "fig");
+        img(o, png, &format!("confusion matrix ({name})"), "fig");
     }
     let _ = write!(o, "</div><h2>Per-class results</h2>");
     if let Some(m) = &r.metrics
@@ -333,14 +355,18 @@ pub fn report_html(r: &EvalReport, f: &Figures) -> String {
         let _ = write!(o, "</table>");
     }
     for (title, v) in r.views() {
-        view_table(&mut o, &title, v);
+        view_table(o, &title, v);
     }
+}
+
+/// ROC and reliability pictures, temperature scaling, coverage when abstaining.
+fn calibration_section(o: &mut String, r: &EvalReport, f: &Figures) {
     let _ = write!(o, "<h2>Separation and calibration</h2><div class=row>");
     if let Some(png) = &f.roc {
-        img(&mut o, png, "one-vs-rest ROC curves", "fig");
+        img(o, png, "one-vs-rest ROC curves", "fig");
     }
     if let Some(png) = &f.reliability {
-        img(&mut o, png, "reliability diagram", "fig");
+        img(o, png, "reliability diagram", "fig");
     }
     let _ = write!(o, "</div>");
     let c = &r.calibration;
@@ -371,17 +397,20 @@ pub fn report_html(r: &EvalReport, f: &Figures) -> String {
         o,
         "<h2>Coverage when the model may abstain</h2><div class=row><div>"
     );
-    coverage_table(&mut o, &r.coverage);
+    coverage_table(o, &r.coverage);
     if let Some(a) = &r.abstain {
         let _ = write!(o, "<p>At the chosen threshold:</p>");
-        coverage_table(&mut o, std::slice::from_ref(a));
+        coverage_table(o, std::slice::from_ref(a));
     }
     let _ = write!(o, "</div>");
     if let Some(png) = &f.coverage {
-        img(&mut o, png, "coverage against accuracy", "fig");
+        img(o, png, "coverage against accuracy", "fig");
     }
     let _ = write!(o, "</div>");
+}
 
+/// The most confident mistakes with what the network saw, and the skipped files.
+fn mistakes_section(o: &mut String, r: &EvalReport, f: &Figures) {
     let _ = write!(
         o,
         "<h2>Most confident mistakes</h2><p class=muted>What the network saw (after resizing), \
@@ -425,13 +454,6 @@ pub fn report_html(r: &EvalReport, f: &Figures) -> String {
         }
         let _ = write!(o, "</ul>");
     }
-    let _ = write!(
-        o,
-        "<p class=notice>{}</p><p class=muted>Written by artemis {}.</p></body></html>",
-        esc(&r.notice),
-        env!("CARGO_PKG_VERSION")
-    );
-    o
 }
 
 #[cfg(test)]
