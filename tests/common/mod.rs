@@ -98,6 +98,31 @@ pub fn tiny_split(dir: &Path, seed: &str) -> (std::path::PathBuf, std::path::Pat
     (data, manifest)
 }
 
+/// Arguments of `artemis train` for `model` at `size` px for `epochs` epochs into `run`,
+/// followed by `extra`.
+pub fn train_args<'a>(
+    manifest: &'a Path,
+    run: &'a Path,
+    (model, size, epochs): (&'a str, &'a str, &'a str),
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--manifest",
+        s(manifest),
+        "--model",
+        model,
+        "--input-size",
+        size,
+        "--epochs",
+        epochs,
+        "-o",
+        s(run),
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Arguments of `artemis train` for `baseline-relu-bn` at `size` px for `epochs` epochs
 /// (batch 8) into `run`, followed by `extra`.
 pub fn baseline_args<'a>(
@@ -107,36 +132,26 @@ pub fn baseline_args<'a>(
     epochs: &'a str,
     extra: &[&'a str],
 ) -> Vec<&'a str> {
-    let mut args = vec![
-        "train",
-        "--manifest",
-        s(manifest),
-        "--model",
-        "baseline-relu-bn",
-        "--input-size",
-        size,
-        "--epochs",
-        epochs,
-        "--batch-size",
-        "8",
-        "-o",
-        s(run),
-    ];
-    args.extend_from_slice(extra);
-    args
+    let model = ("baseline-relu-bn", size, epochs);
+    train_args(
+        manifest,
+        run,
+        model,
+        &[&["--batch-size", "8"], extra].concat(),
+    )
 }
 
 /// Trains `baseline-relu-bn` ([`baseline_args`]), which must succeed.
+pub fn train_baseline(manifest: &Path, run: &Path, size: &str, epochs: &str, extra: &[&str]) {
+    let o = artemis(&baseline_args(manifest, run, size, epochs, extra));
+    assert!(o.status.success(), "{}", text(&o));
+}
+
 /// `artemis predict RUN INPUT --json`, which must succeed: its document.
 pub fn predict_json(run: &Path, input: &Path) -> serde_json::Value {
     let o = artemis(&["predict", s(run), s(input), "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     serde_json::from_slice(&o.stdout).unwrap()
-}
-
-pub fn train_baseline(manifest: &Path, run: &Path, size: &str, epochs: &str, extra: &[&str]) {
-    let o = artemis(&baseline_args(manifest, run, size, epochs, extra));
-    assert!(o.status.success(), "{}", text(&o));
 }
 
 /// DICOM and NIfTI files the tests write themselves (dicom-rs and the `nifti` crate).
@@ -343,22 +358,13 @@ pub fn head_args<'a>(
     epochs: &'a str,
     extra: &[&'a str],
 ) -> Vec<&'a str> {
-    let mut args = vec![
-        "train",
-        "--manifest",
-        s(manifest),
-        "--model",
-        "mobilenetv2",
+    let head = [
         "--pretrained",
         "imagenet",
         "--weights",
         s(weights),
         "--strategy",
         "head",
-        "--input-size",
-        "128",
-        "--epochs",
-        epochs,
         "--batch-size",
         "16",
         "--lr",
@@ -367,9 +373,7 @@ pub fn head_args<'a>(
         "3",
         "--cache-dir",
         s(cache),
-        "-o",
-        s(run),
     ];
-    args.extend_from_slice(extra);
-    args
+    let model = ("mobilenetv2", "128", epochs);
+    train_args(manifest, run, model, &[&head[..], extra].concat())
 }
