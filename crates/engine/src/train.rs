@@ -18,8 +18,8 @@ use artemis_data::labels::Task;
 use artemis_data::manifest::{Manifest, Split};
 use artemis_data::transform::{Augment, Preprocess, Scaling};
 use artemis_models::{Architecture, ModelSpec, Network};
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -504,6 +504,9 @@ fn cached_inputs(
     Ok(Inputs::Features(out))
 }
 
+/// Trains from the committed `state` to the configured number of epochs (or `stop_after`
+/// more): set-up (images, network and optimizer, resumed from the last checkpoint), then one
+/// [`train_epoch`] and one [`commit_epoch`] per epoch.
 fn run_loop(
     cfg: &TrainConfig,
     run_cfg: RunConfig,
@@ -511,10 +514,95 @@ fn run_loop(
     t0: Instant,
 ) -> Result<TrainSummary> {
     let dir = &cfg.run_dir;
+    let (train_set, val_set, skipped) = load_splits(cfg, &run_cfg)?;
+    let settings = run_cfg.train;
+    let device = Device::flex().autodiff();
+    device.seed(settings.seed);
+    let (model, mut optim) = restore(dir, &run_cfg, &state, &device)?;
+    let mut model = model.freeze_below(run_cfg.trainable_from);
+    let classes_of =
+        |l: &Loaded| -> Vec<usize> { l.items.iter().map(|i| i.class.unwrap_or(0)).collect() };
+    let (train_classes, val_classes) = (classes_of(&train_set), classes_of(&val_set));
+    let (train_in, val_in, input_stage) = model_inputs(cfg, &run_cfg, &model, train_set, val_set)?;
+    let ctx = EpochContext {
+        run_cfg: &run_cfg,
+        inputs: &train_in,
+        classes: &train_classes,
+        input_stage,
+        loss_fn: CrossEntropyLossConfig::new().init(&device),
+        device: &device,
+    };
+    let mut epochs_this_call = 0;
+    while state.epochs_done < settings.epochs {
+        if cfg.stop_after.is_some_and(|s| epochs_this_call >= s) {
+            break;
+        }
+        let epoch = state.epochs_done + 1;
+        let te = Instant::now();
+        let (trained, totals) = train_epoch(&ctx, model, &mut optim, epoch, state.lr)?;
+        model = trained;
+        let (val_loss, val_accuracy) = if val_in.len() == 0 {
+            (f64::NAN, totals.accuracy())
+        } else {
+            evaluate_loss(
+                &model.valid(),
+                &val_in,
+                &val_classes,
+                input_stage,
+                &run_cfg.preprocess,
+                settings.batch_size.max(32),
+                run_cfg.classes.len(),
+            )?
+        };
+        let m = EpochMetrics {
+            epoch,
+            lr: totals.lr_start,
+            train_loss: totals.loss_sum / totals.seen as f64,
+            train_accuracy: totals.accuracy(),
+            val_loss,
+            val_accuracy,
+            seconds: te.elapsed().as_secs_f64(),
+        };
+        eprintln!(
+            "epoch {epoch:>3}/{}: lr {:.2e}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  ({:.1}s)",
+            settings.epochs,
+            m.lr,
+            m.train_loss,
+            m.train_accuracy,
+            m.val_loss,
+            m.val_accuracy,
+            m.seconds
+        );
+        commit_epoch(dir, &settings, &mut state, &model, &optim, m)?;
+        epochs_this_call += 1;
+    }
+    let curves = dir.join("curves.png");
+    if let Err(e) = crate::plot::training_curves(&state.history)
+        .and_then(|png| crate::plot::write_png(&png, &curves))
+    {
+        tracing::warn!("{e}");
+    }
+    Ok(TrainSummary {
+        run_dir: dir.clone(),
+        epochs_done: state.epochs_done,
+        best_epoch: state.best_epoch,
+        best_val_accuracy: state.best_val_accuracy,
+        seconds: t0.elapsed().as_secs_f64(),
+        train_images: train_in.len(),
+        val_images: val_in.len(),
+        skipped_files: skipped,
+    })
+}
+
+/// The decoded training and validation images, and the files that could not be read.
+/// Refuses a training split with no usable file, no decodable image or a single class.
+fn load_splits(
+    cfg: &TrainConfig,
+    run_cfg: &RunConfig,
+) -> Result<(Loaded, Loaded, Vec<(PathBuf, String)>)> {
     let manifest = Manifest::load(&run_cfg.manifest)?;
     let root = cfg.data_root.clone().unwrap_or(run_cfg.data_root.clone());
-    let pre = run_cfg.preprocess;
-    let task = run_cfg.task;
+    let (pre, task) = (run_cfg.preprocess, run_cfg.task);
     let train_items = crate::dataset::manifest_items(&manifest, &root, Split::Train, task);
     let val_items = crate::dataset::manifest_items(&manifest, &root, Split::Val, task);
     if train_items.is_empty() {
@@ -548,13 +636,20 @@ fn run_loop(
                 .map_or("none", String::as_str)
         )));
     }
-    let settings = run_cfg.train;
-    let from = run_cfg.trainable_from;
-    let device = Device::flex().autodiff();
-    device.seed(settings.seed);
+    Ok((train_set, val_set, skipped))
+}
+
+/// The network and Adam: fresh (from the pretrained weights when asked) before the first
+/// commit, else both read back from the checkpoint `state` names.
+fn restore(
+    dir: &Path,
+    run_cfg: &RunConfig,
+    state: &TrainState,
+    device: &Device,
+) -> Result<(Network, ModuleOptimizer)> {
     let mut model: Network = match (&run_cfg.pretrained, state.epochs_done) {
-        (Some(p), 0) => run_cfg.model.init_pretrained(&p.weights, &device)?,
-        _ => run_cfg.model.init(&device)?,
+        (Some(p), 0) => run_cfg.model.init_pretrained(&p.weights, device)?,
+        _ => run_cfg.model.init(device)?,
     };
     let mut optim = AdamConfig::new().with_epsilon(1e-7).init();
     if state.epochs_done > 0 {
@@ -569,190 +664,199 @@ fn run_loop(
                 reason: e.to_string(),
             })?;
     }
-    model = model.freeze_below(from);
-    let train_classes: Vec<usize> = train_set
-        .items
-        .iter()
-        .map(|i| i.class.unwrap_or(0))
-        .collect();
-    let val_classes: Vec<usize> = val_set.items.iter().map(|i| i.class.unwrap_or(0)).collect();
-    // The fast path: the frozen stages run once per image (and augmentation copy), not once
-    // per epoch.
-    let (train_in, val_in, input_stage) = if run_cfg.feature_cache && from > 0 {
-        let frozen = model.valid();
-        let tr = cached_inputs(
-            cfg,
-            &run_cfg,
-            &frozen,
-            &train_set,
-            run_cfg.cache_copies,
-            Some(&run_cfg.augment),
-            "train",
-        )?;
-        let va = cached_inputs(cfg, &run_cfg, &frozen, &val_set, 1, None, "val")?;
-        (tr, va, from)
-    } else {
-        (Inputs::Images(train_set), Inputs::Images(val_set), 0)
-    };
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let n = train_in.len();
-    let bs = settings.batch_size;
+    Ok((model, optim))
+}
+
+/// What the trainable stages read, for training and validation, and the stage they start at.
+/// The fast path: with a frozen prefix and the cache on, the frozen stages run once per image
+/// (and augmentation copy), not once per epoch.
+fn model_inputs(
+    cfg: &TrainConfig,
+    run_cfg: &RunConfig,
+    model: &Network,
+    train_set: Loaded,
+    val_set: Loaded,
+) -> Result<(Inputs, Inputs, usize)> {
+    let from = run_cfg.trainable_from;
+    if !(run_cfg.feature_cache && from > 0) {
+        return Ok((Inputs::Images(train_set), Inputs::Images(val_set), 0));
+    }
+    let frozen = model.valid();
+    let copies = run_cfg.cache_copies;
+    let augment = Some(&run_cfg.augment);
+    let tr = cached_inputs(cfg, run_cfg, &frozen, &train_set, copies, augment, "train")?;
+    let va = cached_inputs(cfg, run_cfg, &frozen, &val_set, 1, None, "val")?;
+    Ok((tr, va, from))
+}
+
+/// What every epoch of a run trains on.
+struct EpochContext<'a> {
+    run_cfg: &'a RunConfig,
+    inputs: &'a Inputs,
+    classes: &'a [usize],
+    input_stage: usize,
+    loss_fn: CrossEntropyLoss,
+    device: &'a Device,
+}
+
+/// An epoch's running totals over the training batches.
+struct EpochTotals {
+    loss_sum: f64,
+    correct: usize,
+    seen: usize,
+    /// The rate at the epoch's first step.
+    lr_start: f64,
+}
+
+impl EpochTotals {
+    fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.seen as f64
+    }
+}
+
+/// One pass over the training images in a seeded order, one Adam step per batch (the head
+/// at its rate and the trainable backbone at its own when they differ).
+fn train_epoch(
+    ctx: &EpochContext,
+    mut model: Network,
+    optim: &mut ModuleOptimizer,
+    epoch: usize,
+    base_lr: f64,
+) -> Result<(Network, EpochTotals)> {
+    let settings = ctx.run_cfg.train;
+    let (n, bs) = (ctx.inputs.len(), settings.batch_size);
     let batches = n.div_ceil(bs);
     let backbone_scale = settings.backbone_lr.map(|b| b / settings.learning_rate);
-    let mut epochs_this_call = 0;
-    while state.epochs_done < settings.epochs {
-        if cfg.stop_after.is_some_and(|s| epochs_this_call >= s) {
-            break;
-        }
-        let epoch = state.epochs_done + 1;
-        let te = Instant::now();
-        device.seed(mix(settings.seed, epoch as u64));
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
-            settings.seed,
-            epoch as u64,
-        )));
-        let pb = crate::progress::bar(n as u64, &format!("epoch {epoch}/{}", settings.epochs));
-        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
-        let lr_start = settings.lr_at(state.lr, (epoch - 1) as f64 + 1.0 / batches as f64);
-        for (b, chunk) in order.chunks(bs).enumerate() {
-            let classes: Vec<usize> = chunk.iter().map(|&i| train_classes[i]).collect();
-            let seeds: Vec<u64> = (0..chunk.len())
-                .map(|k| mix(mix(settings.seed, epoch as u64), (b * bs + k) as u64))
-                .collect();
-            let x = train_in.batch(
-                chunk,
-                epoch,
-                &pre,
-                Some((&run_cfg.augment, &seeds)),
-                &device,
-            );
-            let y = target_tensor(&classes, &device);
-            let (logits, aux) = model.forward_train(x, input_stage);
-            let mut loss = loss_fn.forward(logits.clone(), y.clone());
-            if let Some(aux) = aux {
-                // InceptionV3's auxiliary classifier: `loss = main + 0.4 * aux`. The logged
-                // loss is this sum; validation loss is the main classifier's alone.
-                loss = loss
-                    + loss_fn
-                        .forward(aux, y)
-                        .mul_scalar(artemis_models::inceptionv3::AUX_WEIGHT);
-            }
-            let preds = argmax_rows(&to_vec_f32(logits.detach())?, run_cfg.classes.len());
-            correct += preds.iter().zip(&classes).filter(|(p, c)| p == c).count();
-            let l = f64::from(loss.clone().into_scalar::<f32>());
-            loss_sum += l * chunk.len() as f64;
-            seen += chunk.len();
-            let t = (epoch - 1) as f64 + (b + 1) as f64 / batches as f64;
-            let lr = settings.lr_at(state.lr, t);
-            let mut grads = loss.backward();
-            match (backbone_scale, model.classifier()) {
-                (Some(scale), Some(head)) => {
-                    let head_grads = GradientsParams::from_module(&mut grads, head);
-                    let rest = GradientsParams::from_grads(grads, &model);
-                    model = optim.step(lr, model, head_grads);
-                    if scale > 0.0 {
-                        model = optim.step(lr * scale, model, rest);
-                    }
-                }
-                _ => {
-                    let grads = GradientsParams::from_grads(grads, &model);
-                    model = optim.step(lr, model, grads);
-                }
-            }
-            pb.inc(chunk.len() as u64);
-            pb.set_message(format!(
-                "loss {:.4} acc {:.3}",
-                loss_sum / seen as f64,
-                correct as f64 / seen as f64
-            ));
-        }
-        pb.finish_and_clear();
-        let (val_loss, val_accuracy) = if val_in.len() == 0 {
-            (f64::NAN, correct as f64 / seen as f64)
-        } else {
-            evaluate_loss(
-                &model.valid(),
-                &val_in,
-                &val_classes,
-                input_stage,
-                &pre,
-                bs.max(32),
-                run_cfg.classes.len(),
-            )?
-        };
-        let m = EpochMetrics {
-            epoch,
-            lr: lr_start,
-            train_loss: loss_sum / seen as f64,
-            train_accuracy: correct as f64 / seen as f64,
-            val_loss,
-            val_accuracy,
-            seconds: te.elapsed().as_secs_f64(),
-        };
-        eprintln!(
-            "epoch {epoch:>3}/{}: lr {:.2e}  train loss {:.4} acc {:.4}  val loss {:.4} acc {:.4}  ({:.1}s)",
-            settings.epochs,
-            m.lr,
-            m.train_loss,
-            m.train_accuracy,
-            m.val_loss,
-            m.val_accuracy,
-            m.seconds
+    ctx.device.seed(mix(settings.seed, epoch as u64));
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
+        settings.seed,
+        epoch as u64,
+    )));
+    let pb = crate::progress::bar(n as u64, &format!("epoch {epoch}/{}", settings.epochs));
+    let mut totals = EpochTotals {
+        loss_sum: 0.0,
+        correct: 0,
+        seen: 0,
+        lr_start: settings.lr_at(base_lr, (epoch - 1) as f64 + 1.0 / batches as f64),
+    };
+    for (b, chunk) in order.chunks(bs).enumerate() {
+        let (loss, correct) = batch_loss(ctx, &model, chunk, epoch, b)?;
+        totals.correct += correct;
+        totals.loss_sum += f64::from(loss.clone().into_scalar::<f32>()) * chunk.len() as f64;
+        totals.seen += chunk.len();
+        let lr = settings.lr_at(
+            base_lr,
+            (epoch - 1) as f64 + (b + 1) as f64 / batches as f64,
         );
-        // Best checkpoint: higher validation accuracy, ties broken by lower loss.
-        let improved = val_accuracy > state.best_val_accuracy + 1e-9
-            || ((val_accuracy - state.best_val_accuracy).abs() <= 1e-9
-                && val_loss < state.best_val_loss);
-        if improved {
-            save_module(model.clone(), &dir.join(BEST))?;
-            state.best_val_accuracy = val_accuracy;
-            state.best_val_loss = val_loss;
-            state.best_epoch = epoch;
+        let mut grads = loss.backward();
+        match (backbone_scale, model.classifier()) {
+            (Some(scale), Some(head)) => {
+                let head_grads = GradientsParams::from_module(&mut grads, head);
+                let rest = GradientsParams::from_grads(grads, &model);
+                model = optim.step(lr, model, head_grads);
+                if scale > 0.0 {
+                    model = optim.step(lr * scale, model, rest);
+                }
+            }
+            _ => {
+                let grads = GradientsParams::from_grads(grads, &model);
+                model = optim.step(lr, model, grads);
+            }
+        }
+        pb.inc(chunk.len() as u64);
+        pb.set_message(format!(
+            "loss {:.4} acc {:.3}",
+            totals.loss_sum / totals.seen as f64,
+            totals.accuracy()
+        ));
+    }
+    pb.finish_and_clear();
+    Ok((model, totals))
+}
+
+/// Batch `b` of an epoch (rows `chunk`, augmented with per-image seeds) through the network:
+/// its loss (plus 0.4 of InceptionV3's auxiliary loss; the logged loss is this sum) and how
+/// many of its images the network got right.
+fn batch_loss(
+    ctx: &EpochContext,
+    model: &Network,
+    chunk: &[usize],
+    epoch: usize,
+    b: usize,
+) -> Result<(Tensor<1>, usize)> {
+    let (run_cfg, seed, bs) = (
+        ctx.run_cfg,
+        ctx.run_cfg.train.seed,
+        ctx.run_cfg.train.batch_size,
+    );
+    let classes: Vec<usize> = chunk.iter().map(|&i| ctx.classes[i]).collect();
+    let seeds: Vec<u64> = (0..chunk.len())
+        .map(|k| mix(mix(seed, epoch as u64), (b * bs + k) as u64))
+        .collect();
+    let augment = Some((&run_cfg.augment, &seeds[..]));
+    let x = ctx
+        .inputs
+        .batch(chunk, epoch, &run_cfg.preprocess, augment, ctx.device);
+    let y = target_tensor(&classes, ctx.device);
+    let (logits, aux) = model.forward_train(x, ctx.input_stage);
+    let mut loss = ctx.loss_fn.forward(logits.clone(), y.clone());
+    if let Some(aux) = aux {
+        let aux_loss = ctx.loss_fn.forward(aux, y);
+        loss = loss + aux_loss.mul_scalar(artemis_models::inceptionv3::AUX_WEIGHT);
+    }
+    let preds = argmax_rows(&to_vec_f32(logits.detach())?, run_cfg.classes.len());
+    let correct = preds.iter().zip(&classes).filter(|(p, c)| p == c).count();
+    Ok((loss, correct))
+}
+
+/// The end of an epoch: the best checkpoint when validation improved (higher accuracy, ties
+/// broken by lower loss), else the plateau schedule's count; then the checkpoint pair, then
+/// `state.json` naming it (the commit point), the metrics table, and the previous pair removed.
+fn commit_epoch(
+    dir: &Path,
+    settings: &TrainSettings,
+    state: &mut TrainState,
+    model: &Network,
+    optim: &ModuleOptimizer,
+    m: EpochMetrics,
+) -> Result<()> {
+    let epoch = m.epoch;
+    let improved = m.val_accuracy > state.best_val_accuracy + 1e-9
+        || ((m.val_accuracy - state.best_val_accuracy).abs() <= 1e-9
+            && m.val_loss < state.best_val_loss);
+    if improved {
+        save_module(model.clone(), &dir.join(BEST))?;
+        state.best_val_accuracy = m.val_accuracy;
+        state.best_val_loss = m.val_loss;
+        state.best_epoch = epoch;
+        state.plateau_wait = 0;
+    } else if settings.schedule == Schedule::Plateau && epoch as f64 > settings.warmup_epochs {
+        state.plateau_wait += 1;
+        if state.plateau_wait >= settings.plateau.patience {
+            state.lr = (state.lr * settings.plateau.factor).max(settings.plateau.min_lr);
             state.plateau_wait = 0;
-        } else if settings.schedule == Schedule::Plateau && epoch as f64 > settings.warmup_epochs {
-            state.plateau_wait += 1;
-            if state.plateau_wait >= settings.plateau.patience {
-                state.lr = (state.lr * settings.plateau.factor).max(settings.plateau.min_lr);
-                state.plateau_wait = 0;
-            }
         }
-        // Checkpoint pair, then the state that names it (the commit point), then clean up.
-        let stem = ckpt_stem(epoch);
-        save_module(model.clone(), &dir.join(format!("{stem}.model.bpk")))?;
-        let obytes = optim.into_bytes().map_err(|e| EngineError::Checkpoint {
-            path: dir.join(format!("{stem}.optim.bpk")),
-            reason: e.to_string(),
-        })?;
-        crate::run::write_sealed(&dir.join(format!("{stem}.optim.bpk")), &obytes)?;
-        let previous = std::mem::replace(&mut state.checkpoint, stem);
-        state.epochs_done = epoch;
-        state.history.push(m);
-        write_json(&dir.join(STATE), &state)?;
-        write_metrics_csv(&dir.join(METRICS), &state.history)?;
-        if !previous.is_empty() && previous != state.checkpoint {
-            for ext in ["model.bpk", "optim.bpk"] {
-                let _ = std::fs::remove_file(dir.join(format!("{previous}.{ext}")));
-            }
+    }
+    let stem = ckpt_stem(epoch);
+    save_module(model.clone(), &dir.join(format!("{stem}.model.bpk")))?;
+    let opath = dir.join(format!("{stem}.optim.bpk"));
+    let obytes = optim.into_bytes().map_err(|e| EngineError::Checkpoint {
+        path: opath.clone(),
+        reason: e.to_string(),
+    })?;
+    crate::run::write_sealed(&opath, &obytes)?;
+    let previous = std::mem::replace(&mut state.checkpoint, stem);
+    state.epochs_done = epoch;
+    state.history.push(m);
+    write_json(&dir.join(STATE), &*state)?;
+    write_metrics_csv(&dir.join(METRICS), &state.history)?;
+    if !previous.is_empty() && previous != state.checkpoint {
+        for ext in ["model.bpk", "optim.bpk"] {
+            let _ = std::fs::remove_file(dir.join(format!("{previous}.{ext}")));
         }
-        epochs_this_call += 1;
     }
-    let curves = dir.join("curves.png");
-    if let Err(e) = crate::plot::training_curves(&state.history)
-        .and_then(|png| crate::plot::write_png(&png, &curves))
-    {
-        tracing::warn!("{e}");
-    }
-    Ok(TrainSummary {
-        run_dir: dir.clone(),
-        epochs_done: state.epochs_done,
-        best_epoch: state.best_epoch,
-        best_val_accuracy: state.best_val_accuracy,
-        seconds: t0.elapsed().as_secs_f64(),
-        train_images: n,
-        val_images: val_in.len(),
-        skipped_files: skipped,
-    })
+    Ok(())
 }
 
 /// Index of the largest value of each row of a `[rows, k]` matrix.
