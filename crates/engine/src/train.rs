@@ -594,12 +594,12 @@ fn run_loop(
     })
 }
 
+/// Files that could not be read, with the reason.
+type Skipped = Vec<(PathBuf, String)>;
+
 /// The decoded training and validation images, and the files that could not be read.
 /// Refuses a training split with no usable file, no decodable image or a single class.
-fn load_splits(
-    cfg: &TrainConfig,
-    run_cfg: &RunConfig,
-) -> Result<(Loaded, Loaded, Vec<(PathBuf, String)>)> {
+fn load_splits(cfg: &TrainConfig, run_cfg: &RunConfig) -> Result<(Loaded, Loaded, Skipped)> {
     let manifest = Manifest::load(&run_cfg.manifest)?;
     let root = cfg.data_root.clone().unwrap_or(run_cfg.data_root.clone());
     let (pre, task) = (run_cfg.preprocess, run_cfg.task);
