@@ -18,7 +18,9 @@ use crate::error::{DataError, Result};
 use dicom_dictionary_std::tags;
 use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
-use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder, VoiLutOption};
+use dicom_pixeldata::{
+    ConvertOptions, DecodedPixelData, ModalityLutOption, PixelDecoder, VoiLutOption,
+};
 use image::{Rgb, RgbImage};
 use serde::Serialize;
 use std::path::Path;
@@ -241,6 +243,47 @@ impl std::io::Read for Tracked<'_> {
 
 /// Reads a DICOM file into one picture per frame.
 pub fn read_dicom(path: &Path, opts: &DicomOptions) -> Result<DicomImage> {
+    let obj = open_checked(path, opts)?;
+    let ts = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_string();
+    let decoded = obj.decode_pixel_data().map_err(|e| {
+        bad(
+            path,
+            format!("cannot decode pixel data (transfer syntax {ts}): {e}"),
+        )
+    })?;
+    let photometric = decoded.photometric_interpretation().as_ref().to_string();
+    let mut out = Vec::with_capacity(decoded.number_of_frames() as usize);
+    for f in 0..decoded.number_of_frames() {
+        out.push(match decoded.samples_per_pixel() {
+            1 => grey_frame(path, &decoded, f, photometric == "MONOCHROME1")?,
+            3 => colour_frame(path, &decoded, f, photometric == "YBR_FULL")?,
+            spp => return Err(bad(path, format!("{spp} samples per pixel not supported"))),
+        });
+    }
+    let identifiers = opts.identifiers.then(|| Identifiers {
+        patient_name: text(&obj, tags::PATIENT_NAME),
+        patient_id: text(&obj, tags::PATIENT_ID),
+        study_instance_uid: text(&obj, tags::STUDY_INSTANCE_UID),
+        series_instance_uid: text(&obj, tags::SERIES_INSTANCE_UID),
+        sop_instance_uid: text(&obj, tags::SOP_INSTANCE_UID),
+        accession_number: text(&obj, tags::ACCESSION_NUMBER),
+        study_date: text(&obj, tags::STUDY_DATE),
+    });
+    Ok(DicomImage {
+        frames: out,
+        photometric,
+        bits_stored: decoded.bits_stored(),
+        transfer_syntax: ts,
+        identifiers,
+    })
+}
+
+/// The file parsed, after every check that must come before its pixel data is decoded.
+fn open_checked(path: &Path, opts: &DicomOptions) -> Result<DefaultDicomObject> {
     // The whole file is parsed into memory: refuse files no picture within the pixel limit
     // could fill before reading them.
     let bytes = crate::fsutil::read_limited(path, crate::fsutil::max_file_bytes(opts.max_pixels))?;
@@ -256,25 +299,27 @@ pub fn read_dicom(path: &Path, opts: &DicomOptions) -> Result<DicomImage> {
         .read_preamble(preamble)
         .from_reader(std::io::Cursor::new(bytes))
         .map_err(|e| bad(path, e))?;
-    let ts = obj
-        .meta()
-        .transfer_syntax()
-        .trim_end_matches('\0')
-        .to_string();
-    let rows = int(&obj, tags::ROWS).ok_or_else(|| bad(path, "no Rows (0028,0010)"))?;
-    let cols = int(&obj, tags::COLUMNS).ok_or_else(|| bad(path, "no Columns (0028,0011)"))?;
-    let frames = int(&obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+    check_pixel_header(path, &obj, opts.max_pixels)?;
+    Ok(obj)
+}
+
+/// Size, samples and bits the decoder will allocate for, and (for native pixel data) that
+/// the data holds every pixel the header announces.
+fn check_pixel_header(path: &Path, obj: &DefaultDicomObject, max_pixels: u64) -> Result<()> {
+    let rows = int(obj, tags::ROWS).ok_or_else(|| bad(path, "no Rows (0028,0010)"))?;
+    let cols = int(obj, tags::COLUMNS).ok_or_else(|| bad(path, "no Columns (0028,0011)"))?;
+    let frames = int(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
     if rows <= 0 || cols <= 0 {
         return Err(bad(path, format!("impossible size {cols}x{rows}")));
     }
     let pixels = (rows as u64) * (cols as u64) * (frames as u64);
-    if pixels > opts.max_pixels {
+    if pixels > max_pixels {
         return Err(DataError::TooLarge {
             path: path.into(),
             width: cols as u32,
             height: rows as u32,
             pixels,
-            limit: opts.max_pixels,
+            limit: max_pixels,
         });
     }
     let Some(pixel_data) = obj.element_opt(tags::PIXEL_DATA).ok().flatten() else {
@@ -283,11 +328,11 @@ pub fn read_dicom(path: &Path, opts: &DicomOptions) -> Result<DicomImage> {
     // The decoder allocates rows x columns x frames x samples x bytes before it decodes a
     // compressed stream: only grey or colour pictures of up to 32-bit samples get that far
     // (a fuzzed header asked for gigabytes here).
-    let spp = int(&obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let spp = int(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
     if spp != 1 && spp != 3 {
         return Err(bad(path, format!("{spp} samples per pixel not supported")));
     }
-    let bits = int(&obj, tags::BITS_ALLOCATED).unwrap_or(8);
+    let bits = int(obj, tags::BITS_ALLOCATED).unwrap_or(8);
     if !matches!(bits, 1 | 8 | 16 | 32) {
         return Err(bad(
             path,
@@ -309,130 +354,115 @@ pub fn read_dicom(path: &Path, opts: &DicomOptions) -> Result<DicomImage> {
             ));
         }
     }
-    let decoded = obj.decode_pixel_data().map_err(|e| {
-        bad(
-            path,
-            format!("cannot decode pixel data (transfer syntax {ts}): {e}"),
-        )
-    })?;
-    let photometric = decoded.photometric_interpretation().as_ref().to_string();
-    let spp = decoded.samples_per_pixel();
+    Ok(())
+}
+
+/// Frame `f` of a grey picture: modality LUT applied, then the file's window (of that frame,
+/// else the first) or, without one, the 0.5-99.5 percentile range mapped to 0..255;
+/// MONOCHROME1 inverted.
+fn grey_frame(
+    path: &Path,
+    decoded: &DecodedPixelData<'_>,
+    f: u32,
+    invert: bool,
+) -> Result<DicomFrame> {
     let (w, h) = (decoded.columns(), decoded.rows());
     let plane = (w as usize) * (h as usize);
-    let mut out = Vec::with_capacity(decoded.number_of_frames() as usize);
-    for f in 0..decoded.number_of_frames() {
-        let frame = if spp == 1 {
-            let opts = ConvertOptions::new()
-                .with_modality_lut(ModalityLutOption::Default)
-                .with_voi_lut(VoiLutOption::Identity);
-            let v: Vec<f32> = decoded
-                .to_vec_frame_with_options(f, &opts)
-                .map_err(|e| bad(path, format!("frame {f}: {e}")))?;
-            if v.len() < plane {
-                return Err(bad(
-                    path,
-                    format!("frame {f}: {} values for {w}x{h} pixels", v.len()),
-                ));
-            }
-            let window = decoded
-                .window()
-                .ok()
-                .flatten()
-                .and_then(|ws| ws.get(f as usize).or(ws.first()).copied())
-                .filter(|wl| wl.width > 0.0 && wl.width.is_finite() && wl.center.is_finite());
-            let (map, windowing): (Box<dyn Fn(f32) -> u8>, Windowing) = match window {
-                Some(wl) => (
-                    Box::new(move |x| window_linear(f64::from(x), wl.center, wl.width)),
-                    Windowing::File {
-                        center: wl.center,
-                        width: wl.width,
-                    },
-                ),
-                None => {
-                    let mut s: Vec<f32> = v[..plane]
-                        .iter()
-                        .copied()
-                        .filter(|x| x.is_finite())
-                        .collect();
-                    if s.is_empty() {
-                        return Err(bad(path, format!("frame {f}: no finite pixel values")));
-                    }
-                    let lo = quantile(&mut s, 0.005);
-                    let hi = quantile(&mut s, 0.995);
-                    let span = (hi - lo).max(1e-9);
-                    (
-                        Box::new(move |x| {
-                            ((f64::from(x) - lo) / span * 255.0)
-                                .round()
-                                .clamp(0.0, 255.0) as u8
-                        }),
-                        Windowing::Percentile { low: lo, high: hi },
-                    )
-                }
-            };
-            let invert = photometric == "MONOCHROME1";
-            let img = RgbImage::from_fn(w, h, |x, y| {
-                let g = map(v[(y * w + x) as usize]);
-                Rgb([if invert { 255 - g } else { g }; 3])
-            });
-            DicomFrame {
-                image: img,
-                windowing,
-            }
-        } else if spp == 3 {
-            let v: Vec<u8> = decoded
-                .to_vec_frame_with_options(
-                    f,
-                    &ConvertOptions::new()
-                        .with_modality_lut(ModalityLutOption::None)
-                        .force_8bit(),
-                )
-                .map_err(|e| bad(path, format!("frame {f}: {e}")))?;
-            if v.len() < 3 * plane {
-                return Err(bad(
-                    path,
-                    format!("frame {f}: {} values for {w}x{h} RGB pixels", v.len()),
-                ));
-            }
-            let ybr = photometric == "YBR_FULL";
-            let img = RgbImage::from_fn(w, h, |x, y| {
-                let i = 3 * (y * w + x) as usize;
-                let (a, b, c) = (f32::from(v[i]), f32::from(v[i + 1]), f32::from(v[i + 2]));
-                if ybr {
-                    let px = |z: f32| z.round().clamp(0.0, 255.0) as u8;
-                    Rgb([
-                        px(a + 1.402 * (c - 128.0)),
-                        px(a - 0.344_136 * (b - 128.0) - 0.714_136 * (c - 128.0)),
-                        px(a + 1.772 * (b - 128.0)),
-                    ])
-                } else {
-                    Rgb([v[i], v[i + 1], v[i + 2]])
-                }
-            });
-            DicomFrame {
-                image: img,
-                windowing: Windowing::Colour,
-            }
-        } else {
-            return Err(bad(path, format!("{spp} samples per pixel not supported")));
-        };
-        out.push(frame);
+    let opts = ConvertOptions::new()
+        .with_modality_lut(ModalityLutOption::Default)
+        .with_voi_lut(VoiLutOption::Identity);
+    let v: Vec<f32> = decoded
+        .to_vec_frame_with_options(f, &opts)
+        .map_err(|e| bad(path, format!("frame {f}: {e}")))?;
+    if v.len() < plane {
+        return Err(bad(
+            path,
+            format!("frame {f}: {} values for {w}x{h} pixels", v.len()),
+        ));
     }
-    let identifiers = opts.identifiers.then(|| Identifiers {
-        patient_name: text(&obj, tags::PATIENT_NAME),
-        patient_id: text(&obj, tags::PATIENT_ID),
-        study_instance_uid: text(&obj, tags::STUDY_INSTANCE_UID),
-        series_instance_uid: text(&obj, tags::SERIES_INSTANCE_UID),
-        sop_instance_uid: text(&obj, tags::SOP_INSTANCE_UID),
-        accession_number: text(&obj, tags::ACCESSION_NUMBER),
-        study_date: text(&obj, tags::STUDY_DATE),
+    let window = decoded
+        .window()
+        .ok()
+        .flatten()
+        .and_then(|ws| ws.get(f as usize).or(ws.first()).copied())
+        .filter(|wl| wl.width > 0.0 && wl.width.is_finite() && wl.center.is_finite());
+    let (map, windowing): (Box<dyn Fn(f32) -> u8>, Windowing) = match window {
+        Some(wl) => (
+            Box::new(move |x| window_linear(f64::from(x), wl.center, wl.width)),
+            Windowing::File {
+                center: wl.center,
+                width: wl.width,
+            },
+        ),
+        None => {
+            let mut s: Vec<f32> = v[..plane]
+                .iter()
+                .copied()
+                .filter(|x| x.is_finite())
+                .collect();
+            if s.is_empty() {
+                return Err(bad(path, format!("frame {f}: no finite pixel values")));
+            }
+            let lo = quantile(&mut s, 0.005);
+            let hi = quantile(&mut s, 0.995);
+            let span = (hi - lo).max(1e-9);
+            (
+                Box::new(move |x| {
+                    ((f64::from(x) - lo) / span * 255.0)
+                        .round()
+                        .clamp(0.0, 255.0) as u8
+                }),
+                Windowing::Percentile { low: lo, high: hi },
+            )
+        }
+    };
+    let image = RgbImage::from_fn(w, h, |x, y| {
+        let g = map(v[(y * w + x) as usize]);
+        Rgb([if invert { 255 - g } else { g }; 3])
     });
-    Ok(DicomImage {
-        frames: out,
-        photometric,
-        bits_stored: decoded.bits_stored(),
-        transfer_syntax: ts,
-        identifiers,
+    Ok(DicomFrame { image, windowing })
+}
+
+/// Frame `f` of a colour picture, 8 bits a sample; YBR_FULL converted to RGB.
+fn colour_frame(
+    path: &Path,
+    decoded: &DecodedPixelData<'_>,
+    f: u32,
+    ybr: bool,
+) -> Result<DicomFrame> {
+    let (w, h) = (decoded.columns(), decoded.rows());
+    let plane = (w as usize) * (h as usize);
+    let v: Vec<u8> = decoded
+        .to_vec_frame_with_options(
+            f,
+            &ConvertOptions::new()
+                .with_modality_lut(ModalityLutOption::None)
+                .force_8bit(),
+        )
+        .map_err(|e| bad(path, format!("frame {f}: {e}")))?;
+    if v.len() < 3 * plane {
+        return Err(bad(
+            path,
+            format!("frame {f}: {} values for {w}x{h} RGB pixels", v.len()),
+        ));
+    }
+    let image = RgbImage::from_fn(w, h, |x, y| {
+        let i = 3 * (y * w + x) as usize;
+        let (a, b, c) = (f32::from(v[i]), f32::from(v[i + 1]), f32::from(v[i + 2]));
+        if ybr {
+            let px = |z: f32| z.round().clamp(0.0, 255.0) as u8;
+            Rgb([
+                px(a + 1.402 * (c - 128.0)),
+                px(a - 0.344_136 * (b - 128.0) - 0.714_136 * (c - 128.0)),
+                px(a + 1.772 * (b - 128.0)),
+            ])
+        } else {
+            Rgb([v[i], v[i + 1], v[i + 2]])
+        }
+    });
+    Ok(DicomFrame {
+        image,
+        windowing: Windowing::Colour,
     })
 }
 

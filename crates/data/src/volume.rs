@@ -167,130 +167,16 @@ fn plane_of_world_axis(w: usize) -> Plane {
 
 /// Reads and slices a NIfTI volume.
 pub fn read_volume(path: &Path, opts: &VolumeOptions) -> Result<Volume> {
-    let header = NiftiHeader::from_file(path).map_err(|e| bad(path, e))?;
-    let nd = header.dim[0] as usize;
-    if !(2..=7).contains(&nd) {
-        return Err(bad(
-            path,
-            format!("dim[0] = {nd}, expected 2 to 7 dimensions"),
-        ));
-    }
-    let dims: Vec<usize> = (1..=nd).map(|i| header.dim[i] as usize).collect();
-    if dims.iter().any(|&d| d == 0 || d > MAX_SIDE) {
-        return Err(bad(path, format!("impossible dimensions {dims:?}")));
-    }
-    if dims.iter().skip(3).any(|&d| d > 1) {
-        return Err(bad(
-            path,
-            format!("{nd}-D volume {dims:?}: only 2-D and 3-D volumes (one time point) are read"),
-        ));
-    }
-    // The reader sizes the data by `bitpix` and converts it by `datatype`: when they disagree
-    // the conversion panics inside the crate (found by fuzzing), so refuse such headers here.
-    let datatype = header.data_type().map_err(|e| bad(path, e))?;
-    if i64::from(header.bitpix) != 8 * datatype.size_of() as i64 {
-        return Err(bad(
-            path,
-            format!(
-                "inconsistent header: bitpix {} but datatype {datatype:?} has {} bits",
-                header.bitpix,
-                8 * datatype.size_of()
-            ),
-        ));
-    }
-    let grid = [dims[0], dims[1], dims.get(2).copied().unwrap_or(1)];
-    let voxels = grid.iter().map(|&d| d as u64).product::<u64>();
-    if voxels > opts.max_voxels {
-        return Err(DataError::TooLarge {
-            path: path.into(),
-            width: grid[0] as u32,
-            height: grid[1] as u32,
-            pixels: voxels,
-            limit: opts.max_voxels,
-        });
-    }
-    let obj = ReaderOptions::new()
-        .read_file(path)
-        .map_err(|e| bad(path, e))?;
-    let (m, source) = orientation(obj.header());
-    let data: ArrayD<f32> = obj
-        .into_volume()
-        .into_ndarray::<f32>()
-        .map_err(|e| bad(path, e))?;
-    // The crate gives the array in the header's dimension order (any memory layout): drop
-    // trailing singleton axes, add a third for a 2-D image.
-    let mut data = data;
-    while data.ndim() > 3 && data.shape()[data.ndim() - 1] == 1 {
-        let last = data.ndim() - 1;
-        data = data.index_axis_move(ndarray::Axis(last), 0);
-    }
-    if data.ndim() == 2 {
-        data = data.insert_axis(ndarray::Axis(2));
-    }
-    if data.shape() != grid {
-        return Err(bad(
-            path,
-            format!(
-                "volume data {:?} does not match its header dimensions {grid:?}",
-                data.shape()
-            ),
-        ));
-    }
-    let map = axis_map(&m);
-    let axis = match opts.axis {
-        SliceAxis::Voxel(v) if v < 3 => v,
-        SliceAxis::Voxel(v) => return Err(bad(path, format!("no voxel axis {v}"))),
-        SliceAxis::Auto => map.iter().position(|&(w, _)| w == 2).unwrap_or(2),
-        SliceAxis::Plane(p) => {
-            let want = match p {
-                Plane::Sagittal => 0,
-                Plane::Coronal => 1,
-                Plane::Transverse => 2,
-            };
-            map.iter().position(|&(w, _)| w == want).ok_or_else(|| {
-                bad(
-                    path,
-                    format!("no voxel axis runs along the {} direction", p.name()),
-                )
-            })?
-        }
-    };
+    let grid = checked_grid(path, opts.max_voxels)?;
+    let (data, source, map) = read_grid(path, grid)?;
+    let axis = slice_axis(path, opts.axis, &map)?;
     let mut world_axes: Vec<usize> = map.iter().map(|&(w, _)| w).collect();
     world_axes.sort_unstable();
     world_axes.dedup();
     let plane = (world_axes.len() == 3).then(|| plane_of_world_axis(map[axis].0));
-    // Robust window over (a sample of) the volume.
-    let step = (voxels / 2_000_000).max(1) as usize;
-    let mut sample: Vec<f32> = data
-        .iter()
-        .step_by(step)
-        .copied()
-        .filter(|v| v.is_finite())
-        .collect();
-    if sample.is_empty() {
-        return Err(bad(path, "no finite voxel values"));
-    }
-    sample.sort_by(f32::total_cmp);
-    let q = |p: f64| sample[((sample.len() - 1) as f64 * p).round() as usize];
-    let (lo, hi) = (q(0.005), q(0.995));
+    let (lo, hi) = robust_window(path, &data)?;
     let span = (hi - lo).max(1e-9);
-    // In-plane axes: horizontal is world x (transverse, coronal) or y (sagittal); both run
-    // from the largest world coordinate to the smallest (right-to-left, anterior/superior at
-    // the top).
-    let others: Vec<usize> = (0..3).filter(|&a| a != axis).collect();
-    let (hor, ver) = {
-        let rank = |a: usize| match (plane, map[a].0) {
-            (Some(Plane::Sagittal), 1) => 0,
-            (Some(Plane::Sagittal), _) => 1,
-            (_, 0) => 0,
-            _ => 1,
-        };
-        if rank(others[0]) <= rank(others[1]) {
-            (others[0], others[1])
-        } else {
-            (others[1], others[0])
-        }
-    };
+    let (hor, ver) = in_plane_axes(axis, plane, &map);
     let (w, h) = (grid[hor], grid[ver]);
     let (start, end) = opts.range.map_or((0, grid[axis]), |(a, b)| {
         (a.min(grid[axis]), b.min(grid[axis]))
@@ -326,6 +212,147 @@ pub fn read_volume(path: &Path, opts: &VolumeOptions) -> Result<Volume> {
         window: (lo, hi),
         slices,
     })
+}
+
+/// The voxel grid `[i, j, k]` the header announces, after every check that must come
+/// before the data is read: 2 to 7 dimensions of one time point, sides within
+/// [`MAX_SIDE`], `bitpix` agreeing with the datatype, at most `max_voxels`.
+fn checked_grid(path: &Path, max_voxels: u64) -> Result<[usize; 3]> {
+    let header = NiftiHeader::from_file(path).map_err(|e| bad(path, e))?;
+    let nd = header.dim[0] as usize;
+    if !(2..=7).contains(&nd) {
+        return Err(bad(
+            path,
+            format!("dim[0] = {nd}, expected 2 to 7 dimensions"),
+        ));
+    }
+    let dims: Vec<usize> = (1..=nd).map(|i| header.dim[i] as usize).collect();
+    if dims.iter().any(|&d| d == 0 || d > MAX_SIDE) {
+        return Err(bad(path, format!("impossible dimensions {dims:?}")));
+    }
+    if dims.iter().skip(3).any(|&d| d > 1) {
+        return Err(bad(
+            path,
+            format!("{nd}-D volume {dims:?}: only 2-D and 3-D volumes (one time point) are read"),
+        ));
+    }
+    // The reader sizes the data by `bitpix` and converts it by `datatype`: when they disagree
+    // the conversion panics inside the crate (found by fuzzing), so refuse such headers here.
+    let datatype = header.data_type().map_err(|e| bad(path, e))?;
+    if i64::from(header.bitpix) != 8 * datatype.size_of() as i64 {
+        return Err(bad(
+            path,
+            format!(
+                "inconsistent header: bitpix {} but datatype {datatype:?} has {} bits",
+                header.bitpix,
+                8 * datatype.size_of()
+            ),
+        ));
+    }
+    let grid = [dims[0], dims[1], dims.get(2).copied().unwrap_or(1)];
+    let voxels = grid.iter().map(|&d| d as u64).product::<u64>();
+    if voxels > max_voxels {
+        return Err(DataError::TooLarge {
+            path: path.into(),
+            width: grid[0] as u32,
+            height: grid[1] as u32,
+            pixels: voxels,
+            limit: max_voxels,
+        });
+    }
+    Ok(grid)
+}
+
+/// The voxels as a 3-D array in the header's axis order, where the orientation came from,
+/// and each voxel axis's world axis and direction ([`axis_map`]).
+type Grid = (ArrayD<f32>, &'static str, [(usize, bool); 3]);
+
+/// Reads the voxels of a checked header ([`Grid`]).
+fn read_grid(path: &Path, grid: [usize; 3]) -> Result<Grid> {
+    let obj = ReaderOptions::new()
+        .read_file(path)
+        .map_err(|e| bad(path, e))?;
+    let (m, source) = orientation(obj.header());
+    let mut data: ArrayD<f32> = obj
+        .into_volume()
+        .into_ndarray::<f32>()
+        .map_err(|e| bad(path, e))?;
+    // The crate gives the array in the header's dimension order (any memory layout): drop
+    // trailing singleton axes, add a third for a 2-D image.
+    while data.ndim() > 3 && data.shape()[data.ndim() - 1] == 1 {
+        let last = data.ndim() - 1;
+        data = data.index_axis_move(ndarray::Axis(last), 0);
+    }
+    if data.ndim() == 2 {
+        data = data.insert_axis(ndarray::Axis(2));
+    }
+    if data.shape() != grid {
+        return Err(bad(
+            path,
+            format!(
+                "volume data {:?} does not match its header dimensions {grid:?}",
+                data.shape()
+            ),
+        ));
+    }
+    Ok((data, source, axis_map(&m)))
+}
+
+/// The voxel axis the slices are perpendicular to.
+fn slice_axis(path: &Path, want: SliceAxis, map: &[(usize, bool); 3]) -> Result<usize> {
+    match want {
+        SliceAxis::Voxel(v) if v < 3 => Ok(v),
+        SliceAxis::Voxel(v) => Err(bad(path, format!("no voxel axis {v}"))),
+        SliceAxis::Auto => Ok(map.iter().position(|&(w, _)| w == 2).unwrap_or(2)),
+        SliceAxis::Plane(p) => {
+            let want = match p {
+                Plane::Sagittal => 0,
+                Plane::Coronal => 1,
+                Plane::Transverse => 2,
+            };
+            map.iter().position(|&(w, _)| w == want).ok_or_else(|| {
+                bad(
+                    path,
+                    format!("no voxel axis runs along the {} direction", p.name()),
+                )
+            })
+        }
+    }
+}
+
+/// The 0.5 and 99.5 percentiles of (a sample of at most about 2 million of) the finite voxels.
+fn robust_window(path: &Path, data: &ArrayD<f32>) -> Result<(f32, f32)> {
+    let step = (data.len() / 2_000_000).max(1);
+    let mut sample: Vec<f32> = data
+        .iter()
+        .step_by(step)
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
+    if sample.is_empty() {
+        return Err(bad(path, "no finite voxel values"));
+    }
+    sample.sort_by(f32::total_cmp);
+    let q = |p: f64| sample[((sample.len() - 1) as f64 * p).round() as usize];
+    Ok((q(0.005), q(0.995)))
+}
+
+/// The slice's horizontal and vertical voxel axes: horizontal is world x (transverse,
+/// coronal) or y (sagittal); both run from the largest world coordinate to the smallest
+/// (right-to-left, anterior/superior at the top).
+fn in_plane_axes(axis: usize, plane: Option<Plane>, map: &[(usize, bool); 3]) -> (usize, usize) {
+    let others: Vec<usize> = (0..3).filter(|&a| a != axis).collect();
+    let rank = |a: usize| match (plane, map[a].0) {
+        (Some(Plane::Sagittal), 1) => 0,
+        (Some(Plane::Sagittal), _) => 1,
+        (_, 0) => 0,
+        _ => 1,
+    };
+    if rank(others[0]) <= rank(others[1]) {
+        (others[0], others[1])
+    } else {
+        (others[1], others[0])
+    }
 }
 
 #[cfg(test)]
