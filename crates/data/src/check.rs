@@ -126,19 +126,7 @@ fn split_name(s: &crate::scan::Sample) -> String {
 /// Runs every check on an indexed data set.
 pub fn check(idx: &Indexed, cfg: &CheckConfig) -> CheckReport {
     let samples = &idx.scan.samples;
-    let mut counts: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-    for s in samples {
-        let class = s
-            .rel
-            .split('/')
-            .nth(usize::from(s.split.is_some()))
-            .unwrap_or("?");
-        *counts
-            .entry(split_name(s))
-            .or_default()
-            .entry(class.to_string())
-            .or_default() += 1;
-    }
+    let counts = class_counts(samples);
     let unreadable: Vec<Problem> = idx
         .fingerprints
         .iter()
@@ -169,15 +157,8 @@ pub fn check(idx: &Indexed, cfg: &CheckConfig) -> CheckReport {
     let mut exact_label_conflicts = Vec::new();
     let mut exact_elsewhere: BTreeMap<String, usize> = BTreeMap::new();
     for m in &exact_groups {
-        let splits: BTreeSet<String> = m.iter().map(|&i| split_name(&samples[i])).collect();
-        if splits.len() > 1 {
+        if count_elsewhere(m, samples, &mut exact_elsewhere) {
             cross_split_contents += 1;
-            for &i in m.iter() {
-                let own = split_name(&samples[i]);
-                if m.iter().any(|&j| split_name(&samples[j]) != own) {
-                    *exact_elsewhere.entry(own).or_default() += 1;
-                }
-            }
         }
         if let Some(c) = conflict(m, samples) {
             exact_label_conflicts.push(c);
@@ -203,15 +184,7 @@ pub fn check(idx: &Indexed, cfg: &CheckConfig) -> CheckReport {
             near_clustered_contents += contents.len();
             largest_near_cluster = largest_near_cluster.max(members.len());
         }
-        let splits: BTreeSet<String> = members.iter().map(|&i| split_name(&samples[i])).collect();
-        if splits.len() > 1 {
-            for &i in members {
-                let own = split_name(&samples[i]);
-                if members.iter().any(|&j| split_name(&samples[j]) != own) {
-                    *near_elsewhere.entry(own).or_default() += 1;
-                }
-            }
-        }
+        count_elsewhere(members, samples, &mut near_elsewhere);
         if contents.len() > 1
             && let Some(c) = conflict(members, samples)
             && c.kind == "tumor"
@@ -250,6 +223,44 @@ pub fn check(idx: &Indexed, cfg: &CheckConfig) -> CheckReport {
         near_tumor_conflicts,
         near_tumor_conflict_examples,
     }
+}
+
+/// Files per split and class folder.
+fn class_counts(samples: &[crate::scan::Sample]) -> BTreeMap<String, BTreeMap<String, usize>> {
+    let mut counts: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for s in samples {
+        let class = s
+            .rel
+            .split('/')
+            .nth(usize::from(s.split.is_some()))
+            .unwrap_or("?");
+        *counts
+            .entry(split_name(s))
+            .or_default()
+            .entry(class.to_string())
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// Whether a group's members lie in more than one split; if so, counts per split the
+/// members with a copy in another split.
+fn count_elsewhere(
+    members: &[usize],
+    samples: &[crate::scan::Sample],
+    elsewhere: &mut BTreeMap<String, usize>,
+) -> bool {
+    let splits: BTreeSet<String> = members.iter().map(|&i| split_name(&samples[i])).collect();
+    if splits.len() < 2 {
+        return false;
+    }
+    for &i in members {
+        let own = split_name(&samples[i]);
+        if members.iter().any(|&j| split_name(&samples[j]) != own) {
+            *elsewhere.entry(own).or_default() += 1;
+        }
+    }
+    true
 }
 
 fn conflict(members: &[usize], samples: &[crate::scan::Sample]) -> Option<Conflict> {
