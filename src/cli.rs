@@ -588,7 +588,7 @@ fn data_split(a: SplitArgs) -> Result<ExitCode> {
 }
 
 fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
-    crate::keep_freed_memory();
+    crate::alloc::keep_freed_memory();
     let augment = match a.augment {
         AugmentChoice::None => Augment::default(),
         AugmentChoice::Standard => Augment::standard(),
@@ -1163,7 +1163,7 @@ fn bench_inference(a: &BenchArgs) -> Result<ExitCode> {
 }
 
 fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
-    crate::keep_freed_memory();
+    crate::alloc::keep_freed_memory();
     if let Some(m) = &a.manifest {
         return bench_time_to_accuracy(&a, m);
     }

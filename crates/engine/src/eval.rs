@@ -22,6 +22,7 @@ use crate::stats::{
 use artemis_data::labels::{LabelMap, Plane, Task, TumorType};
 use artemis_data::manifest::{Manifest, Split};
 use artemis_data::scan::scan_mapped;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -229,7 +230,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
         skipped: collected
             .skipped
             .into_iter()
-            .chain(inferred.failed)
+            .chain(inferred.failed.iter().cloned())
             .collect(),
         predictions: m.rows,
         outputs: Vec::new(),
@@ -440,7 +441,7 @@ fn infer(
 }
 
 /// The figures of the report, from the probability rows.
-struct Measured {
+struct Measured<'a> {
     metrics: Option<View>,
     type_view: Option<View>,
     plane_view: Option<View>,
@@ -448,17 +449,17 @@ struct Measured {
     coverage: Vec<CoveragePoint>,
     abstain: Option<CoveragePoint>,
     rows: Vec<EvalRow>,
-    fine: FineView,
+    fine: FineView<'a>,
 }
 
 /// Views (model task, tumor type, plane), calibration, coverage and one row per image.
-fn measure(
+fn measure<'a>(
     cfg: &EvalConfig,
     clf: &Classifier,
     task: Task,
-    inf: &Inferred,
+    inf: &'a Inferred,
     collected: &Collected,
-) -> Measured {
+) -> Measured<'a> {
     let (coarse_of, full_labels) = (&collected.coarse_of, collected.full_labels);
     let classes = clf.classes().to_vec();
     let coarse: Vec<usize> = inf
@@ -515,28 +516,29 @@ fn measure(
 /// The finest labelled view, where calibration, coverage and ROC curves are taken: the
 /// model's classes when every image has a label under its task, else tumor types (the
 /// probabilities summed per type).
-struct FineView {
+struct FineView<'a> {
     classes: Vec<String>,
     truth: Vec<usize>,
-    probs: Vec<Vec<f32>>,
+    /// Borrowed from the inference when it is the model's view.
+    probs: Cow<'a, [Vec<f32>]>,
     /// Softmax without the temperature.
-    raw: Vec<Vec<f32>>,
+    raw: Cow<'a, [Vec<f32>]>,
     /// `(top-1 confidence, whether it is right)` per image.
     conf_correct: Vec<(f64, bool)>,
 }
 
-impl FineView {
+impl<'a> FineView<'a> {
     /// `model` is the model's classes and each image's class among them; `coarse` each
     /// image's tumor type.
     fn of(
-        inf: &Inferred,
+        inf: &'a Inferred,
         full_labels: bool,
         (classes, truth): (&[String], &[usize]),
         coarse: &[usize],
-    ) -> FineView {
-        let view = |v: &[Vec<f32>]| -> Vec<Vec<f32>> {
+    ) -> FineView<'a> {
+        let view = |v: &'a [Vec<f32>]| -> Cow<'a, [Vec<f32>]> {
             if full_labels {
-                v.to_vec()
+                Cow::Borrowed(v)
             } else {
                 v.iter()
                     .map(|p| collapse_probs(p, 4, Task::type_of_type_plane))

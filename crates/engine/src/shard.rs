@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 pub const MAX_SHARDS: usize = 1 << 20;
 
 /// Shard `index` of `count` (0-based).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
     pub index: usize,
     pub count: usize,

@@ -162,11 +162,14 @@ pub fn backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     match act {
         Activation::Identity => backward_gated(s, saved, dy, |_, g| g),
-        Activation::Relu => backward_gated(s, saved, dy, |z, g| act::keep(z > 0.0, g)),
-        // Two comparisons joined by `&`, without RangeInclusive's branch on its bounds.
-        #[allow(clippy::manual_range_contains)]
+        Activation::Relu => backward_gated(s, saved, dy, |z, g| if z > 0.0 { g } else { 0.0 }),
         Activation::Relu6 => {
-            backward_gated(s, saved, dy, |z, g| act::keep((z >= 0.0) & (z <= 6.0), g))
+            backward_gated(
+                s,
+                saved,
+                dy,
+                |z, g| if (0.0..=6.0).contains(&z) { g } else { 0.0 },
+            )
         }
         Activation::Sigmoid => backward_gated(s, saved, dy, |z, g| {
             let y = act::sigmoid(z);
