@@ -62,6 +62,22 @@ pub enum Command {
     Bench(BenchArgs),
     /// Write a run's network as ONNX (logits graph and backbone graph) into <run>/export/.
     Export(ExportArgs),
+    /// Cross-validate a training recipe: K folds of the manifest's images (near-duplicate
+    /// clusters kept whole), one run each, pooled out-of-fold metrics in cv.json/.md/.html.
+    Cv(Box<CvArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct CvArgs {
+    /// The recipe, as for `train`; `-o` is the cross-validation folder (one run per fold).
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Number of folds.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Bootstrap resamples of the pooled intervals.
+    #[arg(long, default_value_t = 1000, value_parser = bounded::bootstrap)]
+    pub bootstrap: usize,
 }
 
 #[derive(Args, Debug)]
@@ -244,6 +260,10 @@ pub struct TrainArgs {
     pub epochs: Option<usize>,
     #[arg(long, default_value_t = 32, value_parser = bounded::batch)]
     pub batch_size: usize,
+    /// From epoch EPOCH on, batches of SIZE (`EPOCH:SIZE`; the reference baseline's schedule
+    /// is `--epochs 150 --batch-size-from 101:64`).
+    #[arg(long, value_name = "EPOCH:SIZE")]
+    pub batch_size_from: Option<artemis_engine::run::LaterBatch>,
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// ReduceLROnPlateau factor (on validation accuracy).
@@ -527,6 +547,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(a) => cmd_serve(a),
         Command::Bench(a) => cmd_bench(a),
         Command::Export(a) => cmd_export(a),
+        Command::Cv(a) => cmd_cv(*a),
     }
 }
 
@@ -587,8 +608,8 @@ fn data_split(a: SplitArgs) -> Result<ExitCode> {
     Ok(partial_if(skipped > 0))
 }
 
-fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
-    crate::alloc::keep_freed_memory();
+/// The library's training configuration from the `train` flags (shared with `cv`).
+fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     let augment = match a.augment {
         AugmentChoice::None => Augment::default(),
         AugmentChoice::Standard => Augment::standard(),
@@ -631,6 +652,7 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
                 ..Plateau::default()
             },
             seed: a.seed,
+            later_batch: a.batch_size_from,
         },
         resume: a.resume,
         stop_after: a.stop_after,
@@ -647,6 +669,12 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
         max_pixels: a.max_pixels,
         engine: a.engine.options(),
     };
+    Ok(cfg)
+}
+
+fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
+    crate::alloc::keep_freed_memory();
+    let cfg = train_config(&a)?;
     let s = train(&cfg).with_context(|| format!("training run {}", a.out.display()))?;
     for (p, why) in &s.skipped_files {
         eprintln!("skipped {}: {why}", p.display());
@@ -662,6 +690,20 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
         s.seconds
     );
     Ok(partial_if(!s.skipped_files.is_empty()))
+}
+
+fn cmd_cv(a: CvArgs) -> Result<ExitCode> {
+    crate::alloc::keep_freed_memory();
+    let recipe = train_config(&a.train)?;
+    let mut cfg = artemis_engine::cv::CvConfig::new(recipe, a.train.out.clone());
+    cfg.folds = a.folds;
+    cfg.bootstrap = a.bootstrap;
+    cfg.engine = a.train.engine.options();
+    let r = artemis_engine::cv::cross_validate(&cfg)
+        .with_context(|| format!("cross-validation in {}", a.train.out.display()))?;
+    print!("{}", artemis_engine::cv::to_markdown(&r));
+    println!("report: {}", a.train.out.join("cv.html").display());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Exit code 3 when the command finished but skipped some inputs (each was reported).

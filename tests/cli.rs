@@ -523,3 +523,63 @@ fn sharded_prediction_merges_to_the_unsharded_rows() {
         assert!(text(&o).contains("--shard"), "{spec}: {}", text(&o));
     }
 }
+
+#[test]
+fn cross_validation_tests_every_image_once_and_continues_where_it_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, manifest) = tiny_split(tmp.path(), "4");
+    let out = tmp.path().join("cv");
+    let cv = |folds: &str| {
+        let mut args = train_args(&manifest, &out, ("baseline-relu-bn", "96", "1"), &[]);
+        args[0] = "cv";
+        args.extend(["--batch-size", "8", "--folds", folds, "--bootstrap", "50"]);
+        artemis(&args)
+    };
+    let o = cv("3");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Pooled out-of-fold"), "{}", text(&o));
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("cv.json")).unwrap()).unwrap();
+    let pooled_rows = fs::read_to_string(&manifest)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("train\t") || l.starts_with("val\t") || l.starts_with("test\t"))
+        .count();
+    let predictions = report["predictions"].as_array().unwrap();
+    let mut paths: Vec<&str> = predictions
+        .iter()
+        .map(|p| p[1]["path"].as_str().unwrap())
+        .collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(
+        (predictions.len(), paths.len()),
+        (pooled_rows, pooled_rows),
+        "every pooled image predicted exactly once"
+    );
+    let folds = report["folds"].as_array().unwrap();
+    assert_eq!(folds.len(), 3);
+    let tested: u64 = folds
+        .iter()
+        .map(|f| f["test_images"].as_u64().unwrap())
+        .sum();
+    assert_eq!(tested as usize, pooled_rows);
+    let acc = report["pooled"]["accuracy"]["estimate"].as_f64().unwrap();
+    let correct = predictions
+        .iter()
+        .filter(|p| p[1]["correct"].as_bool().unwrap())
+        .count();
+    assert!((acc - correct as f64 / pooled_rows as f64).abs() < 1e-9);
+    let html = fs::read_to_string(out.join("cv.html")).unwrap();
+    assert!(html.contains("not a medical device"), "the notice");
+
+    // The same command again keeps the finished folds; other folds are refused.
+    let again = cv("3");
+    assert!(again.status.success(), "{}", text(&again));
+    let report2: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("cv.json")).unwrap()).unwrap();
+    assert_eq!(report2["pooled"], report["pooled"]);
+    let other = cv("2");
+    assert!(!other.status.success());
+    assert!(text(&other).contains("differs"), "{}", text(&other));
+}

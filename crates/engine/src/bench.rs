@@ -170,6 +170,7 @@ pub fn time_to_accuracy(
             warmup_epochs: 0.0,
             plateau: Plateau::default(),
             seed: 42,
+            later_batch: None,
         },
         resume: false,
         stop_after: None,

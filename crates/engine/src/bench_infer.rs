@@ -98,6 +98,7 @@ pub fn bench_run(arch: Architecture, side: usize, dir: &Path) -> Result<Run> {
             warmup_epochs: 0.0,
             plateau: Plateau::default(),
             seed: 7,
+            later_batch: None,
         },
         manifest: PathBuf::from("(benchmark: no manifest)"),
         manifest_hash: String::new(),

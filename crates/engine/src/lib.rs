@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bench_infer;
 pub mod calibrate;
 pub mod compare;
+pub mod cv;
 pub mod dataset;
 pub mod error;
 pub mod eval;

@@ -89,9 +89,49 @@ pub struct TrainSettings {
     pub warmup_epochs: f64,
     pub plateau: Plateau,
     pub seed: u64,
+    /// A second phase with another batch size (the reference baseline: 100 epochs at 32, then
+    /// 50 at 64).
+    #[serde(default)]
+    pub later_batch: Option<LaterBatch>,
+}
+
+/// From epoch `from_epoch` (1-based) on, batches of `batch_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaterBatch {
+    pub from_epoch: usize,
+    pub batch_size: usize,
+}
+
+impl std::str::FromStr for LaterBatch {
+    type Err = String;
+
+    /// `EPOCH:SIZE`, e.g. `101:64`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("'{s}': expected EPOCH:SIZE, e.g. 101:64");
+        let (e, b) = s.split_once(':').ok_or_else(bad)?;
+        let from_epoch: usize = e.trim().parse().map_err(|_| bad())?;
+        if from_epoch < 2 {
+            return Err(format!(
+                "'{s}': the later batch size starts at epoch 2 or after"
+            ));
+        }
+        let batch_size = crate::limits::BATCH.parse(b.trim())? as usize;
+        Ok(LaterBatch {
+            from_epoch,
+            batch_size,
+        })
+    }
 }
 
 impl TrainSettings {
+    /// The batch size of epoch `epoch` (1-based).
+    pub fn batch_size_at(&self, epoch: usize) -> usize {
+        match self.later_batch {
+            Some(l) if epoch >= l.from_epoch => l.batch_size,
+            _ => self.batch_size,
+        }
+    }
+
     /// Multiplier of the rate at training time `t` (epochs, fractional: 0 at the start).
     /// `base` is the rate the plateau schedule has reached (the initial rate for cosine).
     pub fn lr_at(&self, base: f64, t: f64) -> f64 {
@@ -387,6 +427,23 @@ pub fn file_hash(path: &Path) -> Result<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_later_batch_size_applies_from_its_epoch() {
+        let mut s = settings(Schedule::Plateau, 0.0);
+        s.later_batch = Some("101:64".parse().unwrap());
+        assert_eq!(
+            (
+                s.batch_size_at(100),
+                s.batch_size_at(101),
+                s.batch_size_at(150)
+            ),
+            (s.batch_size, 64, 64)
+        );
+        for bad in ["64", "1:64", "x:64", "101:0", "101:"] {
+            assert!(bad.parse::<LaterBatch>().is_err(), "{bad}");
+        }
+    }
+
     fn settings(schedule: Schedule, warmup: f64) -> TrainSettings {
         TrainSettings {
             epochs: 10,
@@ -397,6 +454,7 @@ mod tests {
             warmup_epochs: warmup,
             plateau: Plateau::default(),
             seed: 0,
+            later_batch: None,
         }
     }
 

@@ -724,7 +724,7 @@ fn train_epoch(
     base_lr: f64,
 ) -> Result<(Network, EpochTotals)> {
     let settings = ctx.run_cfg.train;
-    let (n, bs) = (ctx.inputs.len(), settings.batch_size);
+    let (n, bs) = (ctx.inputs.len(), settings.batch_size_at(epoch));
     let batches = n.div_ceil(bs);
     let backbone_scale = settings.backbone_lr.map(|b| b / settings.learning_rate);
     ctx.device.seed(mix(settings.seed, epoch as u64));
@@ -788,7 +788,7 @@ fn batch_loss(
     let (run_cfg, seed, bs) = (
         ctx.run_cfg,
         ctx.run_cfg.train.seed,
-        ctx.run_cfg.train.batch_size,
+        ctx.run_cfg.train.batch_size_at(epoch),
     );
     let classes: Vec<usize> = chunk.iter().map(|&i| ctx.classes[i]).collect();
     let seeds: Vec<u64> = (0..chunk.len())

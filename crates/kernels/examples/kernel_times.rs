@@ -1,8 +1,10 @@
 //! Times this crate's kernels against burn's on MobileNetV2's layer shapes at 160 px, batch
-//! 32 (forward on burn-flex, and forward + backward on the autodiff device). Medians of 5.
+//! 32 (forward on burn-flex, and forward + backward on the autodiff device), then the
+//! reference baseline's convolution + sigmoid and pooling layers at 150 px. Medians of 5.
 //! `cargo run --release -p artemis-kernels --example kernel_times`
-use artemis_kernels::{Activation, batch_norm, conv2d};
+use artemis_kernels::{Activation, batch_norm, conv2d, conv2d_act, max_pool2d};
 use burn::nn::conv::Conv2dConfig;
+use burn::nn::pool::MaxPool2dConfig;
 use burn::nn::{BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -85,6 +87,60 @@ fn main() {
         println!(
             "{:<34} {o:>10.1} {r:>10.1} {:>7.2}x",
             format!("batchnorm+relu6 {c} @{side}"),
+            r / o
+        );
+    }
+    baseline_layers(&ad, b);
+}
+
+/// The reference baseline's layers at 150 px: valid convolutions fused with the sigmoid, and
+/// 2x2 max-pooling.
+fn baseline_layers(ad: &Device, b: usize) {
+    // (channels in, out, kernel, side)
+    for (cin, cout, k, side) in [
+        (3, 32, 2, 150),
+        (32, 64, 3, 74),
+        (64, 32, 3, 36),
+        (32, 32, 3, 17),
+    ] {
+        let conv = Conv2dConfig::new([cin, cout], [k, k])
+            .with_padding(PaddingConfig2d::Valid)
+            .init(ad);
+        let x = Tensor::<4>::random([b, cin, side, side], Distribution::Default, ad).require_grad();
+        let run = |own: bool| {
+            median_ms(|| {
+                let y = if own {
+                    conv2d_act(&conv, x.clone(), Activation::Sigmoid)
+                } else {
+                    burn::tensor::activation::sigmoid(conv.forward(x.clone()))
+                };
+                let _ = y.sum().backward();
+            })
+        };
+        let (o, r) = (run(true), run(false));
+        println!(
+            "{:<34} {o:>10.1} {r:>10.1} {:>7.2}x",
+            format!("conv+sigmoid {cin}->{cout} k{k} @{side}"),
+            r / o
+        );
+    }
+    let pool = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
+    for (c, side) in [(32, 149), (64, 72), (32, 34)] {
+        let x = Tensor::<4>::random([b, c, side, side], Distribution::Default, ad).require_grad();
+        let run = |own: bool| {
+            median_ms(|| {
+                let y = if own {
+                    max_pool2d(&pool, x.clone())
+                } else {
+                    pool.forward(x.clone())
+                };
+                let _ = y.sum().backward();
+            })
+        };
+        let (o, r) = (run(true), run(false));
+        println!(
+            "{:<34} {o:>10.1} {r:>10.1} {:>7.2}x",
+            format!("maxpool 2x2 {c} @{side}"),
             r / o
         );
     }

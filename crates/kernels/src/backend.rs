@@ -9,7 +9,7 @@ use crate::act::{self, Activation};
 use crate::batchnorm::{self, BnShape};
 use crate::geom::ConvGeom;
 use crate::pool::{self, PoolGeom};
-use crate::{conv, depthwise};
+use crate::{conv, conv_pool, depthwise};
 use burn::backend::TensorMetadata;
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -36,6 +36,24 @@ impl ConvSpec {
     /// The geometry for these input and weight shapes (`None` if they do not fit).
     pub fn geom(&self, x: [usize; 4], weight: [usize; 4]) -> Option<ConvGeom> {
         ConvGeom::new(x, weight, self.stride, self.pad, self.dilation, self.groups)
+    }
+}
+
+/// A max-pooling window without padding or dilation: `kernel` and `stride`, `[rows, cols]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSpec {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+}
+
+impl PoolSpec {
+    /// The pooling of one `[h, w]` plane (`None` if the window does not fit, or has more
+    /// inputs than [`conv_pool`] can index).
+    pub fn geom(&self, [h, w]: [usize; 2]) -> Option<PoolGeom> {
+        if self.kernel[0] * self.kernel[1] > 256 {
+            return None;
+        }
+        PoolGeom::new(1, [h, w], self.kernel, self.stride)
     }
 }
 
@@ -73,6 +91,16 @@ pub trait TrainKernels: Backend {
         epsilon: f64,
         act: Activation,
     ) -> BnOut<Self>;
+    /// `maxpool(act(conv(x) + bias))` in one operation: `[n, o, poh, pow]` (see
+    /// [`conv_pool`]); `act` must be monotone (every [`Activation`] is).
+    fn kernel_conv2d_pool(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        spec: ConvSpec,
+        act: Activation,
+        pool: PoolSpec,
+    ) -> FloatTensor<Self>;
     /// Max-pooling of `x [n, c, h, w]` without padding: `[n, c, oh, ow]`.
     fn kernel_max_pool2d(
         x: FloatTensor<Self>,
@@ -145,6 +173,23 @@ fn pool_geom(x: &FlexTensor, kernel: [usize; 2], stride: [usize; 2]) -> PoolGeom
     }
 }
 
+/// The geometries of a fused convolution + pooling the routing in lib.rs already validated.
+fn conv_pool_geoms(
+    x: &FlexTensor,
+    w: &FlexTensor,
+    spec: ConvSpec,
+    pool: PoolSpec,
+) -> (ConvGeom, PoolGeom) {
+    let g = geom_of(x, w, spec);
+    match pool.geom([g.oh, g.ow]) {
+        Some(pg) => (g, pg),
+        None => panic!(
+            "kernel_conv2d_pool: {pool:?} does not fit {:?}",
+            [g.oh, g.ow]
+        ),
+    }
+}
+
 fn pool_forward(x: &FlexTensor, g: &PoolGeom) -> FlexTensor {
     let [n, c, _, _] = dims::<4>(x);
     tensor(pool::forward(g, values(x)), [n, c, g.oh, g.ow])
@@ -188,6 +233,20 @@ impl TrainKernels for Flex {
             mean: tensor(out.mean, [c]),
             var: tensor(out.var, [c]),
         }
+    }
+
+    fn kernel_conv2d_pool(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        spec: ConvSpec,
+        act: Activation,
+        pool: PoolSpec,
+    ) -> FlexTensor {
+        let (x, w, b) = (dense(x), dense(weight), dense(bias));
+        let (g, pg) = conv_pool_geoms(&x, &w, spec, pool);
+        let out = conv_pool::forward(&g, &pg, values(&x), values(&w), Some(values(&b)), act);
+        tensor(out.y, [g.n, g.o, pg.oh, pg.ow])
     }
 
     fn kernel_max_pool2d(x: FlexTensor, kernel: [usize; 2], stride: [usize; 2]) -> FlexTensor {
@@ -340,6 +399,48 @@ impl Backward<Flex, 1> for PoolBackward {
     }
 }
 
+/// The fused convolution + pooling's backward; the state holds the input, the weight and the
+/// pooled output with its winners.
+#[derive(Debug)]
+struct ConvPoolBackward {
+    geom: ConvGeom,
+    pool: PoolGeom,
+    act: Activation,
+}
+
+impl Backward<Flex, 3> for ConvPoolBackward {
+    type State = (FlexTensor, FlexTensor, FlexTensor, Vec<u8>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let dp = dense(grads.consume::<Flex>(&ops.node));
+        let (x, w, y, argmax) = ops.state;
+        let g = &self.geom;
+        let saved = conv_pool::Saved {
+            x: values(&x),
+            w: values(&w),
+            y: values(&y),
+            argmax: &argmax,
+        };
+        let want = [node_x.is_some(), node_w.is_some(), node_b.is_some()];
+        let out = conv_pool::backward(g, &self.pool, &saved, values(&dp), self.act, want);
+        register(
+            grads,
+            [
+                (
+                    node_x.map(|n| n.id),
+                    out.dx.map(|v| tensor(v, [g.n, g.c, g.h, g.w])),
+                ),
+                (
+                    node_w.map(|n| n.id),
+                    out.dw.map(|v| tensor(v, [g.o, g.cg(), g.kh, g.kw])),
+                ),
+                (node_b.map(|n| n.id), out.db.map(|v| tensor(v, [g.o]))),
+            ],
+        );
+    }
+}
+
 /// The forward of a tracked convolution: its geometry, its output and what its backward
 /// keeps (the input, the weight and, after an activation, the output).
 /// (The tensor type is the same for every checkpointing strategy.)
@@ -430,6 +531,37 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
             y,
             mean: <FloatTensor<Self>>::new(mean),
             var: <FloatTensor<Self>>::new(var),
+        }
+    }
+
+    fn kernel_conv2d_pool(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        spec: ConvSpec,
+        act: Activation,
+        pool: PoolSpec,
+    ) -> FloatTensor<Self> {
+        let (xp, wp, bp) = (
+            dense(x.primitive().clone()),
+            dense(weight.primitive().clone()),
+            dense(bias.primitive().clone()),
+        );
+        let (geom, pg) = conv_pool_geoms(&xp, &wp, spec, pool);
+        let out = conv_pool::forward(&geom, &pg, values(&xp), values(&wp), Some(values(&bp)), act);
+        let y = tensor(out.y, [geom.n, geom.o, pg.oh, pg.ow]);
+        let backward = ConvPoolBackward {
+            geom,
+            pool: pg,
+            act,
+        };
+        match backward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((xp, wp, y.clone(), out.argmax), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }
 

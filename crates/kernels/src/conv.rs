@@ -55,7 +55,7 @@ fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
 }
 
 /// Adds an im2col matrix back onto the image it was taken from (the adjoint of [`im2col`]).
-fn col2im(g: &ConvGeom, col: &[f32], x: &mut [f32]) {
+pub(crate) fn col2im(g: &ConvGeom, col: &[f32], x: &mut [f32]) {
     let (ohw, ow, w) = (g.out_plane(), g.ow, g.w);
     for ci in 0..g.cg() {
         let plane = &mut x[ci * g.in_plane()..][..g.in_plane()];
@@ -88,7 +88,7 @@ fn col2im(g: &ConvGeom, col: &[f32], x: &mut [f32]) {
 }
 
 /// Scratch for one image's im2col matrix (none for a pointwise convolution).
-fn col_buffer(g: &ConvGeom) -> Vec<f32> {
+pub(crate) fn col_buffer(g: &ConvGeom) -> Vec<f32> {
     if g.is_pointwise() {
         Vec::new()
     } else {
@@ -97,7 +97,12 @@ fn col_buffer(g: &ConvGeom) -> Vec<f32> {
 }
 
 /// Group `grp`'s input planes of one image, as its im2col matrix (`ckk x oh*ow`).
-fn columns<'a>(g: &ConvGeom, x_n: &'a [f32], grp: usize, col: &'a mut [f32]) -> &'a [f32] {
+pub(crate) fn columns<'a>(
+    g: &ConvGeom,
+    x_n: &'a [f32],
+    grp: usize,
+    col: &'a mut [f32],
+) -> &'a [f32] {
     let x_g = &x_n[grp * g.cg() * g.in_plane()..][..g.cg() * g.in_plane()];
     if g.is_pointwise() {
         x_g

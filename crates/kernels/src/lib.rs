@@ -25,6 +25,7 @@ mod act;
 mod backend;
 mod batchnorm;
 mod conv;
+mod conv_pool;
 mod depthwise;
 mod gemm;
 mod geom;
@@ -33,7 +34,7 @@ mod pool;
 mod simd;
 
 pub use act::Activation;
-pub use backend::{BnOut, ConvSpec, TrainKernels};
+pub use backend::{BnOut, ConvSpec, PoolSpec, TrainKernels};
 pub use geom::ConvGeom;
 
 use burn::backend::{Dispatch, DispatchDevice};
@@ -114,16 +115,8 @@ pub fn conv2d_act(conv: &Conv2d, x: Tensor<4>, act: Activation) -> Tensor<4> {
     if !routes(&x) {
         return activate(conv.forward(x), act);
     }
-    let (rows, cols) = match conv.padding {
-        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
-        PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
-        PaddingConfig2d::Same => return activate(conv.forward(x), act), // unused by artemis
-    };
-    let spec = ConvSpec {
-        stride: conv.stride,
-        pad: [rows, cols],
-        dilation: conv.dilation,
-        groups: conv.groups,
+    let Some(spec) = conv_spec(conv) else {
+        return activate(conv.forward(x), act); // `Same` padding, unused by artemis
     };
     let weight = conv.weight.val();
     if spec.geom(x.dims(), weight.dims()).is_none() {
@@ -192,18 +185,79 @@ pub fn activate<const D: usize>(x: Tensor<D>, act: Activation) -> Tensor<D> {
     }
 }
 
+/// `pool.forward(act(conv.forward(x)))`, as one fused operation on the CPU training device
+/// when the pool has no padding or dilation (the reference baseline's blocks): the full-size
+/// activation map is never stored (see the `conv_pool` module).
+///
+/// # Shapes
+/// `[n, c, h, w]` -> `[n, o, poh, pow]`.
+pub fn conv2d_act_pool(
+    conv: &Conv2d,
+    act: Activation,
+    pool: &MaxPool2d,
+    x: Tensor<4>,
+) -> Tensor<4> {
+    let unfused = |x| max_pool2d(pool, conv2d_act(conv, x, act));
+    let (Some(spec), Some(pool_spec)) = (conv_spec(conv), pool_spec(pool)) else {
+        return unfused(x);
+    };
+    let weight = conv.weight.val();
+    let Some(g) = spec.geom(x.dims(), weight.dims()) else {
+        return unfused(x);
+    };
+    if !routes(&x) || pool_spec.geom([g.oh, g.ow]).is_none() {
+        return unfused(x);
+    }
+    let bias = match &conv.bias {
+        Some(b) => b.val(),
+        None => Tensor::zeros([g.o], &x.device()),
+    };
+    Tensor::from_dispatch(<Dispatch as TrainKernels>::kernel_conv2d_pool(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        spec,
+        act,
+        pool_spec,
+    ))
+}
+
+/// A convolution's stride, padding, dilation and groups (`None` for burn's `Same` padding,
+/// which artemis does not use).
+fn conv_spec(conv: &Conv2d) -> Option<ConvSpec> {
+    let (rows, cols) = match conv.padding {
+        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
+        PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
+        PaddingConfig2d::Same => return None,
+    };
+    Some(ConvSpec {
+        stride: conv.stride,
+        pad: [rows, cols],
+        dilation: conv.dilation,
+        groups: conv.groups,
+    })
+}
+
+/// A pool's window when it has no padding or dilation and floors its output size.
+fn pool_spec(pool: &MaxPool2d) -> Option<PoolSpec> {
+    let plain = matches!(pool.padding, PaddingConfig2d::Valid)
+        && pool.dilation == [1, 1]
+        && !pool.ceil_mode;
+    plain.then_some(PoolSpec {
+        kernel: pool.kernel_size,
+        stride: pool.stride,
+    })
+}
+
 /// `pool.forward(x)`, through this crate's kernel on the CPU training device when the pool
 /// has no padding or dilation.
 ///
 /// # Shapes
 /// `[n, c, h, w]` -> `[n, c, (h - kh) / sh + 1, (w - kw) / sw + 1]`.
 pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
-    let plain = matches!(pool.padding, PaddingConfig2d::Valid)
-        && pool.dilation == [1, 1]
-        && !pool.ceil_mode;
     let [_, _, h, w] = x.dims();
     let fits = h >= pool.kernel_size[0] && w >= pool.kernel_size[1];
-    if !(routes(&x) && plain && fits) {
+    if !(routes(&x) && pool_spec(pool).is_some() && fits) {
         return pool.forward(x);
     }
     let y = <Dispatch as TrainKernels>::kernel_max_pool2d(

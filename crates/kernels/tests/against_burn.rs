@@ -5,7 +5,7 @@
 //! Tolerance: the largest absolute difference over the largest reference magnitude, at most
 //! 1e-4 (measured: about 1e-6 against burn, 1e-6 against finite differences).
 
-use artemis_kernels::{Activation, activate, batch_norm, conv2d_act, max_pool2d};
+use artemis_kernels::{Activation, activate, batch_norm, conv2d_act, conv2d_act_pool, max_pool2d};
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::MaxPool2dConfig;
@@ -506,6 +506,100 @@ fn max_pooling_matches_burn() {
         assert_eq!(
             ours, burn,
             "{shape:?} k{k} s{s}: max-pooling differs from burn"
+        );
+    }
+}
+
+/// Output, dx (empty when `x` is not tracked), dw and db of `sum(pool(act(conv(x))) * r)`.
+fn conv_pool_grads(
+    (conv, pool): (&Conv2d, &burn::nn::pool::MaxPool2d),
+    (x, track_x): (&[f32], bool),
+    c: &Case,
+    own: bool,
+    device: &Device,
+) -> [Vec<f32>; 4] {
+    let mut xt = tensor(x.to_vec(), c.x, device);
+    if track_x {
+        xt = xt.require_grad();
+    }
+    let y = if own {
+        conv2d_act_pool(conv, c.act, pool, xt.clone())
+    } else {
+        pool.forward(activate(conv.forward(xt.clone()), c.act))
+    };
+    let r = tensor(
+        (0..y.dims().iter().product())
+            .map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0)
+            .collect(),
+        y.dims(),
+        device,
+    );
+    let grads = (y.clone() * r).sum().backward();
+    let grad = |t: Option<Tensor<4>>| t.map(|t| values(&t)).unwrap_or_default();
+    let db = conv.bias.as_ref().and_then(|b| b.grad(&grads));
+    [
+        values(&y),
+        grad(xt.grad(&grads)),
+        grad(conv.weight.grad(&grads)),
+        db.map(|t| values(&t)).unwrap_or_default(),
+    ]
+}
+
+#[test]
+fn fused_convolution_and_pooling_match_burn() {
+    let device = Device::flex().autodiff();
+    let mut rng = StdRng::seed_from_u64(17);
+    let baseline = |x, o, k| Case {
+        bias: true,
+        act: Activation::Sigmoid,
+        ..case(x, o, k, 1, [0, 0, 0, 0], 1)
+    };
+    // (case, pool kernel, pool stride, whether x is tracked)
+    for (c, pk, ps, track_x) in [
+        // The reference baseline's blocks: odd maps (the last row and column are dropped).
+        (baseline([2, 3, 16, 16], 8, 2), 2, 2, false),
+        (baseline([3, 8, 11, 11], 6, 3), 2, 2, true),
+        (baseline([32, 4, 9, 9], 5, 3), 2, 2, true),
+        // Overlapping windows, ReLU and ReLU6, padding, stride, groups, no bias.
+        (
+            Case {
+                act: Activation::Relu,
+                ..case([2, 4, 9, 9], 6, 3, 1, [1, 1, 1, 1], 2)
+            },
+            3,
+            2,
+            true,
+        ),
+        (
+            Case {
+                act: Activation::Relu6,
+                ..case([1, 3, 12, 10], 4, 3, 2, [1, 0, 1, 2], 1)
+            },
+            2,
+            1,
+            true,
+        ),
+        (case([2, 5, 8, 8], 5, 1, 1, [0, 0, 0, 0], 1), 2, 2, true),
+    ] {
+        let conv = conv_module(&c, &mut rng, &device);
+        let pool = MaxPool2dConfig::new([pk, pk]).with_strides([ps, ps]).init();
+        let x: Vec<f32> = random(&mut rng, c.x.iter().product())
+            .iter()
+            .map(|v| 3.0 * v)
+            .collect();
+        let run = |own| conv_pool_grads((&conv, &pool), (&x, track_x), &c, own, &device);
+        let (ours, burn) = (run(true), run(false));
+        for (name, (o, b)) in ["y", "dx", "dw", "db"].iter().zip(ours.iter().zip(&burn)) {
+            let e = rel_err(o, &as_f64(b));
+            assert!(
+                e <= TOL,
+                "{c:?} pool {pk}/{ps}: {name} differs from burn by {e:.2e}"
+            );
+        }
+        assert_eq!(
+            ours[1].is_empty(),
+            !track_x,
+            "{c:?}: dx only when x is tracked"
         );
     }
 }

@@ -15,7 +15,7 @@
 //! input `[batch, 3, height, width]` -> features (last conv map, before its pool)
 //! `[batch, 64, h', w']` -> logits `[batch, classes]`.
 
-use artemis_kernels::{Activation, conv_norm_act, conv2d_act, max_pool2d};
+use artemis_kernels::{Activation, conv_norm_act, conv2d_act, conv2d_act_pool, max_pool2d};
 use burn::module::Initializer;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
@@ -138,6 +138,14 @@ impl BaselineCnn {
         }
     }
 
+    /// Block `i` and the pooling after it (one fused operation for the sigmoid variant).
+    fn pooled_block(&self, i: usize, x: Tensor<4>) -> Tensor<4> {
+        match self.norms.get(i) {
+            Some(_) => max_pool2d(&self.pool, self.conv_block(i, x)),
+            None => conv2d_act_pool(&self.convs[i], Activation::Sigmoid, &self.pool, x),
+        }
+    }
+
     /// The last convolutional map (after its activation, before its pool): what class
     /// activation maps are computed on.
     ///
@@ -147,7 +155,7 @@ impl BaselineCnn {
         let mut x = x;
         let last = self.convs.len() - 1;
         for i in 0..last {
-            x = max_pool2d(&self.pool, self.conv_block(i, x));
+            x = self.pooled_block(i, x);
         }
         self.conv_block(last, x)
     }

@@ -1,0 +1,677 @@
+//! `artemis cv`: K-fold cross-validation of one training recipe.
+//!
+//! The images a manifest lets a recipe learn from are dealt into `2K` bins, stratified by
+//! label, a whole near-duplicate cluster (the manifest's `cluster` column) always in one bin.
+//! Fold `k` tests on bins `2k` and `2k + 1`, validates on bin `2k + 2 (mod 2K)` (best epoch and
+//! plateau schedule) and trains on the rest: 20% / 10% / 70% with five folds. Every pooled
+//! image is thus predicted exactly once by a model that never saw it, nor any near copy of it.
+//!
+//! The pool is every non-excluded row of a `reference` or `clean` manifest. Under `official`
+//! the pool is the Training rows only, and each fold's model is also scored on the data set's
+//! own Testing folder, which no fold trains or validates on.
+//!
+//! Layout of the output folder: `fold-K/manifest.tsv`, `fold-K/run/` (a run folder like
+//! `train`'s, evaluated into its `report.*`), `fold-K/run/eval-<Testing>/` (official), and
+//! `cv.json`, `cv.md`, `cv.html`. Rerunning the same command continues: finished folds are
+//! kept, an interrupted one resumes from its last committed epoch.
+
+use crate::error::{EngineError, Result};
+use crate::eval::{EvalConfig, EvalSource, evaluate};
+use crate::metrics::{Confusion, Metrics};
+use crate::notice::NOTICE;
+use crate::report::html::esc;
+use crate::report::{EvalReport, EvalRow};
+use crate::run::write_json;
+use crate::stats::{Interval, bootstrap};
+use crate::train::{TrainConfig, train};
+use artemis_data::labels::{Label, Task, TumorType};
+use artemis_data::manifest::{Entry, Manifest, Protocol, Split};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Settings of a cross-validation.
+#[derive(Debug, Clone)]
+pub struct CvConfig {
+    /// The recipe: its manifest is the source of the folds; its run folder and resume flag
+    /// are set per fold.
+    pub recipe: TrainConfig,
+    pub out_dir: PathBuf,
+    pub folds: usize,
+    /// Seed of the fold assignment and of the bootstrap.
+    pub seed: u64,
+    /// Bootstrap resamples of the pooled intervals.
+    pub bootstrap: usize,
+    pub eval_batch: usize,
+    pub engine: crate::onnx::EngineOptions,
+}
+
+impl CvConfig {
+    /// Five folds, 1000 resamples, evaluation batch 64; the seed is the recipe's.
+    pub fn new(recipe: TrainConfig, out_dir: PathBuf) -> Self {
+        let seed = recipe.settings.seed;
+        CvConfig {
+            recipe,
+            out_dir,
+            folds: 5,
+            seed,
+            bootstrap: 1000,
+            eval_batch: 64,
+            engine: Default::default(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !(2..=20).contains(&self.folds) {
+            return Err(EngineError::Config(format!(
+                "--folds {} out of range 2..=20",
+                self.folds
+            )));
+        }
+        if self.recipe.resume || self.recipe.stop_after.is_some() {
+            return Err(EngineError::Config(
+                "cv resumes on its own: rerun the same command (no --resume or --stop-after)"
+                    .into(),
+            ));
+        }
+        crate::limits::BOOTSTRAP
+            .check(self.bootstrap as u64)
+            .map_err(EngineError::Config)?;
+        self.recipe.validate()
+    }
+}
+
+/// One fold's figures on its held-out images (and, under `official`, on Testing).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FoldResult {
+    pub fold: usize,
+    pub run: PathBuf,
+    pub train_images: usize,
+    pub val_images: usize,
+    pub test_images: usize,
+    pub best_epoch: usize,
+    pub train_seconds: f64,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    /// Accuracy of the predicted class's tumor type (absent for the plane task).
+    pub type_accuracy: Option<f64>,
+    pub official: Option<TypeScore>,
+}
+
+/// Tumor-type accuracy and mean per-class recall on a set scored by type.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct TypeScore {
+    pub n: usize,
+    pub accuracy: f64,
+    pub mean_recall: f64,
+}
+
+/// Mean, sample standard deviation, minimum and maximum over folds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Spread {
+    pub mean: f64,
+    pub sd: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(v: &[f64]) -> Spread {
+        let n = v.len().max(1) as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        Spread {
+            mean,
+            sd: var.sqrt(),
+            min: v.iter().copied().fold(f64::INFINITY, f64::min),
+            max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+}
+
+/// Out-of-fold predictions of every pooled image, scored together.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pooled {
+    pub n: usize,
+    pub accuracy: Interval,
+    pub macro_f1: Interval,
+    pub type_accuracy: Option<Interval>,
+    /// Mean over tumor types of the pooled type recall.
+    pub type_mean_recall: Option<f64>,
+    pub metrics: Metrics,
+}
+
+/// What `cv.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CvReport {
+    pub schema: String,
+    pub notice: String,
+    pub manifest: PathBuf,
+    pub protocol: String,
+    pub recipe: String,
+    pub folds: Vec<FoldResult>,
+    pub pooled: Pooled,
+    pub accuracy_over_folds: Spread,
+    /// Under `official`: each fold's model on the Testing folder.
+    pub official_over_folds: Option<Spread>,
+    pub bootstrap: usize,
+    pub seed: u64,
+    /// Every out-of-fold prediction, by fold.
+    pub predictions: Vec<(usize, EvalRow)>,
+}
+
+pub const CV_SCHEMA: &str = "artemis.cv/1";
+
+/// Deals the pooled rows into `bins` bins, a whole cluster per bin, stratified by label:
+/// clusters in a seeded order, largest first, each to the bin with the fewest rows of its
+/// label (then the fewest rows, then the lowest index). Returns each row's bin.
+pub fn assign_bins(rows: &[&Entry], bins: usize, seed: u64) -> Vec<usize> {
+    let mut clusters: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, e) in rows.iter().enumerate() {
+        clusters.entry(e.cluster).or_default().push(i);
+    }
+    let mut order: Vec<Vec<usize>> = clusters.into_values().collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    order.sort_by_key(|c| std::cmp::Reverse(c.len()));
+    let mut per_label: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut total = vec![0usize; bins];
+    let mut bin_of = vec![0usize; rows.len()];
+    for members in order {
+        let label = rows[members[0]].label.name();
+        let counts = per_label.entry(label).or_insert_with(|| vec![0; bins]);
+        let b = (0..bins)
+            .min_by_key(|&b| (counts[b], total[b], b))
+            .unwrap_or(0);
+        counts[b] += members.len();
+        total[b] += members.len();
+        for m in members {
+            bin_of[m] = b;
+        }
+    }
+    bin_of
+}
+
+/// Whether a row is in the pool a cross-validation deals into folds.
+fn pooled(m: &Manifest, e: &Entry) -> bool {
+    match m.protocol {
+        Protocol::Official => matches!(e.split, Split::Train | Split::Val),
+        _ => e.split != Split::Excluded,
+    }
+}
+
+/// The manifest of fold `k` of `folds`: its test, validation and training rows; rows outside
+/// the pool become `excluded` with a note.
+pub fn fold_manifest(source: &Manifest, bin_of: &[usize], k: usize, folds: usize) -> Manifest {
+    let mut m = source.clone();
+    let val_bin = (2 * k + 2) % (2 * folds);
+    let mut pos = 0;
+    for e in m.entries.iter_mut() {
+        if !pooled(source, e) {
+            if e.split != Split::Excluded {
+                e.note = format!("outside the cross-validation pool (was {})", e.split);
+                e.split = Split::Excluded;
+            }
+            continue;
+        }
+        let b = bin_of[pos];
+        pos += 1;
+        e.split = if b / 2 == k {
+            Split::Test
+        } else if b == val_bin {
+            Split::Val
+        } else {
+            Split::Train
+        };
+    }
+    m.canonicalize();
+    m
+}
+
+/// Writes fold `k`'s manifest, or checks that the one already there is the same (a rerun).
+fn write_fold_manifest(path: &Path, m: &Manifest) -> Result<()> {
+    if path.exists() {
+        let old = Manifest::load(path)?;
+        if old.entries != m.entries {
+            return Err(EngineError::Config(format!(
+                "{} differs from the folds this command makes (another manifest, --folds or \
+                 --seed?); choose another --out",
+                path.display()
+            )));
+        }
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+    }
+    Ok(m.save(path)?)
+}
+
+/// Runs the cross-validation and writes its report.
+pub fn cross_validate(cfg: &CvConfig) -> Result<CvReport> {
+    cfg.validate()?;
+    let source = Manifest::load(&cfg.recipe.manifest)?;
+    let pool: Vec<&Entry> = source
+        .entries
+        .iter()
+        .filter(|e| pooled(&source, e))
+        .collect();
+    if pool.len() < 4 * cfg.folds {
+        return Err(EngineError::Config(format!(
+            "{}: {} images to cross-validate, too few for {} folds",
+            cfg.recipe.manifest.display(),
+            pool.len(),
+            cfg.folds
+        )));
+    }
+    let bin_of = assign_bins(&pool, 2 * cfg.folds, cfg.seed);
+    let testing = testing_folder(&source, cfg);
+    let mut folds = Vec::with_capacity(cfg.folds);
+    let mut predictions = Vec::new();
+    for k in 0..cfg.folds {
+        let dir = cfg.out_dir.join(format!("fold-{}", k + 1));
+        let manifest_path = dir.join("manifest.tsv");
+        let fold = fold_manifest(&source, &bin_of, k, cfg.folds);
+        if let Some(empty) = fold.counts()[..3].iter().position(|&n| n == 0) {
+            let split = [Split::Train, Split::Val, Split::Test][empty];
+            return Err(EngineError::Config(format!(
+                "{}: fold {} has no {split} images (near-duplicate clusters too large for {} \
+                 folds); use fewer folds",
+                cfg.recipe.manifest.display(),
+                k + 1,
+                cfg.folds
+            )));
+        }
+        write_fold_manifest(&manifest_path, &fold)?;
+        let (result, rows) = run_fold(cfg, k, &dir, &manifest_path, testing.as_deref())?;
+        predictions.extend(rows.into_iter().map(|r| (k + 1, r)));
+        folds.push(result);
+    }
+    let report = summarise(cfg, &source, folds, predictions)?;
+    write_cv_report(&cfg.out_dir, &report)?;
+    Ok(report)
+}
+
+/// Under `official`, the Testing folder (the first path component of the test rows).
+fn testing_folder(source: &Manifest, cfg: &CvConfig) -> Option<PathBuf> {
+    if source.protocol != Protocol::Official {
+        return None;
+    }
+    let first = source.split(Split::Test).next()?;
+    let top = first.rel.split('/').next()?;
+    let root = cfg
+        .recipe
+        .data_root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&source.data_root));
+    Some(root.join(top))
+}
+
+/// Trains (or resumes) fold `k` and evaluates it on its held-out images (and on Testing).
+fn run_fold(
+    cfg: &CvConfig,
+    k: usize,
+    dir: &Path,
+    manifest: &Path,
+    testing: Option<&Path>,
+) -> Result<(FoldResult, Vec<EvalRow>)> {
+    let run_dir = dir.join("run");
+    let mut recipe = cfg.recipe.clone();
+    recipe.manifest = manifest.to_path_buf();
+    recipe.run_dir = run_dir.clone();
+    recipe.resume = run_dir.join(crate::run::CONFIG).exists();
+    eprintln!("cv: fold {}/{} in {}", k + 1, cfg.folds, run_dir.display());
+    let summary = train(&recipe)?;
+    let eval_cfg = |source| {
+        let mut e = EvalConfig::new(run_dir.clone(), source);
+        e.bootstrap = 0;
+        e.batch_size = cfg.eval_batch;
+        e.data_root = cfg.recipe.data_root.clone();
+        e.engine = cfg.engine;
+        e
+    };
+    let held_out = evaluate(&eval_cfg(EvalSource::Split(Split::Test)))?;
+    let official = match testing {
+        Some(t) => Some(type_score(&evaluate(&eval_cfg(EvalSource::Folder(
+            t.to_path_buf(),
+        )))?)),
+        None => None,
+    };
+    let task = held_out.task;
+    let m = rows_metrics(task, &held_out.predictions);
+    let result = FoldResult {
+        fold: k + 1,
+        run: run_dir,
+        train_images: summary.train_images,
+        val_images: summary.val_images,
+        test_images: held_out.predictions.len(),
+        best_epoch: summary.best_epoch,
+        train_seconds: summary.seconds,
+        accuracy: m.accuracy,
+        macro_f1: m.macro_avg.f1,
+        type_accuracy: type_pairs(task, &held_out.predictions)
+            .map(|p| Confusion::from_pairs(type_names(), &p).metrics().accuracy),
+        official,
+    };
+    Ok((result, held_out.predictions))
+}
+
+fn type_names() -> Vec<String> {
+    TumorType::ALL
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect()
+}
+
+/// `(truth, predicted)` class indices of prediction rows under `task`.
+fn class_pairs(task: Task, rows: &[EvalRow]) -> Vec<(usize, usize)> {
+    let index = |name: &str| Label::from_class_dir(name).and_then(|l| task.class_of(&l));
+    rows.iter()
+        .filter_map(|r| Some((index(&r.truth)?, index(&r.predicted)?)))
+        .collect()
+}
+
+fn rows_metrics(task: Task, rows: &[EvalRow]) -> Metrics {
+    Confusion::from_pairs(task.classes(), &class_pairs(task, rows)).metrics()
+}
+
+/// Tumor types of truth and prediction (the predicted class's type); `None` for the plane
+/// task, whose classes carry no type.
+fn type_pairs(task: Task, rows: &[EvalRow]) -> Option<Vec<(usize, usize)>> {
+    if task == Task::Plane {
+        return None;
+    }
+    let ty = |name: &str| {
+        let l = Label::from_class_dir(name)?;
+        TumorType::ALL.iter().position(|t| *t == l.tumor)
+    };
+    Some(
+        rows.iter()
+            .filter_map(|r| Some((ty(&r.truth)?, ty(&r.predicted)?)))
+            .collect(),
+    )
+}
+
+/// Type accuracy and mean per-type recall of a report scored by type (a 4-class folder).
+fn type_score(r: &EvalReport) -> TypeScore {
+    let pairs = type_pairs(r.task, &r.predictions).unwrap_or_default();
+    let m = Confusion::from_pairs(type_names(), &pairs).metrics();
+    TypeScore {
+        n: pairs.len(),
+        accuracy: m.accuracy,
+        mean_recall: m.macro_avg.recall,
+    }
+}
+
+/// Pooled out-of-fold metrics with bootstrap intervals, and the spread over folds.
+fn summarise(
+    cfg: &CvConfig,
+    source: &Manifest,
+    folds: Vec<FoldResult>,
+    predictions: Vec<(usize, EvalRow)>,
+) -> Result<CvReport> {
+    let task = cfg.recipe.task;
+    let rows: Vec<EvalRow> = predictions.iter().map(|(_, r)| r.clone()).collect();
+    let pairs = class_pairs(task, &rows);
+    let b = bootstrap(&task.classes(), &pairs, cfg.bootstrap, cfg.seed);
+    let (type_accuracy, type_mean_recall) = match type_pairs(task, &rows) {
+        Some(tp) => {
+            let tb = bootstrap(&type_names(), &tp, cfg.bootstrap, cfg.seed);
+            let m = Confusion::from_pairs(type_names(), &tp).metrics();
+            (Some(tb.accuracy), Some(m.macro_avg.recall))
+        }
+        None => (None, None),
+    };
+    let acc: Vec<f64> = folds.iter().map(|f| f.accuracy).collect();
+    let official: Vec<f64> = folds
+        .iter()
+        .filter_map(|f| f.official.map(|o| o.accuracy))
+        .collect();
+    let recipe = crate::run::Run::open(&folds[0].run)
+        .map(|r| crate::eval::describe(&r))
+        .unwrap_or_default();
+    Ok(CvReport {
+        schema: CV_SCHEMA.into(),
+        notice: NOTICE.into(),
+        manifest: cfg.recipe.manifest.clone(),
+        protocol: source.protocol.name().into(),
+        recipe,
+        pooled: Pooled {
+            n: pairs.len(),
+            accuracy: b.accuracy,
+            macro_f1: b.macro_f1,
+            type_accuracy,
+            type_mean_recall,
+            metrics: Confusion::from_pairs(task.classes(), &pairs).metrics(),
+        },
+        accuracy_over_folds: Spread::of(&acc),
+        official_over_folds: (!official.is_empty()).then(|| Spread::of(&official)),
+        folds,
+        bootstrap: cfg.bootstrap,
+        seed: cfg.seed,
+        predictions,
+    })
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+/// The report's tables as Markdown.
+pub fn to_markdown(r: &CvReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "# artemis cross-validation\n\n> {}\n", r.notice);
+    let _ = writeln!(
+        o,
+        "{} folds of `{}` ({} protocol): {}\n",
+        r.folds.len(),
+        r.manifest.display(),
+        r.protocol,
+        r.recipe
+    );
+    let p = &r.pooled;
+    let _ = writeln!(
+        o,
+        "**Pooled out-of-fold** (n = {}): accuracy {}, macro F1 {}",
+        p.n, p.accuracy, p.macro_f1
+    );
+    if let (Some(t), Some(rec)) = (&p.type_accuracy, p.type_mean_recall) {
+        let _ = write!(o, ", tumor type accuracy {t}, mean type recall {rec:.3}");
+    }
+    let s = &r.accuracy_over_folds;
+    let _ = writeln!(
+        o,
+        ".\nOver folds: accuracy {} ± {} (sd), {} to {}.",
+        pct(s.mean),
+        pct(s.sd),
+        pct(s.min),
+        pct(s.max)
+    );
+    if let Some(s) = &r.official_over_folds {
+        let _ = writeln!(
+            o,
+            "Official Testing folder, each fold's model: type accuracy {} ± {} (sd), {} to {}.",
+            pct(s.mean),
+            pct(s.sd),
+            pct(s.min),
+            pct(s.max)
+        );
+    }
+    let _ = writeln!(o, "\n| {} |", FOLD_COLUMNS.join(" | "));
+    let _ = writeln!(o, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for f in &r.folds {
+        let _ = writeln!(o, "| {} |", fold_cells(f).join(" | "));
+    }
+    let _ = writeln!(
+        o,
+        "\nIntervals: 95% percentile bootstrap ({} resamples, seed {}) over the pooled \
+         out-of-fold predictions. Folds keep near-duplicate clusters whole.",
+        r.bootstrap, r.seed
+    );
+    o
+}
+
+const FOLD_COLUMNS: [&str; 10] = [
+    "fold",
+    "train",
+    "val",
+    "test",
+    "best epoch",
+    "accuracy",
+    "macro F1",
+    "type accuracy",
+    "Testing type accuracy (mean recall)",
+    "train s",
+];
+
+fn fold_cells(f: &FoldResult) -> [String; 10] {
+    [
+        f.fold.to_string(),
+        f.train_images.to_string(),
+        f.val_images.to_string(),
+        f.test_images.to_string(),
+        f.best_epoch.to_string(),
+        pct(f.accuracy),
+        format!("{:.3}", f.macro_f1),
+        f.type_accuracy.map_or("–".into(), pct),
+        f.official.map_or("–".into(), |o| {
+            format!("{} ({:.3}, n = {})", pct(o.accuracy), o.mean_recall, o.n)
+        }),
+        format!("{:.0}", f.train_seconds),
+    ]
+}
+
+/// The report as a self-contained HTML page.
+pub fn to_html(r: &CvReport) -> String {
+    let mut o = String::from(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><title>artemis cv</title>\
+         <style>body{font-family:system-ui,'DejaVu Sans',sans-serif;margin:24px}\
+         table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}\
+         .notice{background:#fff3cd;border:2px solid #d39e00;padding:8px}</style></head><body>\
+         <h1>artemis: cross-validation</h1>",
+    );
+    let _ = write!(o, "<p class=notice>{}</p>", esc(&r.notice));
+    let md = to_markdown(r);
+    for line in md.lines().skip(3).take_while(|l| !l.starts_with('|')) {
+        if !line.trim().is_empty() {
+            let _ = write!(o, "<p>{}</p>", esc(&line.replace("**", "")));
+        }
+    }
+    let _ = write!(o, "<table><tr>");
+    for h in FOLD_COLUMNS {
+        let _ = write!(o, "<th>{}</th>", esc(h));
+    }
+    let _ = write!(o, "</tr>");
+    for f in &r.folds {
+        let _ = write!(o, "<tr>");
+        for c in fold_cells(f) {
+            let _ = write!(o, "<td>{}</td>", esc(&c));
+        }
+        let _ = write!(o, "</tr>");
+    }
+    let _ = write!(o, "</table></body></html>");
+    o
+}
+
+/// Writes `cv.json`, `cv.md` and `cv.html` atomically.
+fn write_cv_report(dir: &Path, r: &CvReport) -> Result<()> {
+    write_json(&dir.join("cv.json"), r)?;
+    for (name, text) in [("cv.md", to_markdown(r)), ("cv.html", to_html(r))] {
+        let path = dir.join(name);
+        artemis_data::fsutil::write_atomic(&path, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use artemis_data::labels::Plane;
+
+    fn entry(i: usize, cluster: usize, tumor: usize) -> Entry {
+        Entry {
+            split: Split::Train,
+            rel: format!("x/{i}.jpg"),
+            content_hash: format!("{i}"),
+            cluster,
+            label: Label {
+                tumor: TumorType::ALL[tumor],
+                plane: Some(Plane::Coronal),
+            },
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn bins_keep_clusters_whole_and_balance_labels() {
+        // 200 rows of 4 labels; every 5th row shares a cluster with the next one.
+        let rows: Vec<Entry> = (0..200)
+            .map(|i| entry(i, if i % 5 == 0 { i + 1 } else { i }, i % 4))
+            .collect();
+        let refs: Vec<&Entry> = rows.iter().collect();
+        let bins = assign_bins(&refs, 10, 7);
+        for (a, b) in rows.iter().zip(&bins) {
+            for (c, d) in rows.iter().zip(&bins) {
+                if a.cluster == c.cluster {
+                    assert_eq!(b, d, "cluster {} split across bins", a.cluster);
+                }
+            }
+        }
+        for t in 0..4 {
+            let per_bin: Vec<usize> = (0..10)
+                .map(|b| (0..200).filter(|&i| bins[i] == b && i % 4 == t).count())
+                .collect();
+            let (lo, hi) = (per_bin.iter().min(), per_bin.iter().max());
+            assert!(hi.unwrap() - lo.unwrap() <= 2, "label {t}: {per_bin:?}");
+        }
+        assert_eq!(bins, assign_bins(&refs, 10, 7), "same seed, same bins");
+        assert_ne!(bins, assign_bins(&refs, 10, 8), "another seed, other bins");
+    }
+
+    #[test]
+    fn every_pooled_row_is_tested_once_and_official_testing_never_pooled() {
+        let mut rows: Vec<Entry> = (0..60).map(|i| entry(i, i, i % 4)).collect();
+        rows[0].split = Split::Excluded;
+        for r in rows.iter_mut().skip(50) {
+            r.split = Split::Test;
+        }
+        let source = Manifest {
+            protocol: Protocol::Official,
+            seed: 1,
+            data_root: "d".into(),
+            val_fraction: 0.1,
+            test_fraction: 0.0,
+            near_threshold: 0,
+            entries: rows,
+        };
+        let pool: Vec<&Entry> = source
+            .entries
+            .iter()
+            .filter(|e| pooled(&source, e))
+            .collect();
+        assert_eq!(pool.len(), 49);
+        let bins = assign_bins(&pool, 6, 1);
+        let mut tested = BTreeMap::new();
+        for k in 0..3 {
+            let m = fold_manifest(&source, &bins, k, 3);
+            let [train, val, test, excluded] = m.counts();
+            assert_eq!((train + val + test, excluded), (49, 11), "fold {k}");
+            assert!(val > 0 && test > 0 && train > val);
+            for e in m.split(Split::Test) {
+                *tested.entry(e.rel.clone()).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(tested.len(), 49);
+        assert!(tested.values().all(|&n| n == 1));
+    }
+
+    #[test]
+    fn spread_by_hand() {
+        let s = Spread::of(&[0.8, 0.9, 1.0]);
+        assert!((s.mean - 0.9).abs() < 1e-12 && (s.sd - 0.1).abs() < 1e-12);
+        assert_eq!((s.min, s.max), (0.8, 1.0));
+    }
+}
