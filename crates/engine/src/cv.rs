@@ -110,6 +110,20 @@ pub struct TypeScore {
     pub mean_recall: f64,
 }
 
+/// The ensemble's tumor-type figures on the Testing folder, with bootstrap intervals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnsembleScore {
+    pub members: usize,
+    pub n: usize,
+    pub type_accuracy: Interval,
+    pub type_mean_recall: f64,
+    /// Per-type recall with its interval, in glioma, meningioma, no tumor, pituitary order.
+    pub type_recall: Vec<Interval>,
+}
+
+/// Each Testing image's averaged probabilities, keyed by path, with its truth.
+type Members = BTreeMap<PathBuf, (String, Vec<f32>, usize)>;
+
 /// Mean, sample standard deviation, minimum and maximum over folds.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Spread {
@@ -158,6 +172,9 @@ pub struct CvReport {
     pub accuracy_over_folds: Spread,
     /// Under `official`: each fold's model on the Testing folder.
     pub official_over_folds: Option<Spread>,
+    /// Under `official`: the folds' models as one ensemble on the Testing folder (their
+    /// calibrated probabilities averaged).
+    pub official_ensemble: Option<EnsembleScore>,
     pub bootstrap: usize,
     pub seed: u64,
     /// Every out-of-fold prediction, by fold.
@@ -271,6 +288,7 @@ pub fn cross_validate(cfg: &CvConfig) -> Result<CvReport> {
     let testing = testing_folder(&source, cfg);
     let mut folds = Vec::with_capacity(cfg.folds);
     let mut predictions = Vec::new();
+    let mut members = Members::new();
     for k in 0..cfg.folds {
         let dir = cfg.out_dir.join(format!("fold-{}", k + 1));
         let manifest_path = dir.join("manifest.tsv");
@@ -286,11 +304,18 @@ pub fn cross_validate(cfg: &CvConfig) -> Result<CvReport> {
             )));
         }
         write_fold_manifest(&manifest_path, &fold)?;
-        let (result, rows) = run_fold(cfg, k, &dir, &manifest_path, testing.as_deref())?;
+        let (result, rows, official) =
+            run_fold(cfg, k, &dir, &manifest_path, testing.as_deref())?;
+        if let Some(r) = official {
+            add_member(&mut members, &r.predictions, &r.probabilities);
+        }
         predictions.extend(rows.into_iter().map(|r| (k + 1, r)));
         folds.push(result);
     }
-    let report = summarise(cfg, &source, folds, predictions)?;
+    let mut report = summarise(cfg, &source, folds, predictions)?;
+    let task = cfg.recipe.task;
+    report.official_ensemble =
+        ensemble_score(task, cfg.folds, (cfg.bootstrap, cfg.seed), &members);
     write_cv_report(&cfg.out_dir, &report)?;
     Ok(report)
 }
@@ -317,7 +342,7 @@ fn run_fold(
     dir: &Path,
     manifest: &Path,
     testing: Option<&Path>,
-) -> Result<(FoldResult, Vec<EvalRow>)> {
+) -> Result<(FoldResult, Vec<EvalRow>, Option<EvalReport>)> {
     let run_dir = dir.join("run");
     let mut recipe = cfg.recipe.clone();
     recipe.manifest = manifest.to_path_buf();
@@ -334,12 +359,11 @@ fn run_fold(
         e
     };
     let held_out = evaluate(&eval_cfg(EvalSource::Split(Split::Test)))?;
-    let official = match testing {
-        Some(t) => Some(type_score(&evaluate(&eval_cfg(EvalSource::Folder(
-            t.to_path_buf(),
-        )))?)),
+    let testing_report = match testing {
+        Some(t) => Some(evaluate(&eval_cfg(EvalSource::Folder(t.to_path_buf())))?),
         None => None,
     };
+    let official = testing_report.as_ref().map(type_score);
     let task = held_out.task;
     let m = rows_metrics(task, &held_out.predictions);
     let result = FoldResult {
@@ -356,7 +380,59 @@ fn run_fold(
             .map(|p| Confusion::from_pairs(type_names(), &p).metrics().accuracy),
         official,
     };
-    Ok((result, held_out.predictions))
+    Ok((result, held_out.predictions, testing_report))
+}
+
+/// Adds one fold's Testing probabilities to the ensemble's running sums.
+fn add_member(members: &mut Members, rows: &[EvalRow], probs: &[Vec<f32>]) {
+    for (row, p) in rows.iter().zip(probs) {
+        let entry = members
+            .entry(row.path.clone())
+            .or_insert_with(|| (row.truth.clone(), vec![0.0; p.len()], 0));
+        entry.1.iter_mut().zip(p).for_each(|(s, v)| *s += v);
+        entry.2 += 1;
+    }
+}
+
+/// The ensemble's type figures on the images all `count` members scored, with `resamples`
+/// bootstrap resamples seeded with `seed`.
+fn ensemble_score(
+    task: Task,
+    count: usize,
+    (resamples, seed): (usize, u64),
+    members: &Members,
+) -> Option<EnsembleScore> {
+    let classes = task.classes();
+    let rows: Vec<EvalRow> = members
+        .iter()
+        .filter(|(_, (_, _, n))| *n == count)
+        .map(|(path, (truth, sum, _))| {
+            let best = (0..sum.len()).max_by(|&a, &b| sum[a].total_cmp(&sum[b]))?;
+            let predicted = classes.get(best)?.clone();
+            let tumor = |name: &str| Label::from_class_dir(name).map(|l| l.tumor);
+            Some(EvalRow {
+                path: path.clone(),
+                correct: tumor(truth).is_some() && tumor(truth) == tumor(&predicted),
+                truth: truth.clone(),
+                predicted,
+                confidence: sum[best] / count as f32,
+                top3: Vec::new(),
+            })
+        })
+        .collect::<Option<_>>()?;
+    let pairs = type_pairs(task, &rows)?;
+    if pairs.is_empty() {
+        return None;
+    }
+    let b = bootstrap(&type_names(), &pairs, resamples, seed);
+    let m = Confusion::from_pairs(type_names(), &pairs).metrics();
+    Some(EnsembleScore {
+        members: count,
+        n: pairs.len(),
+        type_accuracy: b.accuracy,
+        type_mean_recall: m.macro_avg.recall,
+        type_recall: b.recall,
+    })
 }
 
 fn type_names() -> Vec<String> {
@@ -449,6 +525,7 @@ fn summarise(
         },
         accuracy_over_folds: Spread::of(&acc),
         official_over_folds: (!official.is_empty()).then(|| Spread::of(&official)),
+        official_ensemble: None,
         folds,
         bootstrap: cfg.bootstrap,
         seed: cfg.seed,
@@ -498,6 +575,18 @@ pub fn to_markdown(r: &CvReport) -> String {
             pct(s.sd),
             pct(s.min),
             pct(s.max)
+        );
+    }
+    if let Some(e) = &r.official_ensemble {
+        let _ = writeln!(
+            o,
+            "Official Testing folder, the {} folds' models as one ensemble (mean calibrated \
+             probabilities), n = {}: type accuracy {}, mean type recall {:.3} (glioma recall {}).",
+            e.members,
+            e.n,
+            e.type_accuracy,
+            e.type_mean_recall,
+            e.type_recall.first().map_or("–".into(), |i| i.to_string())
         );
     }
     let _ = writeln!(o, "\n| {} |", FOLD_COLUMNS.join(" | "));
@@ -666,6 +755,35 @@ mod tests {
         }
         assert_eq!(tested.len(), 49);
         assert!(tested.values().all(|&n| n == 1));
+    }
+
+    #[test]
+    fn the_ensemble_averages_its_members_probabilities() {
+        let row = |path: &str, truth: &str| EvalRow {
+            path: path.into(),
+            truth: truth.into(),
+            predicted: String::new(),
+            confidence: 0.0,
+            correct: false,
+            top3: Vec::new(),
+        };
+        let rows = [row("a.jpg", "glioma"), row("b.jpg", "pituitary")];
+        // 4-class task. Member 1 gets a wrong and b right; member 2 is confidently right on a
+        // and unsure on b: the mean gets both right.
+        let one = [vec![0.4, 0.6, 0.0, 0.0], vec![0.0, 0.0, 0.4, 0.6]];
+        let two = [vec![0.9, 0.1, 0.0, 0.0], vec![0.0, 0.0, 0.55, 0.45]];
+        let mut members = Members::new();
+        add_member(&mut members, &rows, &one);
+        let single = ensemble_score(Task::Type, 1, (20, 1), &members).unwrap();
+        assert_eq!((single.n, single.type_accuracy.estimate), (2, 0.5));
+        add_member(&mut members, &rows, &two);
+        let both = ensemble_score(Task::Type, 2, (20, 1), &members).unwrap();
+        assert_eq!((both.members, both.n), (2, 2));
+        assert_eq!(both.type_accuracy.estimate, 1.0);
+        assert_eq!(both.type_mean_recall, 1.0);
+        // An image only one member scored is left out.
+        add_member(&mut members, &[row("c.jpg", "glioma")], &[vec![1.0, 0.0, 0.0, 0.0]]);
+        assert_eq!(ensemble_score(Task::Type, 2, (20, 1), &members).unwrap().n, 2);
     }
 
     #[test]

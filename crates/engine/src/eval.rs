@@ -234,6 +234,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
             .collect(),
         predictions: m.rows,
         outputs: Vec::new(),
+        probabilities: inferred.probs.clone(),
     };
     write_report(
         cfg,

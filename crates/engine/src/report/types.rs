@@ -95,6 +95,10 @@ pub struct EvalReport {
     pub predictions: Vec<EvalRow>,
     /// Files written.
     pub outputs: Vec<PathBuf>,
+    /// The probabilities behind `predictions`, row by row in class-index order (calibrated
+    /// when the report is): for callers that combine runs (`cv`'s ensemble); not written.
+    #[serde(skip)]
+    pub probabilities: Vec<Vec<f32>>,
 }
 
 pub const REPORT_SCHEMA: &str = "artemis.eval/2";
