@@ -543,17 +543,17 @@ pub fn to_markdown(r: &CvReport) -> String {
     let _ = writeln!(o, "# artemis cross-validation\n\n> {}\n", r.notice);
     let _ = writeln!(
         o,
-        "{} folds of `{}` ({} protocol): {}\n",
+        "{} folds of `{}` ({} protocol); the recipe, as fold 1's run describes it: {}\n",
         r.folds.len(),
         r.manifest.display(),
         r.protocol,
         r.recipe
     );
     let p = &r.pooled;
-    let _ = writeln!(
+    let _ = write!(
         o,
-        "**Pooled out-of-fold** (n = {}): accuracy {}, macro F1 {}",
-        p.n, p.accuracy, p.macro_f1
+        "**Pooled out-of-fold** (n = {}): accuracy {}, macro F1 {:.3} [{:.3}, {:.3}]",
+        p.n, p.accuracy, p.macro_f1.estimate, p.macro_f1.low, p.macro_f1.high
     );
     if let (Some(t), Some(rec)) = (&p.type_accuracy, p.type_mean_recall) {
         let _ = write!(o, ", tumor type accuracy {t}, mean type recall {rec:.3}");
