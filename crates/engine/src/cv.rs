@@ -304,8 +304,7 @@ pub fn cross_validate(cfg: &CvConfig) -> Result<CvReport> {
             )));
         }
         write_fold_manifest(&manifest_path, &fold)?;
-        let (result, rows, official) =
-            run_fold(cfg, k, &dir, &manifest_path, testing.as_deref())?;
+        let (result, rows, official) = run_fold(cfg, k, &dir, &manifest_path, testing.as_deref())?;
         if let Some(r) = official {
             add_member(&mut members, &r.predictions, &r.probabilities);
         }
@@ -314,8 +313,7 @@ pub fn cross_validate(cfg: &CvConfig) -> Result<CvReport> {
     }
     let mut report = summarise(cfg, &source, folds, predictions)?;
     let task = cfg.recipe.task;
-    report.official_ensemble =
-        ensemble_score(task, cfg.folds, (cfg.bootstrap, cfg.seed), &members);
+    report.official_ensemble = ensemble_score(task, cfg.folds, (cfg.bootstrap, cfg.seed), &members);
     write_cv_report(&cfg.out_dir, &report)?;
     Ok(report)
 }
@@ -782,8 +780,15 @@ mod tests {
         assert_eq!(both.type_accuracy.estimate, 1.0);
         assert_eq!(both.type_mean_recall, 1.0);
         // An image only one member scored is left out.
-        add_member(&mut members, &[row("c.jpg", "glioma")], &[vec![1.0, 0.0, 0.0, 0.0]]);
-        assert_eq!(ensemble_score(Task::Type, 2, (20, 1), &members).unwrap().n, 2);
+        add_member(
+            &mut members,
+            &[row("c.jpg", "glioma")],
+            &[vec![1.0, 0.0, 0.0, 0.0]],
+        );
+        assert_eq!(
+            ensemble_score(Task::Type, 2, (20, 1), &members).unwrap().n,
+            2
+        );
     }
 
     #[test]

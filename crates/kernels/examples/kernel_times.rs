@@ -26,6 +26,18 @@ fn median_ms(mut f: impl FnMut()) -> f64 {
     v[2]
 }
 
+/// Times forward + backward (of the sum) with this crate's kernel and with burn's, and prints
+/// a row: both times and burn's over ours.
+fn row(label: String, ours: impl Fn() -> Tensor<4>, burn: impl Fn() -> Tensor<4>) {
+    let time = |f: &dyn Fn() -> Tensor<4>| {
+        median_ms(|| {
+            let _ = f().sum().backward();
+        })
+    };
+    let (o, r) = (time(&ours), time(&burn));
+    println!("{label:<34} {o:>10.1} {r:>10.1} {:>7.2}x", r / o);
+}
+
 fn main() {
     let ad = Device::flex().autodiff();
     let b = 32;
@@ -53,41 +65,19 @@ fn main() {
             .init(&ad);
         let x =
             Tensor::<4>::random([b, cin, side, side], Distribution::Default, &ad).require_grad();
-        let run = |own: bool| {
-            median_ms(|| {
-                let y = if own {
-                    conv2d(&conv, x.clone())
-                } else {
-                    conv.forward(x.clone())
-                };
-                let _ = y.sum().backward();
-            })
-        };
-        let (o, r) = (run(true), run(false));
-        println!(
-            "{:<34} {o:>10.1} {r:>10.1} {:>7.2}x",
+        row(
             format!("conv {cin}->{cout} k{k} s{s} g{groups} @{side}"),
-            r / o
+            || conv2d(&conv, x.clone()),
+            || conv.forward(x.clone()),
         );
     }
     for (c, side) in [(32, 80), (96, 80), (144, 40), (576, 10)] {
         let bn = BatchNormConfig::new(c).init(&ad);
         let x = Tensor::<4>::random([b, c, side, side], Distribution::Default, &ad).require_grad();
-        let run = |own: bool| {
-            median_ms(|| {
-                let y = if own {
-                    batch_norm(&bn, x.clone(), Activation::Relu6)
-                } else {
-                    bn.forward(x.clone()).clamp(0.0, 6.0)
-                };
-                let _ = y.sum().backward();
-            })
-        };
-        let (o, r) = (run(true), run(false));
-        println!(
-            "{:<34} {o:>10.1} {r:>10.1} {:>7.2}x",
+        row(
             format!("batchnorm+relu6 {c} @{side}"),
-            r / o
+            || batch_norm(&bn, x.clone(), Activation::Relu6),
+            || bn.forward(x.clone()).clamp(0.0, 6.0),
         );
     }
     baseline_layers(&ad, b);
@@ -107,41 +97,19 @@ fn baseline_layers(ad: &Device, b: usize) {
             .with_padding(PaddingConfig2d::Valid)
             .init(ad);
         let x = Tensor::<4>::random([b, cin, side, side], Distribution::Default, ad).require_grad();
-        let run = |own: bool| {
-            median_ms(|| {
-                let y = if own {
-                    conv2d_act(&conv, x.clone(), Activation::Sigmoid)
-                } else {
-                    burn::tensor::activation::sigmoid(conv.forward(x.clone()))
-                };
-                let _ = y.sum().backward();
-            })
-        };
-        let (o, r) = (run(true), run(false));
-        println!(
-            "{:<34} {o:>10.1} {r:>10.1} {:>7.2}x",
+        row(
             format!("conv+sigmoid {cin}->{cout} k{k} @{side}"),
-            r / o
+            || conv2d_act(&conv, x.clone(), Activation::Sigmoid),
+            || burn::tensor::activation::sigmoid(conv.forward(x.clone())),
         );
     }
     let pool = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
     for (c, side) in [(32, 149), (64, 72), (32, 34)] {
         let x = Tensor::<4>::random([b, c, side, side], Distribution::Default, ad).require_grad();
-        let run = |own: bool| {
-            median_ms(|| {
-                let y = if own {
-                    max_pool2d(&pool, x.clone())
-                } else {
-                    pool.forward(x.clone())
-                };
-                let _ = y.sum().backward();
-            })
-        };
-        let (o, r) = (run(true), run(false));
-        println!(
-            "{:<34} {o:>10.1} {r:>10.1} {:>7.2}x",
+        row(
             format!("maxpool 2x2 {c} @{side}"),
-            r / o
+            || max_pool2d(&pool, x.clone()),
+            || pool.forward(x.clone()),
         );
     }
 }
