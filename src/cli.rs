@@ -73,7 +73,7 @@ pub struct CvArgs {
     #[command(flatten)]
     pub train: TrainArgs,
     /// Number of folds.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = bounded::folds)]
     pub folds: usize,
     /// Bootstrap resamples of the pooled intervals.
     #[arg(long, default_value_t = 1000, value_parser = bounded::bootstrap)]
@@ -525,6 +525,7 @@ mod bounded {
         worst => WORST,
         export_check => EXPORT_CHECK,
         steps => STEPS,
+        folds => FOLDS,
     }
     pub fn max_pixels(s: &str) -> Result<u64, String> {
         limits::MAX_PIXELS.parse(s)

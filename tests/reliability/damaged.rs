@@ -172,6 +172,22 @@ fn damaged_runs_are_refused_and_hostile_flags_bounded() {
             vec!["eval", s(&run), "--batch-size", "100000000"],
             "--batch-size",
         ),
+        (
+            vec!["cv", "--manifest", s(&scan), "--folds", "1", "-o", s(&run)],
+            "--folds",
+        ),
+        (
+            vec![
+                "train",
+                "--manifest",
+                s(&scan),
+                "--batch-size-from",
+                "1:64",
+                "-o",
+                s(&run),
+            ],
+            "--batch-size-from",
+        ),
     ] {
         assert_exit(&artemis(&args), 2, &[flag]);
     }

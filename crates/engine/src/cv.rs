@@ -66,12 +66,9 @@ impl CvConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if !(2..=20).contains(&self.folds) {
-            return Err(EngineError::Config(format!(
-                "--folds {} out of range 2..=20",
-                self.folds
-            )));
-        }
+        crate::limits::FOLDS
+            .check(self.folds as u64)
+            .map_err(EngineError::Config)?;
         if self.recipe.resume || self.recipe.stop_after.is_some() {
             return Err(EngineError::Config(
                 "cv resumes on its own: rerun the same command (no --resume or --stop-after)"

@@ -54,6 +54,8 @@ pub const WORST: Limit = limit("--worst", 0, 1000);
 pub const EXPORT_CHECK: Limit = limit("--check", 0, 1000);
 /// Timed steps of a benchmark.
 pub const STEPS: Limit = limit("--steps", 1, 10_000);
+/// Folds of a cross-validation.
+pub const FOLDS: Limit = limit("--folds", 2, 20);
 /// Pixels of one picture (checked before decoding): 1 gigapixel.
 pub const MAX_PIXELS: Limit = limit("--max-pixels", 1, 1_000_000_000);
 
