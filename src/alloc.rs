@@ -16,9 +16,10 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Keeps memory that training frees committed for reuse instead of returning it to the OS
 /// after mimalloc's default 10 ms: each step frees and allocates the same large activation
 /// and gradient buffers, and re-faulting them cost the kernel's page zeroing (15% of a
-/// short profile of MobileNetV2 training at 160 px). Called by the commands that train; a long-lived
-/// server keeps the default, so what it frees goes back to the OS.
-/// An explicit `MIMALLOC_PURGE_DELAY` in the environment is left to rule.
+/// short profile of MobileNetV2 training at 160 px). `main` calls it for the commands that
+/// train (`Command::keeps_freed_memory`); a long-lived server keeps the default, so what it
+/// frees goes back to the OS. An explicit `MIMALLOC_PURGE_DELAY` in the environment is left
+/// to rule.
 #[allow(unsafe_code)]
 pub fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {

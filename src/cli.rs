@@ -67,6 +67,14 @@ pub enum Command {
     Cv(Box<CvArgs>),
 }
 
+impl Command {
+    /// Commands that free and reallocate the same large buffers every step (training and its
+    /// benchmarks): their freed memory stays committed (see `alloc.rs`).
+    pub fn keeps_freed_memory(&self) -> bool {
+        matches!(self, Command::Train(_) | Command::Cv(_) | Command::Bench(_))
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct CvArgs {
     /// The recipe, as for `train`; `-o` is the cross-validation folder (one run per fold).
@@ -674,7 +682,6 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
 }
 
 fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
-    crate::alloc::keep_freed_memory();
     let cfg = train_config(&a)?;
     let s = train(&cfg).with_context(|| format!("training run {}", a.out.display()))?;
     for (p, why) in &s.skipped_files {
@@ -694,7 +701,6 @@ fn cmd_train(a: TrainArgs) -> Result<ExitCode> {
 }
 
 fn cmd_cv(a: CvArgs) -> Result<ExitCode> {
-    crate::alloc::keep_freed_memory();
     let recipe = train_config(&a.train)?;
     let mut cfg = artemis_engine::cv::CvConfig::new(recipe, a.train.out.clone());
     cfg.folds = a.folds;
@@ -1206,7 +1212,6 @@ fn bench_inference(a: &BenchArgs) -> Result<ExitCode> {
 }
 
 fn cmd_bench(a: BenchArgs) -> Result<ExitCode> {
-    crate::alloc::keep_freed_memory();
     if let Some(m) = &a.manifest {
         return bench_time_to_accuracy(&a, m);
     }

@@ -15,6 +15,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = cli::Cli::parse();
+    if args.command.keeps_freed_memory() {
+        alloc::keep_freed_memory();
+    }
     let code = match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

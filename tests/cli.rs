@@ -530,9 +530,9 @@ fn cross_validation_tests_every_image_once_and_continues_where_it_stopped() {
     let (_, manifest) = tiny_split(tmp.path(), "4");
     let out = tmp.path().join("cv");
     let cv = |folds: &str| {
-        let mut args = train_args(&manifest, &out, ("baseline-relu-bn", "96", "1"), &[]);
+        let mut args = baseline_args(&manifest, &out, "96", "1", &["--folds", folds]);
         args[0] = "cv";
-        args.extend(["--batch-size", "8", "--folds", folds, "--bootstrap", "50"]);
+        args.extend(["--bootstrap", "50"]);
         artemis(&args)
     };
     let o = cv("3");

@@ -368,7 +368,7 @@ fn run_fold(
         val_images: summary.val_images,
         test_images: held_out.predictions.len(),
         best_epoch: summary.best_epoch,
-        train_seconds: summary.seconds,
+        train_seconds: summary.epoch_seconds,
         accuracy: m.accuracy,
         macro_f1: m.macro_avg.f1,
         type_accuracy: type_pairs(task, &held_out.predictions)
@@ -438,9 +438,9 @@ fn type_names() -> Vec<String> {
 }
 
 /// `(truth, predicted)` class indices of prediction rows under `task`.
-fn class_pairs(task: Task, rows: &[EvalRow]) -> Vec<(usize, usize)> {
+fn class_pairs<'a>(task: Task, rows: impl IntoIterator<Item = &'a EvalRow>) -> Vec<(usize, usize)> {
     let index = |name: &str| Label::from_class_dir(name).and_then(|l| task.class_of(&l));
-    rows.iter()
+    rows.into_iter()
         .filter_map(|r| Some((index(&r.truth)?, index(&r.predicted)?)))
         .collect()
 }
@@ -451,7 +451,10 @@ fn rows_metrics(task: Task, rows: &[EvalRow]) -> Metrics {
 
 /// Tumor types of truth and prediction (the predicted class's type); `None` for the plane
 /// task, whose classes carry no type.
-fn type_pairs(task: Task, rows: &[EvalRow]) -> Option<Vec<(usize, usize)>> {
+fn type_pairs<'a>(
+    task: Task,
+    rows: impl IntoIterator<Item = &'a EvalRow>,
+) -> Option<Vec<(usize, usize)>> {
     if task == Task::Plane {
         return None;
     }
@@ -460,7 +463,7 @@ fn type_pairs(task: Task, rows: &[EvalRow]) -> Option<Vec<(usize, usize)>> {
         TumorType::ALL.iter().position(|t| *t == l.tumor)
     };
     Some(
-        rows.iter()
+        rows.into_iter()
             .filter_map(|r| Some((ty(&r.truth)?, ty(&r.predicted)?)))
             .collect(),
     )
@@ -485,10 +488,10 @@ fn summarise(
     predictions: Vec<(usize, EvalRow)>,
 ) -> Result<CvReport> {
     let task = cfg.recipe.task;
-    let rows: Vec<EvalRow> = predictions.iter().map(|(_, r)| r.clone()).collect();
-    let pairs = class_pairs(task, &rows);
+    let rows = || predictions.iter().map(|(_, r)| r);
+    let pairs = class_pairs(task, rows());
     let b = bootstrap(&task.classes(), &pairs, cfg.bootstrap, cfg.seed);
-    let (type_accuracy, type_mean_recall) = match type_pairs(task, &rows) {
+    let (type_accuracy, type_mean_recall) = match type_pairs(task, rows()) {
         Some(tp) => {
             let tb = bootstrap(&type_names(), &tp, cfg.bootstrap, cfg.seed);
             let m = Confusion::from_pairs(type_names(), &tp).metrics();
@@ -532,6 +535,52 @@ fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }
 
+/// The pooled figures and the spread over folds, one sentence a line.
+fn summary_lines(r: &CvReport) -> Vec<String> {
+    let p = &r.pooled;
+    let mut pooled = format!(
+        "Pooled out-of-fold (n = {}): accuracy {}, macro F1 {:.3} [{:.3}, {:.3}]",
+        p.n, p.accuracy, p.macro_f1.estimate, p.macro_f1.low, p.macro_f1.high
+    );
+    if let (Some(t), Some(rec)) = (&p.type_accuracy, p.type_mean_recall) {
+        let _ = write!(
+            pooled,
+            ", tumor type accuracy {t}, mean type recall {rec:.3}"
+        );
+    }
+    let spread = |what: &str, s: &Spread| {
+        format!(
+            "{what}: {} ± {} (sd), {} to {}.",
+            pct(s.mean),
+            pct(s.sd),
+            pct(s.min),
+            pct(s.max)
+        )
+    };
+    let mut lines = vec![
+        pooled + ".",
+        spread("Accuracy over folds", &r.accuracy_over_folds),
+    ];
+    if let Some(s) = &r.official_over_folds {
+        lines.push(spread(
+            "Official Testing folder, each fold's model, type accuracy",
+            s,
+        ));
+    }
+    if let Some(e) = &r.official_ensemble {
+        lines.push(format!(
+            "Official Testing folder, the {} folds' models as one ensemble (mean calibrated \
+             probabilities), n = {}: type accuracy {}, mean type recall {:.3} (glioma recall {}).",
+            e.members,
+            e.n,
+            e.type_accuracy,
+            e.type_mean_recall,
+            e.type_recall.first().map_or("–".into(), |i| i.to_string())
+        ));
+    }
+    lines
+}
+
 /// The report's tables as Markdown.
 pub fn to_markdown(r: &CvReport) -> String {
     let mut o = String::new();
@@ -544,45 +593,8 @@ pub fn to_markdown(r: &CvReport) -> String {
         r.protocol,
         r.recipe
     );
-    let p = &r.pooled;
-    let _ = write!(
-        o,
-        "**Pooled out-of-fold** (n = {}): accuracy {}, macro F1 {:.3} [{:.3}, {:.3}]",
-        p.n, p.accuracy, p.macro_f1.estimate, p.macro_f1.low, p.macro_f1.high
-    );
-    if let (Some(t), Some(rec)) = (&p.type_accuracy, p.type_mean_recall) {
-        let _ = write!(o, ", tumor type accuracy {t}, mean type recall {rec:.3}");
-    }
-    let s = &r.accuracy_over_folds;
-    let _ = writeln!(
-        o,
-        ".\nOver folds: accuracy {} ± {} (sd), {} to {}.",
-        pct(s.mean),
-        pct(s.sd),
-        pct(s.min),
-        pct(s.max)
-    );
-    if let Some(s) = &r.official_over_folds {
-        let _ = writeln!(
-            o,
-            "Official Testing folder, each fold's model: type accuracy {} ± {} (sd), {} to {}.",
-            pct(s.mean),
-            pct(s.sd),
-            pct(s.min),
-            pct(s.max)
-        );
-    }
-    if let Some(e) = &r.official_ensemble {
-        let _ = writeln!(
-            o,
-            "Official Testing folder, the {} folds' models as one ensemble (mean calibrated \
-             probabilities), n = {}: type accuracy {}, mean type recall {:.3} (glioma recall {}).",
-            e.members,
-            e.n,
-            e.type_accuracy,
-            e.type_mean_recall,
-            e.type_recall.first().map_or("–".into(), |i| i.to_string())
-        );
+    for line in summary_lines(r) {
+        let _ = writeln!(o, "{line}");
     }
     let _ = writeln!(o, "\n| {} |", FOLD_COLUMNS.join(" | "));
     let _ = writeln!(o, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
@@ -638,11 +650,8 @@ pub fn to_html(r: &CvReport) -> String {
          <h1>artemis: cross-validation</h1>",
     );
     let _ = write!(o, "<p class=notice>{}</p>", esc(&r.notice));
-    let md = to_markdown(r);
-    for line in md.lines().skip(3).take_while(|l| !l.starts_with('|')) {
-        if !line.trim().is_empty() {
-            let _ = write!(o, "<p>{}</p>", esc(&line.replace("**", "")));
-        }
+    for line in summary_lines(r) {
+        let _ = write!(o, "<p>{}</p>", esc(&line));
     }
     let _ = write!(o, "<table><tr>");
     for h in FOLD_COLUMNS {

@@ -202,7 +202,12 @@ pub struct TrainSummary {
     pub epochs_done: usize,
     pub best_epoch: usize,
     pub best_val_accuracy: f64,
+    /// Wall time of this call.
     pub seconds: f64,
+    /// Wall time of every committed epoch, over all calls (validation included).
+    pub epoch_seconds: f64,
+    /// Images trained and validated on (decoded ones; for a run that was already finished,
+    /// the usable files of its manifest splits, since nothing is decoded).
     pub train_images: usize,
     pub val_images: usize,
     pub skipped_files: Vec<(PathBuf, String)>,
@@ -514,6 +519,9 @@ fn run_loop(
     t0: Instant,
 ) -> Result<TrainSummary> {
     let dir = &cfg.run_dir;
+    if state.epochs_done >= run_cfg.train.epochs {
+        return finished(cfg, &run_cfg, &state, t0);
+    }
     let (train_set, val_set, skipped) = load_splits(cfg, &run_cfg)?;
     let settings = run_cfg.train;
     let device = Device::flex().autodiff();
@@ -588,9 +596,34 @@ fn run_loop(
         best_epoch: state.best_epoch,
         best_val_accuracy: state.best_val_accuracy,
         seconds: t0.elapsed().as_secs_f64(),
+        epoch_seconds: state.history.iter().map(|m| m.seconds).sum(),
         train_images: train_in.len(),
         val_images: val_in.len(),
         skipped_files: skipped,
+    })
+}
+
+/// The summary of a run that already has all its epochs: nothing is decoded or trained.
+fn finished(
+    cfg: &TrainConfig,
+    run_cfg: &RunConfig,
+    state: &TrainState,
+    t0: Instant,
+) -> Result<TrainSummary> {
+    let manifest = Manifest::load(&run_cfg.manifest)?;
+    let root = cfg.data_root.clone().unwrap_or(run_cfg.data_root.clone());
+    let usable =
+        |split| crate::dataset::manifest_items(&manifest, &root, split, run_cfg.task).len();
+    Ok(TrainSummary {
+        run_dir: cfg.run_dir.clone(),
+        epochs_done: state.epochs_done,
+        best_epoch: state.best_epoch,
+        best_val_accuracy: state.best_val_accuracy,
+        seconds: t0.elapsed().as_secs_f64(),
+        epoch_seconds: state.history.iter().map(|m| m.seconds).sum(),
+        train_images: usable(Split::Train),
+        val_images: usable(Split::Val),
+        skipped_files: Vec::new(),
     })
 }
 

@@ -173,20 +173,36 @@ fn pool_geom(x: &FlexTensor, kernel: [usize; 2], stride: [usize; 2]) -> PoolGeom
     }
 }
 
-/// The geometries of a fused convolution + pooling the routing in lib.rs already validated.
-fn conv_pool_geoms(
+/// A fused convolution + pooling's output, each window's winner and its geometries.
+struct ConvPoolOut {
+    y: FlexTensor,
+    argmax: Vec<u8>,
+    geom: ConvGeom,
+    pool: PoolGeom,
+}
+
+/// The fused convolution + pooling of a call the routing in lib.rs already validated.
+fn conv_pool_forward(
     x: &FlexTensor,
     w: &FlexTensor,
+    b: &FlexTensor,
     spec: ConvSpec,
+    act: Activation,
     pool: PoolSpec,
-) -> (ConvGeom, PoolGeom) {
-    let g = geom_of(x, w, spec);
-    match pool.geom([g.oh, g.ow]) {
-        Some(pg) => (g, pg),
-        None => panic!(
+) -> ConvPoolOut {
+    let geom = geom_of(x, w, spec);
+    let Some(pg) = pool.geom([geom.oh, geom.ow]) else {
+        panic!(
             "kernel_conv2d_pool: {pool:?} does not fit {:?}",
-            [g.oh, g.ow]
-        ),
+            [geom.oh, geom.ow]
+        )
+    };
+    let out = conv_pool::forward(&geom, &pg, values(x), values(w), values(b), act);
+    ConvPoolOut {
+        y: tensor(out.y, [geom.n, geom.o, pg.oh, pg.ow]),
+        argmax: out.argmax,
+        geom,
+        pool: pg,
     }
 }
 
@@ -244,9 +260,7 @@ impl TrainKernels for Flex {
         pool: PoolSpec,
     ) -> FlexTensor {
         let (x, w, b) = (dense(x), dense(weight), dense(bias));
-        let (g, pg) = conv_pool_geoms(&x, &w, spec, pool);
-        let out = conv_pool::forward(&g, &pg, values(&x), values(&w), Some(values(&b)), act);
-        tensor(out.y, [g.n, g.o, pg.oh, pg.ow])
+        conv_pool_forward(&x, &w, &b, spec, act, pool).y
     }
 
     fn kernel_max_pool2d(x: FlexTensor, kernel: [usize; 2], stride: [usize; 2]) -> FlexTensor {
@@ -547,12 +561,11 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
             dense(weight.primitive().clone()),
             dense(bias.primitive().clone()),
         );
-        let (geom, pg) = conv_pool_geoms(&xp, &wp, spec, pool);
-        let out = conv_pool::forward(&geom, &pg, values(&xp), values(&wp), Some(values(&bp)), act);
-        let y = tensor(out.y, [geom.n, geom.o, pg.oh, pg.ow]);
+        let out = conv_pool_forward(&xp, &wp, &bp, spec, act, pool);
+        let (y, argmax) = (out.y, out.argmax);
         let backward = ConvPoolBackward {
-            geom,
-            pool: pg,
+            geom: out.geom,
+            pool: out.pool,
             act,
         };
         match backward
@@ -560,7 +573,7 @@ impl<C: CheckpointStrategy> TrainKernels for Autodiff<Flex, C> {
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish((xp, wp, y.clone(), out.argmax), y),
+            OpsKind::Tracked(prep) => prep.finish((xp, wp, y.clone(), argmax), y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         }
     }

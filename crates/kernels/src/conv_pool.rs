@@ -79,14 +79,14 @@ fn pool_plane_2x2(pg: &PoolGeom, z: &[f32], y: &mut [f32], argmax: &mut [u8]) {
     }
 }
 
-/// `maxpool(act(conv(x) + bias))`. `pg` pools one plane of the convolution's output
+/// `maxpool(act(conv(x) + bias))` (`bias [o]`; a convolution without one passes zeros). `pg` pools one plane of the convolution's output
 /// (`planes == 1`, `[h, w] == [oh, ow]`), and its window has at most 256 inputs.
 pub fn forward(
     g: &ConvGeom,
     pg: &PoolGeom,
     x: &[f32],
     w: &[f32],
-    bias: Option<&[f32]>,
+    bias: &[f32],
     act: Activation,
 ) -> Pooled {
     let (ohw, og, ckk, pohw) = (g.out_plane(), g.og(), g.ckk(), pg.oh * pg.ow);
@@ -109,9 +109,7 @@ pub fn forward(
                 for (oc, plane) in z.chunks(ohw).enumerate() {
                     let (ys, am) = (&mut y_n[oc * pohw..][..pohw], &mut a_n[oc * pohw..][..pohw]);
                     pool_plane(pg, plane, ys, am);
-                    if let Some(b) = bias {
-                        ys.iter_mut().for_each(|v| *v += b[oc]);
-                    }
+                    ys.iter_mut().for_each(|v| *v += bias[oc]);
                     act::apply(ys, act);
                 }
             },
