@@ -1,20 +1,17 @@
-//! DICOM reading as predict does it (file meta, pixel limit, pixel data decoding, windowing).
-//! The input is written to a file because the reader takes a path, as the commands do.
+//! DICOM reading as predict and serve do it (file meta, pixel limit, pixel data decoding,
+//! windowing) from bytes, with `decode_dicom` as the input layer calls it.
 #![no_main]
 
-use artemis_data::dicom::{DicomOptions, read_dicom};
+use artemis_data::dicom::{DicomOptions, decode_dicom};
 use libfuzzer_sys::fuzz_target;
+use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
-    let path = std::env::temp_dir().join(format!("artemis-fuzz-{}.dcm", std::process::id()));
-    if std::fs::write(&path, data).is_err() {
-        return;
-    }
     let opts = DicomOptions {
         max_pixels: 1 << 22,
         identifiers: true,
     };
-    if let Ok(d) = read_dicom(&path, &opts) {
+    if let Ok(d) = decode_dicom(data.to_vec(), Path::new("fuzz.dcm"), &opts) {
         for f in &d.frames {
             assert!(f.image.width() > 0 && f.image.height() > 0);
         }

@@ -1,25 +1,23 @@
-//! NIfTI reading as predict does it (header checks, voxel limit, orientation, slicing). Inputs
-//! that start with the gzip magic are read as `.nii.gz`.
+//! NIfTI reading as predict and serve do it (header checks, voxel limit, gzip limit,
+//! orientation, slicing), through the input layer, from bytes. Inputs that start with the gzip
+//! magic are decompressed as `.nii.gz` are.
 #![no_main]
 
-use artemis_data::volume::{SliceAxis, VolumeOptions, read_volume};
+use artemis_data::input::{Format, InputOptions, open_bytes};
 use libfuzzer_sys::fuzz_target;
+use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {
-    let ext = if data.starts_with(&[0x1f, 0x8b]) { "nii.gz" } else { "nii" };
-    let path = std::env::temp_dir().join(format!("artemis-fuzz-{}.{ext}", std::process::id()));
-    if std::fs::write(&path, data).is_err() {
-        return;
-    }
-    let opts = VolumeOptions {
-        axis: SliceAxis::Auto,
-        range: None,
-        max_voxels: 1 << 22,
+    let opts = InputOptions {
+        max_pixels: 1 << 16, // 64 times as many voxels: 1 << 22
+        ..InputOptions::default()
     };
-    if let Ok(v) = read_volume(&path, &opts) {
+    if let Ok(o) = open_bytes(data.to_vec(), Path::new("fuzz.nii"), &opts) {
+        assert_eq!(o.format, Format::Nifti);
+        let v = o.volume.expect("a volume's geometry");
         assert!(v.dims.iter().all(|&d| d > 0));
-        for s in &v.slices {
-            assert!(s.image.width() > 0 && s.image.height() > 0);
+        for p in &o.pictures {
+            assert!(p.image.width() > 0 && p.image.height() > 0);
         }
     }
 });

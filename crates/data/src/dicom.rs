@@ -243,7 +243,15 @@ impl std::io::Read for Tracked<'_> {
 
 /// Reads a DICOM file into one picture per frame.
 pub fn read_dicom(path: &Path, opts: &DicomOptions) -> Result<DicomImage> {
-    let obj = open_checked(path, opts)?;
+    // The whole file is parsed into memory: refuse files no picture within the pixel limit
+    // could fill before reading them.
+    let bytes = crate::fsutil::read_limited(path, crate::fsutil::max_file_bytes(opts.max_pixels))?;
+    decode_dicom(bytes, path, opts)
+}
+
+/// [`read_dicom`] of a file's bytes (an upload); `path` names it in errors.
+pub fn decode_dicom(bytes: Vec<u8>, path: &Path, opts: &DicomOptions) -> Result<DicomImage> {
+    let obj = parse_checked(bytes, path, opts)?;
     let ts = obj
         .meta()
         .transfer_syntax()
@@ -283,10 +291,7 @@ pub fn read_dicom(path: &Path, opts: &DicomOptions) -> Result<DicomImage> {
 }
 
 /// The file parsed, after every check that must come before its pixel data is decoded.
-fn open_checked(path: &Path, opts: &DicomOptions) -> Result<DefaultDicomObject> {
-    // The whole file is parsed into memory: refuse files no picture within the pixel limit
-    // could fill before reading them.
-    let bytes = crate::fsutil::read_limited(path, crate::fsutil::max_file_bytes(opts.max_pixels))?;
+fn parse_checked(bytes: Vec<u8>, path: &Path, opts: &DicomOptions) -> Result<DefaultDicomObject> {
     // dicom-rs sizes each value's buffer by its declared length before reading it: a
     // 4 kB file declaring a 3 GB value made it allocate 3 GB (found by fuzzing).
     check_lengths(&bytes).map_err(|e| bad(path, e))?;

@@ -3,6 +3,8 @@
 //! - [`labels`]: tumor type, plane, and the task that maps them to classes;
 //! - [`scan`]: finding images and labels in the two supported folder layouts;
 //! - [`image_io`]: safe decoding (pixel limit before decode) and resizing;
+//! - [`input`]: one way in for a picture to classify, a file or an upload's bytes (JPEG, PNG,
+//!   DICOM via [`dicom`], NIfTI via [`volume`]), with its metadata;
 //! - [`hash`], [`dedup`]: content and perceptual hashes, duplicate groups;
 //! - [`check`]: the `data check` report;
 //! - [`manifest`], [`split`]: seeded split manifests under the reference, clean and official
@@ -16,6 +18,7 @@ pub mod error;
 pub mod fsutil;
 pub mod hash;
 pub mod image_io;
+pub mod input;
 pub mod labels;
 pub mod manifest;
 pub mod scan;

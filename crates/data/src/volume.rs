@@ -19,8 +19,10 @@ use crate::error::{DataError, Result};
 use crate::labels::Plane;
 use image::{Rgb, RgbImage};
 use ndarray::{ArrayD, IxDyn};
-use nifti::{IntoNdArray, NiftiHeader, NiftiObject, ReaderOptions};
+use nifti::{InMemNiftiObject, IntoNdArray, NiftiHeader, NiftiObject};
 use serde::Serialize;
+use std::borrow::Cow;
+use std::io::Read;
 use std::path::Path;
 
 /// Longest side accepted in a volume header.
@@ -56,7 +58,7 @@ impl std::str::FromStr for SliceAxis {
     }
 }
 
-/// Options of [`read_volume`].
+/// Options of [`read_volume`] and [`decode_volume`].
 #[derive(Debug, Clone, Copy)]
 pub struct VolumeOptions {
     pub axis: SliceAxis,
@@ -167,8 +169,15 @@ fn plane_of_world_axis(w: usize) -> Plane {
 
 /// Reads and slices a NIfTI volume.
 pub fn read_volume(path: &Path, opts: &VolumeOptions) -> Result<Volume> {
-    let grid = checked_grid(path, opts.max_voxels)?;
-    let (data, source, map) = read_grid(path, grid)?;
+    let bytes = crate::fsutil::read_limited(path, crate::fsutil::max_file_bytes(opts.max_voxels))?;
+    decode_volume(&bytes, path, opts)
+}
+
+/// [`read_volume`] of a file's bytes (gzip-compressed or not); `path` names it in errors.
+pub fn decode_volume(bytes: &[u8], path: &Path, opts: &VolumeOptions) -> Result<Volume> {
+    let raw = gunzip_limited(bytes, path, crate::fsutil::max_file_bytes(opts.max_voxels))?;
+    let grid = checked_grid(path, &raw, opts.max_voxels)?;
+    let (data, source, map) = read_grid(path, &raw, grid)?;
     let axis = slice_axis(path, opts.axis, &map)?;
     let mut world_axes: Vec<usize> = map.iter().map(|&(w, _)| w).collect();
     world_axes.sort_unstable();
@@ -214,11 +223,31 @@ pub fn read_volume(path: &Path, opts: &VolumeOptions) -> Result<Volume> {
     })
 }
 
+/// The bytes of a `.nii`, decompressed when they are gzip (`.nii.gz`): at most `limit` bytes
+/// of output, so a small compressed file cannot expand to fill memory.
+fn gunzip_limited<'a>(bytes: &'a [u8], path: &Path, limit: u64) -> Result<Cow<'a, [u8]>> {
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| bad(path, format!("gzip: {e}")))?;
+    if out.len() as u64 > limit {
+        return Err(bad(
+            path,
+            format!("decompresses to more than {limit} bytes, over the limit for the voxel limit"),
+        ));
+    }
+    Ok(Cow::Owned(out))
+}
+
 /// The voxel grid `[i, j, k]` the header announces, after every check that must come
 /// before the data is read: 2 to 7 dimensions of one time point, sides within
 /// [`MAX_SIDE`], `bitpix` agreeing with the datatype, at most `max_voxels`.
-fn checked_grid(path: &Path, max_voxels: u64) -> Result<[usize; 3]> {
-    let header = NiftiHeader::from_file(path).map_err(|e| bad(path, e))?;
+fn checked_grid(path: &Path, raw: &[u8], max_voxels: u64) -> Result<[usize; 3]> {
+    let header = NiftiHeader::from_reader(std::io::Cursor::new(raw)).map_err(|e| bad(path, e))?;
     let nd = header.dim[0] as usize;
     if !(2..=7).contains(&nd) {
         return Err(bad(
@@ -268,10 +297,8 @@ fn checked_grid(path: &Path, max_voxels: u64) -> Result<[usize; 3]> {
 type Grid = (ArrayD<f32>, &'static str, [(usize, bool); 3]);
 
 /// Reads the voxels of a checked header ([`Grid`]).
-fn read_grid(path: &Path, grid: [usize; 3]) -> Result<Grid> {
-    let obj = ReaderOptions::new()
-        .read_file(path)
-        .map_err(|e| bad(path, e))?;
+fn read_grid(path: &Path, raw: &[u8], grid: [usize; 3]) -> Result<Grid> {
+    let obj = InMemNiftiObject::from_reader(std::io::Cursor::new(raw)).map_err(|e| bad(path, e))?;
     let (m, source) = orientation(obj.header());
     let mut data: ArrayD<f32> = obj
         .into_volume()

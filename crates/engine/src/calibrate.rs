@@ -5,9 +5,9 @@
 //! `T` never changes the predicted class.
 
 use crate::error::Result;
-use crate::prob::{softmax, softmax_t};
 use crate::run::{Run, read_json};
-use crate::stats::{CalibrationStats, ECE_BINS, calibration, fit_temperature};
+use artemis_report::prob::{softmax, softmax_t};
+use artemis_report::stats::{CalibrationStats, ECE_BINS, calibration, fit_temperature};
 use serde::{Deserialize, Serialize};
 
 pub const CALIBRATION: &str = "calibration.json";

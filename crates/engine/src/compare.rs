@@ -3,10 +3,10 @@
 //! published figures as fixed, labelled rows.
 
 use crate::error::{EngineError, Result};
-use crate::report::html::esc;
-use crate::report::{EvalReport, REPORT_SCHEMA};
 use crate::run::read_json;
-use crate::stats::Interval;
+use artemis_report::html::esc;
+use artemis_report::stats::Interval;
+use artemis_report::{EvalReport, REPORT_SCHEMA};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -241,7 +241,7 @@ pub fn to_html(rows: &[CompareRow]) -> String {
     let _ = write!(
         o,
         "<p class=notice>{}</p><table><tr>",
-        esc(crate::notice::NOTICE)
+        esc(artemis_report::notice::NOTICE)
     );
     for h in HEADERS {
         let _ = write!(o, "<th>{}</th>", esc(h));

@@ -17,15 +17,15 @@
 
 use crate::error::{EngineError, Result};
 use crate::eval::{EvalConfig, EvalSource, evaluate};
-use crate::metrics::{Confusion, Metrics};
-use crate::notice::NOTICE;
-use crate::report::html::esc;
-use crate::report::{EvalReport, EvalRow};
 use crate::run::write_json;
-use crate::stats::{Interval, bootstrap};
 use crate::train::{TrainConfig, train};
 use artemis_data::labels::{Label, Task, TumorType};
 use artemis_data::manifest::{Entry, Manifest, Protocol, Split};
+use artemis_report::html::esc;
+use artemis_report::metrics::{Confusion, Metrics};
+use artemis_report::notice::NOTICE;
+use artemis_report::stats::{Interval, bootstrap};
+use artemis_report::{EvalReport, EvalRow};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;

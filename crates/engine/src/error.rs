@@ -20,9 +20,8 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
-    /// A plot could not be drawn.
-    #[error("{path}: cannot draw plot: {reason}")]
-    Plot { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Report(#[from] artemis_report::ReportError),
     /// Settings that cannot work together.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -10,18 +10,20 @@ use crate::calibrate::{CALIBRATION, Calibration};
 use crate::dataset::{Item, describe_failures, manifest_items, read_resized, stream};
 use crate::error::{EngineError, Result};
 use crate::infer::{Classifier, softmax, top1};
-use crate::metrics::Confusion;
-pub use crate::notice::NOTICE;
 use crate::overlap::{OverlapReport, find_overlap};
-pub use crate::report::{CalibrationReport, DataSummary, EvalReport, EvalRow, REPORT_SCHEMA, View};
 use crate::run::{Run, write_json};
-use crate::stats::{
-    COVERAGE_THRESHOLDS, CoveragePoint, ECE_BINS, bootstrap, calibration, coverage_at,
-    coverage_curve, roc_curves, separation,
-};
 use artemis_data::labels::{LabelMap, Plane, Task, TumorType};
 use artemis_data::manifest::{Manifest, Split};
 use artemis_data::scan::scan_mapped;
+use artemis_report::metrics::Confusion;
+pub use artemis_report::notice::NOTICE;
+use artemis_report::stats::{
+    COVERAGE_THRESHOLDS, CoveragePoint, ECE_BINS, bootstrap, calibration, coverage_at,
+    coverage_curve, roc_curves, separation,
+};
+pub use artemis_report::{
+    CalibrationReport, DataSummary, EvalReport, EvalRow, REPORT_SCHEMA, View,
+};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -421,7 +423,7 @@ fn infer(
             } else {
                 for z in clf.logits(&refs)? {
                     raw.push(softmax(&z));
-                    probs.push(crate::stats::softmax_t(&z, temperature));
+                    probs.push(artemis_report::stats::softmax_t(&z, temperature));
                 }
             }
         }
@@ -625,14 +627,14 @@ fn write_report(
     std::fs::create_dir_all(out_dir).map_err(|e| EngineError::io(out_dir, e))?;
     let mut outputs = Vec::new();
     let mut figures = figure_files(report, fine, out_dir, &mut outputs)?;
-    figures.coverage = Some(crate::plot::coverage_png(
+    figures.coverage = Some(artemis_report::plot::coverage_png(
         &coverage_curve(&fine.conf_correct),
         "Coverage vs accuracy (least confident referred)",
     )?);
     if let Ok(state) = run.state()
         && !state.history.is_empty()
     {
-        figures.curves = Some(crate::plot::training_curves(&state.history)?);
+        figures.curves = Some(artemis_report::plot::training_curves(&state.history)?);
     }
     figures.mistakes = worst_mistakes(cfg, run, report, kept)?;
     let json = out_dir.join("report.json");
@@ -644,7 +646,7 @@ fn write_report(
     artemis_data::fsutil::write_atomic(&md, report.to_markdown().as_bytes())?;
     artemis_data::fsutil::write_atomic(
         &html,
-        crate::report::html::report_html(report, &figures).as_bytes(),
+        artemis_report::html::report_html(report, &figures).as_bytes(),
     )?;
     Ok(())
 }
@@ -656,11 +658,11 @@ fn figure_files(
     fine: &FineView,
     out_dir: &Path,
     outputs: &mut Vec<PathBuf>,
-) -> Result<crate::report::html::Figures> {
-    let mut figures = crate::report::html::Figures::default();
+) -> Result<artemis_report::html::Figures> {
+    let mut figures = artemis_report::html::Figures::default();
     let mut save = |png: &[u8], name: &str| -> Result<()> {
         let p = out_dir.join(name);
-        crate::plot::write_png(png, &p)?;
+        artemis_report::plot::write_png(png, &p)?;
         outputs.push(p);
         Ok(())
     };
@@ -671,24 +673,26 @@ fn figure_files(
         ("confusion-plane.png", &report.plane_view, "plane"),
     ] {
         if let Some(v) = m {
-            let png =
-                crate::plot::confusion_png(&v.metrics.confusion, &format!("{title} ({label})"))?;
+            let png = artemis_report::plot::confusion_png(
+                &v.metrics.confusion,
+                &format!("{title} ({label})"),
+            )?;
             save(&png, name)?;
             figures.confusion.push((label.to_string(), png));
         }
     }
-    let curves: Vec<(String, crate::stats::Curve, f64)> =
+    let curves: Vec<(String, artemis_report::stats::Curve, f64)> =
         roc_curves(&fine.probs, &fine.truth, fine.classes.len())
             .into_iter()
             .enumerate()
             .filter_map(|(c, curve)| {
                 let curve = curve?;
-                let auc = crate::stats::trapezoid(&curve);
+                let auc = artemis_report::stats::trapezoid(&curve);
                 Some((fine.classes[c].clone(), curve, auc))
             })
             .collect();
     if !curves.is_empty() {
-        let png = crate::plot::roc_png(&curves, "One-vs-rest ROC (area in brackets)")?;
+        let png = artemis_report::plot::roc_png(&curves, "One-vs-rest ROC (area in brackets)")?;
         save(&png, "roc.png")?;
         figures.roc = Some(png);
     }
@@ -705,8 +709,10 @@ fn figure_files(
             cal.after.ece,
         ));
     }
-    let png =
-        crate::plot::reliability_png(&panels, "Reliability (bars: accuracy per confidence bin)")?;
+    let png = artemis_report::plot::reliability_png(
+        &panels,
+        "Reliability (bars: accuracy per confidence bin)",
+    )?;
     save(&png, "reliability.png")?;
     figures.reliability = Some(png);
     Ok(figures)
@@ -726,7 +732,7 @@ fn worst_mistakes(
     let mut out = Vec::new();
     for &i in wrong.iter().take(cfg.worst) {
         match read_resized(&kept[i].path, &run.config.preprocess, cfg.max_pixels) {
-            Ok(img) => out.push((i, crate::report::html::thumbnail_jpeg(&img)?)),
+            Ok(img) => out.push((i, artemis_report::html::thumbnail_jpeg(&img)?)),
             Err(e) => tracing::warn!("no thumbnail: {e}"),
         }
     }

@@ -5,9 +5,9 @@ use crate::calibrate::Calibration;
 use crate::dataset::{batch_data, batch_tensor, to_vec_f32};
 use crate::error::{EngineError, Result};
 use crate::onnx::{Backend, EngineOptions, OnnxModel};
-pub use crate::prob::{softmax, top1};
 use crate::run::Run;
 use artemis_models::Network;
+pub use artemis_report::prob::{softmax, top1};
 use burn::prelude::*;
 use image::RgbImage;
 
@@ -155,7 +155,7 @@ impl Classifier {
         Ok(self
             .logits(images)?
             .iter()
-            .map(|z| crate::prob::softmax_t(z, t))
+            .map(|z| artemis_report::prob::softmax_t(z, t))
             .collect())
     }
 }
@@ -214,7 +214,10 @@ pub fn average_views(views: &[Vec<Vec<f32>>], t: f64) -> Vec<Vec<f32>> {
         .map(|i| {
             let mut acc = vec![0f32; first[i].len()];
             for v in views {
-                for (a, p) in acc.iter_mut().zip(crate::prob::softmax_t(&v[i], t)) {
+                for (a, p) in acc
+                    .iter_mut()
+                    .zip(artemis_report::prob::softmax_t(&v[i], t))
+                {
                     *a += p / n;
                 }
             }

@@ -1,4 +1,5 @@
-//! artemis-engine: training, evaluation, prediction, reports and benchmarks.
+//! artemis-engine: training, evaluation, prediction and benchmarks (what the reports measure
+//! and how they look is artemis-report).
 //!
 //! Library code takes checked config structs (the binary owns the command line) and returns
 //! typed errors ([`EngineError`]) that name the file they concern.
@@ -14,19 +15,12 @@ pub mod eval;
 pub mod features;
 pub mod infer;
 pub mod limits;
-pub mod metrics;
-pub mod notice;
 pub mod onnx;
 pub mod overlap;
-pub mod plot;
 pub mod predict;
-pub mod prob;
 pub mod progress;
-pub mod report;
 pub mod run;
 pub mod shard;
-pub mod stats;
 pub mod train;
 
 pub use error::{EngineError, Result};
-pub use notice::NOTICE;

@@ -267,7 +267,7 @@ fn run_metadata(run: &Run, checkpoint: &str, outputs: &str) -> Vec<(String, Stri
             serde_json::to_string(&c.classes).unwrap_or_default(),
         ),
         (s(meta::OUTPUTS), s(outputs)),
-        (s(meta::NOTICE), s(crate::notice::NOTICE)),
+        (s(meta::NOTICE), s(artemis_report::notice::NOTICE)),
     ]
 }
 

@@ -12,6 +12,7 @@ use artemis_data::dedup::fingerprint_files;
 use artemis_data::hash::PHash;
 use artemis_data::image_io::DEFAULT_MAX_PIXELS;
 use artemis_data::manifest::{Manifest, Split};
+pub use artemis_report::types::{Overlap, OverlapReport};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,51 +32,6 @@ struct Known {
 struct Cache {
     manifest_hash: String,
     images: Vec<Known>,
-}
-
-/// An external file that duplicates a training or validation image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Overlap {
-    pub path: PathBuf,
-    /// The manifest path of the closest training/validation image.
-    pub matches: String,
-    pub split: Split,
-    /// `exact` (same bytes) or `near` (perceptual-hash distance within the threshold).
-    pub kind: String,
-    /// Hamming distance of the perceptual hashes (0..=256).
-    pub distance: u32,
-}
-
-/// The overlap of an external set with the run's training data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OverlapReport {
-    pub checked: usize,
-    pub threshold: u32,
-    pub exact: usize,
-    pub near: usize,
-    /// Whether the overlapping files were left out of the metrics.
-    pub excluded: bool,
-    pub files: Vec<Overlap>,
-}
-
-impl OverlapReport {
-    /// One sentence for the reports.
-    pub fn sentence(&self) -> String {
-        format!(
-            "{} of {} files duplicate a training or validation image ({} exact, {} near; \
-             perceptual-hash threshold {} of 256 bits); they are {} the metrics",
-            self.files.len(),
-            self.checked,
-            self.exact,
-            self.near,
-            self.threshold,
-            if self.excluded {
-                "excluded from"
-            } else {
-                "included in (`--exclude-duplicates` leaves them out of)"
-            }
-        )
-    }
 }
 
 fn known_images(run: &Run, manifest: &Manifest, root: &Path) -> Result<Vec<Known>> {

@@ -9,16 +9,14 @@
 
 use crate::error::{EngineError, Result};
 use crate::infer::{Classifier, top1};
-use artemis_data::dicom::{DicomOptions, Identifiers, read_dicom, sniff};
-use artemis_data::image_io::{DEFAULT_MAX_PIXELS, read_rgb_checked};
+use artemis_data::dicom::Identifiers;
+use artemis_data::input::InputOptions;
 use artemis_data::scan::list_inputs;
-use artemis_data::volume::{SliceAxis, VolumeOptions, is_nifti_path, read_volume};
 use artemis_explain::{OverlayStyle, grad_cam, grad_cam_with_logits, overlay_png};
 use image::RgbImage;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashSet;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Version of the `predict --json` document.
@@ -38,12 +36,9 @@ pub struct PredictConfig {
     pub explain_class: Option<usize>,
     /// Average over test-time augmentation views.
     pub tta: bool,
-    /// Read and report DICOM patient/study identifiers.
-    pub show_identifiers: bool,
-    pub slice_axis: SliceAxis,
-    /// Half-open range of NIfTI slices.
-    pub slice_range: Option<(usize, usize)>,
-    pub max_pixels: u64,
+    /// How files are opened: pixel limit, DICOM identifiers (reported only when asked for),
+    /// the slices of a volume.
+    pub input: InputOptions,
     /// Colour-map weight of the heat maps.
     pub opacity: f32,
     /// Only these files (one shard of a prediction split over a cluster, less the files a
@@ -57,10 +52,7 @@ impl Default for PredictConfig {
             explain_dir: None,
             explain_class: None,
             tta: false,
-            show_identifiers: false,
-            slice_axis: SliceAxis::Auto,
-            slice_range: None,
-            max_pixels: DEFAULT_MAX_PIXELS,
+            input: InputOptions::default(),
             opacity: 0.45,
             select: None,
         }
@@ -86,8 +78,9 @@ pub struct PredictRow {
     pub calibrated: bool,
     /// Whether the probabilities are averaged over test-time augmentation views.
     pub tta: bool,
-    /// Heat-map PNG written for this picture.
-    pub heatmap: Option<PathBuf>,
+    /// The heat map of this picture: the PNG file `predict --explain` wrote, or (from the web
+    /// API) the PNG as a `data:` URI.
+    pub heatmap: Option<String>,
     /// DICOM identifiers, only with `--show-identifiers`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identifiers: Option<Identifiers>,
@@ -100,6 +93,19 @@ pub struct PredictRow {
 }
 
 impl PredictRow {
+    /// A classified picture from its class probabilities (`probs` in `classes` order).
+    pub fn classified(input: &Path, probs: &[f32], classes: &[String], calibrated: bool) -> Self {
+        let (i, conf) = top1(probs);
+        PredictRow {
+            class: classes.get(i).cloned(),
+            confidence: Some(conf),
+            probabilities: Some(classes.iter().cloned().zip(probs.iter().cloned()).collect()),
+            calibrated,
+            error: None,
+            ..PredictRow::failed(input, String::new())
+        }
+    }
+
     fn failed(input: &Path, error: String) -> PredictRow {
         PredictRow {
             input: input.to_path_buf(),
@@ -134,6 +140,37 @@ pub struct VolumeSummary {
     pub most_confident: Vec<(usize, String, f32)>,
 }
 
+/// The `predict --json` document (schema [`SCHEMA`], documented in `docs/predict-json.md`).
+#[derive(Debug, Serialize)]
+pub struct PredictDocument<'a> {
+    pub schema: &'static str,
+    pub notice: &'static str,
+    pub run: &'a Path,
+    /// The temperature dividing the logits (1 when not calibrated).
+    pub temperature: f64,
+    pub engine: String,
+    pub tta: bool,
+    pub classes: &'a [String],
+    pub rows: &'a [PredictRow],
+    pub volumes: &'a [VolumeSummary],
+}
+
+impl<'a> PredictDocument<'a> {
+    pub fn new(clf: &'a Classifier, tta: bool, out: &'a PredictOutput) -> Self {
+        PredictDocument {
+            schema: SCHEMA,
+            notice: artemis_report::NOTICE,
+            run: &clf.run.dir,
+            temperature: clf.temperature(),
+            engine: clf.engine(),
+            tta,
+            classes: clf.classes(),
+            rows: &out.rows,
+            volumes: &out.volumes,
+        }
+    }
+}
+
 /// Everything a prediction run produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct PredictOutput {
@@ -163,75 +200,22 @@ enum Decoded {
 
 /// `path` is a regular file: [`list_inputs`] reports everything else before decoding.
 fn decode(path: &Path, cfg: &PredictConfig) -> Decoded {
-    if is_nifti_path(path) {
-        let opts = VolumeOptions {
-            axis: cfg.slice_axis,
-            range: cfg.slice_range,
-            max_voxels: cfg.max_pixels.saturating_mul(64),
-        };
-        return match read_volume(path, &opts) {
-            Ok(mut v) => {
-                let units = std::mem::take(&mut v.slices)
-                    .into_iter()
-                    .map(|s| Unit {
-                        input: path.to_path_buf(),
-                        frame: None,
-                        slice: Some(s.index),
-                        image: s.image,
-                        prepared: RgbImage::new(0, 0),
-                        identifiers: None,
-                        warning: None,
-                    })
-                    .collect();
-                Decoded::Units(units, Some(v))
-            }
-            Err(e) => Decoded::Failed(e.to_string()),
-        };
-    }
-    let mut head = [0u8; 132];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .unwrap_or(0);
-    if sniff(&head[..n]) {
-        let opts = DicomOptions {
-            max_pixels: cfg.max_pixels,
-            identifiers: cfg.show_identifiers,
-        };
-        return match read_dicom(path, &opts) {
-            Ok(d) => Decoded::Units(
-                d.frames
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, f)| Unit {
-                        input: path.to_path_buf(),
-                        frame: Some(i as u32),
-                        slice: None,
-                        image: f.image,
-                        prepared: RgbImage::new(0, 0),
-                        identifiers: d.identifiers.clone(),
-                        warning: None,
-                    })
-                    .collect(),
-                None,
-            ),
-            Err(e) => Decoded::Failed(e.to_string()),
-        };
-    }
-    match read_rgb_checked(path, cfg.max_pixels) {
-        Ok((img, warning)) => Decoded::Units(
-            vec![Unit {
-                input: path.to_path_buf(),
-                frame: None,
-                slice: None,
-                image: img,
-                prepared: RgbImage::new(0, 0),
-                identifiers: None,
-                warning,
-            }],
-            None,
-        ),
-        Err(e) => Decoded::Failed(e.to_string()),
-    }
+    let opened = match artemis_data::input::open(path, &cfg.input) {
+        Ok(o) => o,
+        Err(e) => return Decoded::Failed(e.to_string()),
+    };
+    let units = (opened.pictures.into_iter())
+        .map(|p| Unit {
+            input: path.to_path_buf(),
+            frame: p.frame,
+            slice: p.slice,
+            image: p.image,
+            prepared: RgbImage::new(0, 0),
+            identifiers: opened.identifiers.clone(),
+            warning: opened.warning.clone(),
+        })
+        .collect();
+    Decoded::Units(units, opened.volume)
 }
 
 /// A file name for a unit's heat map, unique within the run.
@@ -285,7 +269,7 @@ fn style(clf: &Classifier, class: usize, p: f32, opacity: f32) -> OverlayStyle {
                 ""
             }
         ),
-        notice: crate::notice::NOTICE.into(),
+        notice: artemis_report::notice::NOTICE.into(),
         ..OverlayStyle::default()
     }
 }
@@ -312,7 +296,7 @@ pub fn explain(
         .pop()
         .ok_or_else(|| EngineError::Tensor("no map".into()))?;
     let class = cam.class;
-    let probabilities = crate::stats::softmax_t(&logits[0], clf.temperature());
+    let probabilities = artemis_report::stats::softmax_t(&logits[0], clf.temperature());
     let st = style(clf, class, probabilities[class], opacity);
     let png = overlay_png(image, &cam, (pre.width, pre.height), pre.resize, &st)
         .map_err(|e| EngineError::Tensor(e.to_string()))?;
@@ -345,7 +329,7 @@ fn classify(
             .map_err(|e| EngineError::Tensor(e.to_string()))?;
             let probs = logits
                 .iter()
-                .map(|z| crate::stats::softmax_t(z, t))
+                .map(|z| artemis_report::stats::softmax_t(z, t))
                 .collect();
             (probs, Some(cams))
         }
@@ -365,7 +349,7 @@ fn classify(
         (None, true) => (clf.probabilities_tta(&refs)?, None),
         (None, false) => (clf.probabilities(&refs)?, None),
     };
-    let mut heatmaps: Vec<Option<PathBuf>> = vec![None; units.len()];
+    let mut heatmaps: Vec<Option<String>> = vec![None; units.len()];
     if let (Some(dir), Some(cams)) = (&cfg.explain_dir, cams) {
         std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
         let targets: Vec<usize> = cams.iter().map(|c| c.class).collect();
@@ -375,29 +359,21 @@ fn classify(
                 .map_err(|e| EngineError::Tensor(e.to_string()))?;
             let path = dir.join(heatmap_name(u, taken));
             artemis_data::fsutil::write_atomic(&path, &png)?;
-            heatmaps[i] = Some(path);
+            heatmaps[i] = Some(path.display().to_string());
         }
     }
     Ok(units
         .iter()
         .zip(probs)
         .zip(heatmaps)
-        .map(|((u, p), heatmap)| {
-            let (i, conf) = top1(&p);
-            PredictRow {
-                input: u.input.clone(),
-                frame: u.frame,
-                slice: u.slice,
-                class: classes.get(i).cloned(),
-                confidence: Some(conf),
-                probabilities: Some(classes.iter().cloned().zip(p.iter().cloned()).collect()),
-                calibrated: clf.calibration.is_some(),
-                tta: cfg.tta,
-                heatmap,
-                identifiers: u.identifiers.clone(),
-                error: None,
-                warning: u.warning.clone(),
-            }
+        .map(|((u, p), heatmap)| PredictRow {
+            frame: u.frame,
+            slice: u.slice,
+            tta: cfg.tta,
+            heatmap,
+            identifiers: u.identifiers.clone(),
+            warning: u.warning.clone(),
+            ..PredictRow::classified(&u.input, &p, classes, clf.calibration.is_some())
         })
         .collect())
 }
@@ -456,7 +432,7 @@ pub fn predict(
     let mut groups: Vec<&[PathBuf]> = Vec::new();
     let mut start = 0;
     for (i, f) in files.iter().enumerate() {
-        if is_nifti_path(f) {
+        if artemis_data::volume::is_nifti_path(f) {
             if start < i {
                 groups.push(&files[start..i]);
             }

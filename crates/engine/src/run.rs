@@ -22,6 +22,7 @@ use artemis_data::fsutil::write_atomic;
 use artemis_data::labels::Task;
 use artemis_data::transform::{Augment, Preprocess};
 use artemis_models::{ModelSpec, Network};
+use artemis_report::EpochMetrics;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -208,18 +209,6 @@ pub struct RunConfig {
 
 fn one_copy() -> usize {
     1
-}
-
-/// One epoch's figures.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub lr: f64,
-    pub train_loss: f64,
-    pub train_accuracy: f64,
-    pub val_loss: f64,
-    pub val_accuracy: f64,
-    pub seconds: f64,
 }
 
 /// Training progress, committed after every epoch.

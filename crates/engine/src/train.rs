@@ -10,14 +10,15 @@ use crate::dataset::{Loaded, batch_tensor, describe_failures, load, target_tenso
 use crate::error::{EngineError, Result};
 use crate::features::{FeatureKey, Features, cached, extract};
 use crate::run::{
-    BEST, CONFIG, EpochMetrics, METRICS, Pretrained, RunConfig, STATE, Schedule, TrainSettings,
-    TrainState, file_hash, load_module, read_json, save_module, write_json,
+    BEST, CONFIG, METRICS, Pretrained, RunConfig, STATE, Schedule, TrainSettings, TrainState,
+    file_hash, load_module, read_json, save_module, write_json,
 };
 use artemis_data::image_io::ResizeMode;
 use artemis_data::labels::Task;
 use artemis_data::manifest::{Manifest, Split};
 use artemis_data::transform::{Augment, Preprocess, Scaling};
 use artemis_models::{Architecture, ModelSpec, Network};
+use artemis_report::EpochMetrics;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
@@ -585,8 +586,8 @@ fn run_loop(
         epochs_this_call += 1;
     }
     let curves = dir.join("curves.png");
-    if let Err(e) = crate::plot::training_curves(&state.history)
-        .and_then(|png| crate::plot::write_png(&png, &curves))
+    if let Err(e) = artemis_report::plot::training_curves(&state.history)
+        .and_then(|png| artemis_report::plot::write_png(&png, &curves))
     {
         tracing::warn!("{e}");
     }

@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 use std::sync::Once;
 
-static FONT: &[u8] = include_bytes!("../../engine/assets/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../../report/assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 
 fn fonts() {

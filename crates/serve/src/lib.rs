@@ -11,13 +11,12 @@
 //!   content 415, malformed files 400, each with a JSON `{"error": ...}` that names the upload
 //!   but no server path; a per-request timeout (503).
 
-use artemis_data::dicom::{DicomOptions, read_dicom, sniff};
-use artemis_data::image_io::decode_rgb_checked;
-use artemis_engine::NOTICE;
+use artemis_data::input::{Format, InputOptions, open_bytes};
 use artemis_engine::infer::Classifier;
-use artemis_engine::predict::{SCHEMA, explain};
-use artemis_engine::report::EvalReport;
+use artemis_engine::predict::{PredictRow, SCHEMA, explain};
 use artemis_engine::run::{Run, read_json};
+use artemis_report::EvalReport;
+use artemis_report::NOTICE;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::{StatusCode, header};
@@ -361,52 +360,38 @@ async fn upload(req: Request, state: &AppState) -> Result<(Bytes, String), Respo
     })
 }
 
-/// What kind of picture the bytes are, by their magic numbers.
-fn kind(bytes: &[u8]) -> Option<&'static str> {
-    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        Some("jpeg")
-    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some("png")
-    } else if sniff(bytes) {
-        Some("dicom")
-    } else {
-        None
-    }
+/// Whether the server classifies uploads of this content: JPEG, PNG and DICOM (a NIfTI
+/// volume has no one picture to show; `artemis predict` reads volumes).
+fn accepted(bytes: &[u8]) -> bool {
+    matches!(Format::sniff(bytes), Some(Format::Image | Format::Dicom))
+}
+
+/// The API's answer for one upload: the `predict` row with the schema and the notice, the heat
+/// map as a `data:` URI, and the picture as decoded with the coloured map alone at the same
+/// size (at most 640 px; the page's opacity slider blends them).
+#[derive(Serialize)]
+struct Served {
+    schema: &'static str,
+    notice: &'static str,
+    #[serde(flatten)]
+    row: PredictRow,
+    image: String,
+    heat_layer: String,
 }
 
 /// Decodes and classifies one upload (blocking). Errors are user messages naming `name`.
 fn classify(state: &AppState, bytes: &[u8], name: &str) -> Result<serde_json::Value, String> {
-    let display = Path::new(name);
-    let mut warning = None;
-    let image = match kind(bytes) {
-        Some("dicom") => {
-            // dicom-rs reads files: a private temporary copy, its path replaced by the
-            // upload's name in any message.
-            let tmp = tempfile::NamedTempFile::new().map_err(|_| "server busy".to_string())?;
-            std::fs::write(tmp.path(), bytes).map_err(|_| "server busy".to_string())?;
-            let opts = DicomOptions {
-                max_pixels: state.cfg.max_pixels,
-                identifiers: false,
-            };
-            let d = read_dicom(tmp.path(), &opts).map_err(|e| {
-                e.to_string()
-                    .replace(&tmp.path().display().to_string(), name)
-            })?;
-            d.frames
-                .into_iter()
-                .next()
-                .map(|f| f.image)
-                .ok_or_else(|| format!("{name}: DICOM without frames"))?
-        }
-        _ => {
-            let (img, w) = decode_rgb_checked(bytes, display, state.cfg.max_pixels)
-                .map_err(|e| e.to_string())?;
-            warning = w;
-            img
-        }
+    let opts = InputOptions {
+        max_pixels: state.cfg.max_pixels,
+        ..InputOptions::default()
     };
+    let opened = open_bytes(bytes.to_vec(), Path::new(name), &opts).map_err(|e| e.to_string())?;
+    let warning = opened.warning;
+    // A multi-frame DICOM shows its first frame (`artemis predict` classifies every frame).
+    let image = (opened.pictures.into_iter().next())
+        .map(|p| p.image)
+        .ok_or_else(|| format!("{name}: no picture in the file"))?;
     let e = explain(&state.clf, &image, None, 0.45).map_err(|e| format!("{name}: {e}"))?;
-    let classes = state.clf.classes();
     let uri = |bytes: &[u8]| {
         format!(
             "data:image/png;base64,{}",
@@ -430,26 +415,24 @@ fn classify(state: &AppState, bytes: &[u8], name: &str) -> Result<serde_json::Va
             .map_err(|_| "cannot encode picture".to_string())?;
         Ok(out.into_inner())
     };
-    let mut row = json!({
-        "schema": SCHEMA,
-        "notice": NOTICE,
-        "input": name,
-        "frame": null,
-        "slice": null,
-        "class": classes[e.class],
-        "confidence": e.probabilities[e.class],
-        "probabilities": classes.iter().cloned().zip(e.probabilities.iter().cloned()).collect::<Vec<_>>(),
-        "calibrated": state.clf.calibration.is_some(),
-        "tta": false,
-        "heatmap": uri(&e.png),
-        "image": uri(&png(&shown)?),
-        "heat_layer": uri(&png(&layer)?),
-        "error": null,
-    });
-    if let Some(w) = warning {
-        row["warning"] = json!(w);
-    }
-    Ok(row)
+    let row = PredictRow {
+        heatmap: Some(uri(&e.png)),
+        warning,
+        ..PredictRow::classified(
+            Path::new(name),
+            &e.probabilities,
+            state.clf.classes(),
+            state.clf.calibration.is_some(),
+        )
+    };
+    let served = Served {
+        schema: SCHEMA,
+        notice: NOTICE,
+        row,
+        image: uri(&png(&shown)?),
+        heat_layer: uri(&png(&layer)?),
+    };
+    serde_json::to_value(served).map_err(|e| format!("{name}: {e}"))
 }
 
 async fn predict(State(state): State<AppState>, req: Request) -> Response {
@@ -473,7 +456,7 @@ async fn predict(State(state): State<AppState>, req: Request) -> Response {
     if bytes.is_empty() {
         return error(StatusCode::BAD_REQUEST, format!("{name}: empty upload"));
     }
-    if kind(&bytes).is_none() {
+    if !accepted(&bytes) {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("{name}: not a JPEG, PNG or DICOM file"),

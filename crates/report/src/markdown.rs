@@ -1,9 +1,9 @@
 //! `report.md` and the summary printed after `eval`: Markdown renderings of an
 //! [`EvalReport`].
 
-use super::types::{CLASS_COLUMNS, EvalReport, View, opt3};
 use crate::metrics::Metrics;
 use crate::stats::{Bootstrap, CoveragePoint, ECE_BINS};
+use crate::types::{CLASS_COLUMNS, EvalReport, View, opt3};
 use artemis_data::labels::{Plane, Task, TumorType};
 use std::fmt::Write as _;
 

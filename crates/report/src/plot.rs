@@ -3,10 +3,10 @@
 //! report, or written atomically to a file). Text uses the bundled DejaVu Sans font, so no
 //! system font is needed.
 
-use crate::error::{EngineError, Result};
+use crate::error::{ReportError, Result};
 use crate::metrics::Confusion;
-use crate::run::EpochMetrics;
 use crate::stats::{Curve, ReliabilityBin};
+use crate::types::EpochMetrics;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -28,8 +28,8 @@ fn fonts() {
     });
 }
 
-fn plot_err(name: &str) -> impl Fn(String) -> EngineError + '_ {
-    move |reason| EngineError::Plot {
+fn plot_err(name: &str) -> impl Fn(String) -> ReportError + '_ {
+    move |reason| ReportError::Plot {
         path: name.into(),
         reason,
     }

@@ -1,9 +1,9 @@
 //! The report's types: what `eval` measured, serialised as `report.json`.
 
 use crate::metrics::Metrics;
-use crate::overlap::OverlapReport;
 use crate::stats::{Bootstrap, CalibrationStats, CoveragePoint, Separation};
 use artemis_data::labels::Task;
+use artemis_data::manifest::Split;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -184,4 +184,61 @@ impl EvalReport {
 /// A figure to three decimals, or "-" when undefined (a class absent from the data).
 pub(crate) fn opt3(v: Option<f64>) -> String {
     v.map_or("-".into(), |x| format!("{x:.3}"))
+}
+
+/// An external file that duplicates a training or validation image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Overlap {
+    pub path: PathBuf,
+    /// The manifest path of the closest training/validation image.
+    pub matches: String,
+    pub split: Split,
+    /// `exact` (same bytes) or `near` (perceptual-hash distance within the threshold).
+    pub kind: String,
+    /// Hamming distance of the perceptual hashes (0..=256).
+    pub distance: u32,
+}
+
+/// The overlap of an external set with the run's training data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverlapReport {
+    pub checked: usize,
+    pub threshold: u32,
+    pub exact: usize,
+    pub near: usize,
+    /// Whether the overlapping files were left out of the metrics.
+    pub excluded: bool,
+    pub files: Vec<Overlap>,
+}
+
+impl OverlapReport {
+    /// One sentence for the reports.
+    pub fn sentence(&self) -> String {
+        format!(
+            "{} of {} files duplicate a training or validation image ({} exact, {} near; \
+             perceptual-hash threshold {} of 256 bits); they are {} the metrics",
+            self.files.len(),
+            self.checked,
+            self.exact,
+            self.near,
+            self.threshold,
+            if self.excluded {
+                "excluded from"
+            } else {
+                "included in (`--exclude-duplicates` leaves them out of)"
+            }
+        )
+    }
+}
+
+/// One epoch's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    pub seconds: f64,
 }

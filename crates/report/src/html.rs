@@ -2,9 +2,9 @@
 //! as a base64 `data:` URI, no script and no external resource, so it opens offline and can be
 //! mailed or archived with a paper's supplementary material.
 
-use super::types::{CLASS_COLUMNS, EvalReport, View};
-use crate::error::{EngineError, Result};
+use crate::error::{ReportError, Result};
 use crate::stats::CoveragePoint;
+use crate::types::{CLASS_COLUMNS, EvalReport, View};
 use base64::Engine as _;
 use std::fmt::Write as _;
 
@@ -58,7 +58,7 @@ pub fn thumbnail_jpeg(img: &image::RgbImage) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
         .encode_image(img)
-        .map_err(|e| EngineError::Plot {
+        .map_err(|e| ReportError::Plot {
             path: "thumbnail".into(),
             reason: e.to_string(),
         })?;

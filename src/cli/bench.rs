@@ -1,0 +1,270 @@
+//! `artemis bench`: training and inference throughput, and time to an accuracy.
+
+use super::bounded;
+use anyhow::{Context, Result};
+use artemis_engine::bench::{bench_model, time_to_accuracy};
+use artemis_engine::train::Strategy;
+use artemis_models::Architecture;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Timed steps per measurement (median reported).
+    #[arg(long, default_value_t = 5, value_parser = bounded::steps)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 32, value_parser = bounded::batch)]
+    pub batch_size: usize,
+    /// Models to measure (repeat or comma-separate; default: the two baselines, with
+    /// --inference every architecture).
+    #[arg(long = "model", value_delimiter = ',')]
+    pub models: Vec<Architecture>,
+    /// Input sides (repeat or comma-separate), each measured for every model (default: 150;
+    /// with --inference, each model's bench size: 224, 299 for InceptionV3, 150 for the
+    /// baselines).
+    #[arg(long = "input-size", value_delimiter = ',')]
+    pub input_sizes: Vec<usize>,
+    /// Time-to-accuracy of MobileNetV2 transfer learning on this split manifest instead:
+    /// trains each --strategy from ImageNet weights with a cold feature cache in a temporary
+    /// folder and prints elapsed time against validation accuracy, epoch by epoch.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// Inference instead: burn against ONNX Runtime per model at batch 1 and 32, then
+    /// end-to-end folder prediction on --data with each engine.
+    #[arg(long, conflicts_with = "manifest")]
+    pub inference: bool,
+    /// With --inference: the folder predicted end to end (e.g. ../shared/data/artemis-planes).
+    #[arg(long, requires = "inference")]
+    pub data: Option<PathBuf>,
+    /// With --inference: files burn predicts end to end (it is slow; ONNX Runtime does all).
+    #[arg(long, default_value_t = 256)]
+    pub burn_files: usize,
+    /// With --inference: ONNX Runtime threads (default: every core).
+    #[arg(long, value_parser = bounded::threads)]
+    pub threads: Option<usize>,
+    /// With --inference: keep the benchmark's run folders (config, checkpoint, ONNX export)
+    /// here, e.g. for bench/peers.
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+    /// Strategies for --manifest (comma-separated).
+    #[arg(long = "strategy", value_delimiter = ',', default_values = ["head", "from:14"])]
+    pub strategies: Vec<Strategy>,
+    /// Epochs per strategy for --manifest.
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    /// Whole-network training steps only (no inference, extraction or cached-map rows).
+    #[arg(long, conflicts_with_all = ["manifest", "inference"])]
+    pub train_only: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Elapsed time against validation accuracy for transfer-learning strategies, each from a
+/// cold feature cache in a temporary folder.
+fn bench_time_to_accuracy(a: &BenchArgs, manifest: &std::path::Path) -> Result<ExitCode> {
+    let tmp = tempfile::tempdir().context("creating a temporary folder")?;
+    let weights = artemis_models::mobilenetv2::weights::CHECKPOINT.default_path();
+    println!(
+        "threads: {}; MobileNetV2 from ImageNet, 160 px, batch 32, lr 1e-3 (backbone 3e-4), cold cache",
+        rayon::current_num_threads()
+    );
+    println!(
+        "{:<10} {:>6} {:>12} {:>10}",
+        "strategy", "epoch", "elapsed s", "val acc"
+    );
+    for &strategy in &a.strategies {
+        let rows = time_to_accuracy(manifest, &weights, strategy, a.epochs, tmp.path())
+            .with_context(|| format!("bench training {strategy}"))?;
+        for r in rows {
+            match r.epoch {
+                None => println!(
+                    "{strategy:<10} {:>6} {:>12.1} {:>10}",
+                    "setup", r.elapsed_s, "-"
+                ),
+                Some(e) => println!(
+                    "{strategy:<10} {e:>6} {:>12.1} {:>10.4}",
+                    r.elapsed_s, r.val_accuracy
+                ),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_inference(a: &BenchArgs) -> Result<ExitCode> {
+    use artemis_engine::bench_infer::{bench_folder, bench_inference, bench_side};
+    use artemis_engine::onnx::{Backend, EngineOptions, runtime};
+    let threads = EngineOptions {
+        backend: Backend::Auto,
+        threads: a.threads.unwrap_or(0),
+    }
+    .threads();
+    let tmp = tempfile::tempdir().context("creating a temporary folder")?;
+    let root = a.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let models = if a.models.is_empty() {
+        Architecture::ALL.to_vec()
+    } else {
+        a.models.clone()
+    };
+    match runtime() {
+        Ok(rt) => println!(
+            "ONNX Runtime {} ({}), {threads} threads; burn flex, {} rayon threads",
+            artemis_engine::onnx::ORT_VERSION,
+            rt.library.display(),
+            rayon::current_num_threads()
+        ),
+        Err(e) => println!("ONNX Runtime unavailable ({e}); burn only"),
+    }
+    println!("inference: median images/s, input tensor ready to logits read back");
+    println!(
+        "{:<18} {:>6} {:>6} {:>12} {:>12} {:>9}",
+        "model", "input", "batch", "burn", "onnxruntime", "ort/burn"
+    );
+    let mut runs = Vec::new();
+    let mut rows = Vec::new();
+    for &arch in &models {
+        let sides = if a.input_sizes.is_empty() {
+            vec![bench_side(arch)]
+        } else {
+            a.input_sizes.clone()
+        };
+        for side in sides {
+            let dir = root.join(format!("{}-{side}", arch.name()));
+            for r in bench_inference(arch, side, &[1, a.batch_size], a.steps, threads, &dir)
+                .with_context(|| format!("benchmarking {} at {side} px", arch.name()))?
+            {
+                let ort = r.onnxruntime.map_or("-".into(), |v| format!("{v:.1}"));
+                let ratio = r
+                    .onnxruntime
+                    .map_or("-".into(), |v| format!("{:.1}x", v / r.burn));
+                println!(
+                    "{:<18} {:>6} {:>6} {:>12.1} {:>12} {:>9}",
+                    r.model, r.input, r.batch, r.burn, ort, ratio
+                );
+                rows.push(r);
+            }
+            runs.push(dir);
+        }
+    }
+    let mut folder_rows = Vec::new();
+    if let Some(data) = &a.data {
+        let (files, problems) = artemis_data::scan::list_inputs(std::slice::from_ref(data));
+        if files.is_empty() {
+            anyhow::bail!(
+                "{}: no image files found ({} problems)",
+                data.display(),
+                problems.len()
+            );
+        }
+        println!(
+            "\nend-to-end folder prediction (read, decode, resize, infer, one JSON row per file) on {} ({} files)",
+            data.display(),
+            files.len()
+        );
+        println!(
+            "{:<18} {:>6} {:>12} {:>7} {:>9} {:>10}",
+            "model", "input", "engine", "files", "seconds", "images/s"
+        );
+        for dir in &runs {
+            let rate = artemis_engine::bench_infer::bench_decode(dir, &files)?;
+            println!(
+                "{:<18} {:>6} {:>12} {:>7} {:>9.1} {:>10.1}",
+                "(read+decode+resize only)",
+                "",
+                "-",
+                files.len(),
+                files.len() as f64 / rate,
+                rate
+            );
+            for (backend, n) in [
+                (Backend::Onnx, files.len()),
+                (Backend::Burn, a.burn_files.min(files.len())),
+            ] {
+                if backend == Backend::Onnx && runtime().is_err() || n == 0 {
+                    continue;
+                }
+                let r = bench_folder(dir, &files[..n], backend, threads)
+                    .with_context(|| format!("predicting with {}", dir.display()))?;
+                println!(
+                    "{:<18} {:>6} {:>12} {:>7} {:>9.1} {:>10.1}",
+                    r.model, r.input, r.engine, r.files, r.seconds, r.images_per_s
+                );
+                folder_rows.push(r);
+            }
+        }
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"inference": rows, "folder": folder_rows})
+            )?
+        );
+    }
+    if a.keep.is_some() {
+        eprintln!(
+            "kept the benchmark runs (config, checkpoint, export/) under {}",
+            root.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn run(a: BenchArgs) -> Result<ExitCode> {
+    if let Some(m) = &a.manifest {
+        return bench_time_to_accuracy(&a, m);
+    }
+    if a.inference {
+        return bench_inference(&a);
+    }
+    let models = if a.models.is_empty() {
+        vec![Architecture::Baseline, Architecture::BaselineReluBn]
+    } else {
+        a.models.clone()
+    };
+    let sides = if a.input_sizes.is_empty() {
+        vec![150]
+    } else {
+        a.input_sizes.clone()
+    };
+    let mut rows = Vec::new();
+    for &arch in &models {
+        for &side in &sides {
+            eprintln!("measuring {} at {side} px ...", arch.name());
+            rows.extend(bench_model(
+                arch,
+                side,
+                a.batch_size,
+                a.steps,
+                a.train_only,
+            )?);
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "threads: {} (RAYON_NUM_THREADS), median of {} steps after 1 warm-up",
+        rayon::current_num_threads(),
+        a.steps
+    );
+    println!(
+        "{:<18} {:>6} {:>6} {:>14} {:>12} {:>16}",
+        "model", "input", "batch", "mode", "images/s", "x whole-net train"
+    );
+    for r in &rows {
+        // Ratio against the same model's whole-network training, measured in the same run.
+        let base = rows
+            .iter()
+            .find(|b| b.model == r.model && b.input == r.input && b.mode == "train")
+            .map_or(f64::NAN, |b| r.images_per_s / b.images_per_s);
+        println!(
+            "{:<18} {:>6} {:>6} {:>14} {:>12.1} {:>16.2}",
+            r.model, r.input, r.batch, r.mode, r.images_per_s, base
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,55 @@
+//! `artemis export`: a run's network as ONNX.
+
+use super::bounded;
+use anyhow::{Context, Result};
+use artemis_engine::run::Run;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Run folder.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Format (ONNX, opset 17, BatchNorm folded).
+    #[arg(long, default_value = "onnx", value_parser = ["onnx"])]
+    pub format: String,
+    /// Check the export: run both graphs with ONNX Runtime on this many seeded random
+    /// inputs and compare with burn (max |difference| printed; fails above 1e-4, relative to
+    /// the largest value when that exceeds 1).
+    #[arg(long, default_value_t = 4, value_parser = bounded::export_check)]
+    pub check: usize,
+}
+
+pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
+    use artemis_engine::onnx::{export_run, parity};
+    let run = Run::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
+    let out = export_run(&run).with_context(|| format!("exporting run {}", a.run.display()))?;
+    println!(
+        "wrote {} ({:.1} MB, image -> logits) and {} ({:.1} MB, image -> features, pooled)",
+        out.model.display(),
+        out.bytes.0 as f64 / 1e6,
+        out.backbone.display(),
+        out.bytes.1 as f64 / 1e6
+    );
+    if a.check > 0 {
+        match artemis_engine::onnx::runtime() {
+            Err(e) => eprintln!("notice: not checked against ONNX Runtime: {e}"),
+            Ok(_) => {
+                let p = parity(&run, &out.network, a.check, 42).context("checking the export")?;
+                println!(
+                    "checked with ONNX Runtime on {} random inputs: max |logit difference| {:.2e} (largest |logit| {:.1}), max |feature difference| {:.2e} (burn vs ONNX Runtime)",
+                    a.check, p.logits, p.scale.0, p.features
+                );
+                if !p.within(1e-4) {
+                    anyhow::bail!(
+                        "burn and ONNX Runtime disagree by more than 1e-4 (relative to values above 1) on {}",
+                        out.model.display()
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
