@@ -6,7 +6,7 @@ use artemis_data::image_io::DEFAULT_MAX_PIXELS;
 use artemis_data::image_io::ResizeMode;
 use artemis_data::labels::Task;
 use artemis_data::transform::{Augment, Scaling};
-use artemis_engine::run::{Plateau, Schedule, TrainSettings, native_scaling};
+use artemis_engine::run::{Plateau, Schedule, TrainSettings};
 use artemis_engine::train::{Strategy, TrainConfig, train};
 use artemis_models::Architecture;
 use clap::Args;
@@ -135,21 +135,6 @@ pub(super) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         AugmentChoice::None => Augment::default(),
         AugmentChoice::Standard => Augment::standard(),
     };
-    let native = native_scaling(a.model);
-    let scaling = a.scaling.unwrap_or(native);
-    if a.pretrained.is_some() && scaling != native {
-        tracing::warn!(
-            "{} ImageNet weights expect --scaling {native:?}; training with {scaling:?}",
-            a.model
-        );
-    }
-    let pretrained = match (a.pretrained, a.model.checkpoint()) {
-        (None, _) => None,
-        (Some(PretrainedChoice::Imagenet), Some(c)) => {
-            Some(a.weights.clone().unwrap_or_else(|| c.default_path()))
-        }
-        (Some(_), None) => anyhow::bail!("no pretrained weights exist for model {}", a.model),
-    };
     let cfg = TrainConfig {
         run_dir: a.out.clone(),
         manifest: a.manifest.clone().unwrap_or_default(),
@@ -158,10 +143,10 @@ pub(super) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         task: a.task,
         input: a.input_size.map(|s| (s, s)),
         resize: a.resize,
-        scaling,
+        scaling: a.scaling,
         augment,
         settings: TrainSettings {
-            epochs: a.epochs.unwrap_or(if a.resume { 0 } else { 30 }),
+            epochs: a.epochs.unwrap_or(0),
             batch_size: a.batch_size,
             learning_rate: a.lr,
             backbone_lr: a.backbone_lr,
@@ -177,7 +162,8 @@ pub(super) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         },
         resume: a.resume,
         stop_after: a.stop_after,
-        pretrained,
+        pretrained: a.pretrained.is_some(),
+        weights: a.weights.clone(),
         strategy: a.strategy,
         width: a.width,
         aux_logits: a.aux_logits,

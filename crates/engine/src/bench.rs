@@ -159,7 +159,7 @@ pub fn time_to_accuracy(
         task: Task::TypePlane,
         input: None,
         resize: ResizeMode::Squash,
-        scaling: Scaling::Imagenet,
+        scaling: Some(Scaling::Imagenet),
         augment: Augment::default(),
         settings: TrainSettings {
             epochs,
@@ -174,7 +174,8 @@ pub fn time_to_accuracy(
         },
         resume: false,
         stop_after: None,
-        pretrained: Some(weights.to_path_buf()),
+        pretrained: true,
+        weights: Some(weights.to_path_buf()),
         strategy,
         width: 1.0,
         aux_logits: false,

@@ -226,6 +226,28 @@ pub fn batch_values(
     data
 }
 
+/// A training batch, from the data side to the training step: inputs and class targets on one
+/// device, the targets also on the host (to count correct predictions without a read-back).
+pub struct Batch {
+    /// `[b, 3, h, w]` images after preprocessing (and augmentation), or `[b, c, h, w]` cached
+    /// activations of the frozen stages.
+    pub x: Tensor<4>,
+    /// `[b]` class indices.
+    pub y: Tensor<1, Int>,
+    /// The class indices of `y`.
+    pub classes: Vec<usize>,
+}
+
+impl Batch {
+    pub fn new(x: Tensor<4>, classes: Vec<usize>, device: &Device) -> Batch {
+        Batch {
+            y: target_tensor(&classes, device),
+            x,
+            classes,
+        }
+    }
+}
+
 /// Class targets as an integer tensor. `[n]`.
 pub fn target_tensor(classes: &[usize], device: &Device) -> Tensor<1, Int> {
     let v: Vec<i64> = classes.iter().map(|&c| c as i64).collect();

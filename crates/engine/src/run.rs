@@ -73,9 +73,14 @@ impl std::str::FromStr for Schedule {
     }
 }
 
+/// Epochs of a new run when none are asked for (the reference's MobileNetV2 schedule).
+pub const DEFAULT_EPOCHS: usize = 30;
+
 /// Training hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
+    /// Epochs in all; 0 asks for the default: [`DEFAULT_EPOCHS`] for a new run, what the run
+    /// was started with on resume.
     pub epochs: usize,
     pub batch_size: usize,
     /// Rate of the head (and of the whole network unless `backbone_lr` is set).
@@ -94,6 +99,23 @@ pub struct TrainSettings {
     /// 50 at 64).
     #[serde(default)]
     pub later_batch: Option<LaterBatch>,
+}
+
+impl Default for TrainSettings {
+    /// The reference's settings: batch 32, Adam at 1e-3 with its plateau schedule, seed 42.
+    fn default() -> Self {
+        TrainSettings {
+            epochs: 0,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            backbone_lr: None,
+            schedule: Schedule::default(),
+            warmup_epochs: 0.0,
+            plateau: Plateau::default(),
+            seed: 42,
+            later_batch: None,
+        }
+    }
 }
 
 /// From epoch `from_epoch` (1-based) on, batches of `batch_size`.

@@ -6,12 +6,12 @@
 //! every epoch (dropout). A run resumed after a kill therefore replays exactly the epochs it
 //! lost.
 
-use crate::dataset::{Loaded, batch_tensor, describe_failures, load, target_tensor, to_vec_f32};
+use crate::dataset::{Batch, Loaded, batch_tensor, describe_failures, load, to_vec_f32};
 use crate::error::{EngineError, Result};
 use crate::features::{FeatureKey, Features, cached, extract};
 use crate::run::{
-    BEST, CONFIG, METRICS, Pretrained, RunConfig, STATE, Schedule, TrainSettings, TrainState,
-    file_hash, load_module, read_json, save_module, write_json,
+    BEST, CONFIG, DEFAULT_EPOCHS, METRICS, Pretrained, RunConfig, STATE, Schedule, TrainSettings,
+    TrainState, file_hash, load_module, native_scaling, read_json, save_module, write_json,
 };
 use artemis_data::image_io::ResizeMode;
 use artemis_data::labels::Task;
@@ -40,7 +40,9 @@ pub struct TrainConfig {
     /// `(height, width)`; defaults to the architecture's reference size.
     pub input: Option<(usize, usize)>,
     pub resize: ResizeMode,
-    pub scaling: Scaling,
+    /// Pixel scaling; defaults to what the architecture's ImageNet weights expect
+    /// ([`native_scaling`]: imagenet, inception, lite; raw 0-255 for the baselines).
+    pub scaling: Option<Scaling>,
     pub augment: Augment,
     pub settings: TrainSettings,
     /// Continue the run in `run_dir` from its last checkpoint.
@@ -48,8 +50,11 @@ pub struct TrainConfig {
     /// Stop after this many epochs in this call (the run can be resumed); for tests and
     /// time-boxed sessions.
     pub stop_after: Option<usize>,
-    /// Start from these pretrained (ImageNet) weights.
-    pub pretrained: Option<PathBuf>,
+    /// Start from the architecture's ImageNet weights.
+    pub pretrained: bool,
+    /// The ImageNet checkpoint file (default: the artemis cache's copy, which `scripts/setup`
+    /// fetches).
+    pub weights: Option<PathBuf>,
     /// Which part of the network trains.
     pub strategy: Strategy,
     /// Width multiplier (MobileNetV2).
@@ -133,11 +138,8 @@ impl TrainConfig {
     /// Checks values that would otherwise fail late.
     pub fn validate(&self) -> Result<()> {
         let s = &self.settings;
-        // On resume, 0 epochs means "as many as the run was started with".
-        if (s.epochs == 0 && !self.resume) || s.batch_size == 0 {
-            return Err(EngineError::Config(
-                "epochs and batch size must be at least 1".into(),
-            ));
+        if s.batch_size == 0 {
+            return Err(EngineError::Config("batch size must be at least 1".into()));
         }
         if !(s.learning_rate > 0.0 && s.learning_rate < 10.0) {
             return Err(EngineError::Config(format!(
@@ -161,14 +163,20 @@ impl TrainConfig {
             CACHE_COPIES.check(self.cache_copies as u64),
             MAX_PIXELS.check(self.max_pixels),
         ];
-        if !(self.resume && s.epochs == 0) {
+        // 0 epochs asks for the default (TrainSettings::epochs).
+        if s.epochs != 0 {
             checks.push(EPOCHS.check(s.epochs as u64));
         }
         for c in checks {
             c.map_err(EngineError::Config)?;
         }
         self.engine.validate()?;
-        if self.pretrained.is_some() && self.architecture.checkpoint().is_none() {
+        if !self.pretrained && self.weights.is_some() {
+            return Err(EngineError::Config(
+                "a weights file was given without pretrained weights being asked for".into(),
+            ));
+        }
+        if self.pretrained && self.architecture.checkpoint().is_none() {
             return Err(EngineError::Config(format!(
                 "no pretrained weights exist for model {}",
                 self.architecture.name()
@@ -180,7 +188,7 @@ impl TrainConfig {
                 self.architecture.name()
             )));
         }
-        if self.pretrained.is_some() && self.width != 1.0 {
+        if self.pretrained && self.width != 1.0 {
             return Err(EngineError::Config(format!(
                 "the ImageNet checkpoint is MobileNetV2 width 1.0, not {}",
                 self.width
@@ -193,6 +201,19 @@ impl TrainConfig {
         }
         self.augment.validate()?;
         Ok(())
+    }
+
+    /// The pixel scaling, the default applied; warns when pretrained weights get another.
+    fn scaling(&self) -> Scaling {
+        let native = native_scaling(self.architecture);
+        let scaling = self.scaling.unwrap_or(native);
+        if self.pretrained && scaling != native {
+            tracing::warn!(
+                "{} ImageNet weights expect scaling {native:?}; training with {scaling:?}",
+                self.architecture
+            );
+        }
+        scaling
     }
 }
 
@@ -283,16 +304,19 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
             width: input.1 as u32,
             height: input.0 as u32,
             resize: cfg.resize,
-            scaling: cfg.scaling,
+            scaling: cfg.scaling(),
         };
         pre.validate()?;
         let trainable_from = cfg.strategy.trainable_from(cfg.architecture)?;
-        let pretrained = match (&cfg.pretrained, cfg.architecture.checkpoint()) {
-            (Some(w), Some(checkpoint)) => Some(Pretrained {
-                source: "imagenet".into(),
-                weights: w.clone(),
-                sha256: checkpoint.verify(w)?,
-            }),
+        let pretrained = match (cfg.pretrained, cfg.architecture.checkpoint()) {
+            (true, Some(checkpoint)) => {
+                let w = (cfg.weights.clone()).unwrap_or_else(|| checkpoint.default_path());
+                Some(Pretrained {
+                    source: "imagenet".into(),
+                    sha256: checkpoint.verify(&w)?,
+                    weights: w,
+                })
+            }
             _ => None,
         };
         let run_cfg = RunConfig {
@@ -308,7 +332,14 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
             classes: cfg.task.classes(),
             preprocess: pre,
             augment: cfg.augment,
-            train: cfg.settings,
+            train: TrainSettings {
+                epochs: if cfg.settings.epochs == 0 {
+                    DEFAULT_EPOCHS
+                } else {
+                    cfg.settings.epochs
+                },
+                ..cfg.settings
+            },
             manifest: cfg.manifest.clone(),
             manifest_hash: file_hash(&cfg.manifest)?,
             data_root: cfg
@@ -408,22 +439,25 @@ impl Inputs {
         }
     }
 
-    /// The batch of rows `idx` for `epoch` (augmentation seeds from `seeds`).
+    /// The batch of rows `idx` with their `classes` for `epoch` (augmentation seeds from
+    /// `augment`).
     fn batch(
         &self,
         idx: &[usize],
+        classes: Vec<usize>,
         epoch: usize,
         pre: &Preprocess,
         augment: Option<(&Augment, &[u64])>,
         device: &Device,
-    ) -> Tensor<4> {
-        match self {
+    ) -> Batch {
+        let x = match self {
             Inputs::Images(l) => {
                 let imgs: Vec<_> = idx.iter().map(|&i| &l.images[i]).collect();
                 batch_tensor(&imgs, pre, augment, device)
             }
             Inputs::Features(copies) => copies[(epoch - 1) % copies.len()].batch(idx, device),
-        }
+        };
+        Batch::new(x, classes, device)
     }
 }
 
@@ -829,18 +863,32 @@ fn batch_loss(
         .map(|k| mix(mix(seed, epoch as u64), (b * bs + k) as u64))
         .collect();
     let augment = Some((&run_cfg.augment, &seeds[..]));
-    let x = ctx
-        .inputs
-        .batch(chunk, epoch, &run_cfg.preprocess, augment, ctx.device);
-    let y = target_tensor(&classes, ctx.device);
-    let (logits, aux) = model.forward_train(x, ctx.input_stage);
-    let mut loss = ctx.loss_fn.forward(logits.clone(), y.clone());
+    let batch = (ctx.inputs).batch(
+        chunk,
+        classes,
+        epoch,
+        &run_cfg.preprocess,
+        augment,
+        ctx.device,
+    );
+    step_loss(ctx, model, batch)
+}
+
+/// The loss of one batch (with InceptionV3's auxiliary loss when it has one) and how many of
+/// its predictions were right.
+fn step_loss(ctx: &EpochContext, model: &Network, batch: Batch) -> Result<(Tensor<1>, usize)> {
+    let (logits, aux) = model.forward_train(batch.x, ctx.input_stage);
+    let mut loss = ctx.loss_fn.forward(logits.clone(), batch.y.clone());
     if let Some(aux) = aux {
-        let aux_loss = ctx.loss_fn.forward(aux, y);
+        let aux_loss = ctx.loss_fn.forward(aux, batch.y);
         loss = loss + aux_loss.mul_scalar(artemis_models::inceptionv3::AUX_WEIGHT);
     }
-    let preds = argmax_rows(&to_vec_f32(logits.detach())?, run_cfg.classes.len());
-    let correct = preds.iter().zip(&classes).filter(|(p, c)| p == c).count();
+    let preds = argmax_rows(&to_vec_f32(logits.detach())?, ctx.run_cfg.classes.len());
+    let correct = preds
+        .iter()
+        .zip(&batch.classes)
+        .filter(|(p, c)| p == c)
+        .count();
     Ok((loss, correct))
 }
 
@@ -920,10 +968,16 @@ fn evaluate_loss(
     let device = Device::flex();
     let (mut loss, mut correct) = (0f64, 0usize);
     for chunk in (0..set.len()).collect::<Vec<_>>().chunks(bs) {
-        let x = set.batch(chunk, 1, pre, None, &device);
-        let logits = to_vec_f32(model.forward_from(x, input_stage))?;
-        for (row, &i) in logits.chunks(k).zip(chunk) {
-            let c = classes[i];
+        let batch = set.batch(
+            chunk,
+            chunk.iter().map(|&i| classes[i]).collect(),
+            1,
+            pre,
+            None,
+            &device,
+        );
+        let logits = to_vec_f32(model.forward_from(batch.x, input_stage))?;
+        for (row, &c) in logits.chunks(k).zip(&batch.classes) {
             let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
             loss += f64::from(lse - row[c]);
