@@ -194,10 +194,9 @@ pub fn bench_folder(
     let model = run.config.model.architecture.name().to_string();
     let input = run.config.preprocess.width as usize;
     let clf = Classifier::open_with(run, EngineOptions { backend, threads })?;
-    let engine = if clf.onnx.is_some() {
-        "onnxruntime"
-    } else {
-        "burn"
+    let engine = match clf.runtime {
+        crate::infer::Engine::Onnx(_) => "onnxruntime",
+        crate::infer::Engine::Burn => "burn",
     };
     let cfg = PredictConfig::default();
     let t = Instant::now();

@@ -11,6 +11,34 @@ pub use artemis_report::prob::{softmax, top1};
 use burn::prelude::*;
 use image::RgbImage;
 
+/// What computes a classifier's logits. Heat maps always use the burn network, whichever
+/// this is (they need its gradients).
+pub enum Engine {
+    /// The run's network in burn.
+    Burn,
+    /// The run's exported graph (`artemis export`) in ONNX Runtime.
+    Onnx(OnnxModel),
+}
+
+impl Engine {
+    /// Flat `[b, k]` logits of prepared images (`[b, 3, h, w]` after preprocessing).
+    fn logits(&self, clf: &Classifier, images: &[&RgbImage]) -> Result<Vec<f32>> {
+        let pre = &clf.run.config.preprocess;
+        match self {
+            Engine::Onnx(m) => {
+                let shape = [images.len(), 3, pre.height as usize, pre.width as usize];
+                Ok(m.run(&batch_data(images, pre), shape, "logits")?.1)
+            }
+            Engine::Burn => {
+                to_vec_f32(
+                    clf.network
+                        .forward(batch_tensor(images, pre, None, &clf.device)),
+                )
+            }
+        }
+    }
+}
+
 /// A loaded model ready to classify images.
 pub struct Classifier {
     pub run: Run,
@@ -19,9 +47,8 @@ pub struct Classifier {
     /// Temperature scaling fitted for this run's weights (`None`: probabilities are the raw
     /// softmax).
     pub calibration: Option<Calibration>,
-    /// The run's exported graph in ONNX Runtime, which then computes the logits (`None`:
-    /// burn does).
-    pub onnx: Option<OnnxModel>,
+    /// What computes the logits.
+    pub runtime: Engine,
     /// BLAKE3 of the loaded `model-best.bpk` (read once, when the classifier was opened).
     pub weights_hash: String,
     /// Why ONNX Runtime is not used although the run has an export (one line for the user).
@@ -52,8 +79,8 @@ impl Classifier {
                 crate::onnx::open_export(&run, opts.threads(), &weights_hash)?
             }
         };
-        let (onnx, notice) = match (export, opts.backend) {
-            (ExportState::Ready(m), _) => (Some(m), None),
+        let (runtime, notice) = match (export, opts.backend) {
+            (ExportState::Ready(m), _) => (Engine::Onnx(m), None),
             (ExportState::Absent, Backend::Onnx) => {
                 return Err(EngineError::Config(format!(
                     "{} has no ONNX export; run `artemis export --run {}` first",
@@ -64,8 +91,8 @@ impl Classifier {
             (ExportState::Unusable(why), Backend::Onnx) => {
                 return Err(EngineError::Config(format!("--engine onnx: {why}")));
             }
-            (ExportState::Unusable(why), _) => (None, Some(format!("{why}; using burn"))),
-            (ExportState::Absent, _) => (None, None),
+            (ExportState::Unusable(why), _) => (Engine::Burn, Some(format!("{why}; using burn"))),
+            (ExportState::Absent, _) => (Engine::Burn, None),
         };
         Ok(Classifier {
             weights_hash,
@@ -73,23 +100,23 @@ impl Classifier {
             network,
             device,
             calibration,
-            onnx,
+            runtime,
             notice,
         })
     }
 
     /// The engine computing the logits, in words (reports, `/api/v1/model`).
     pub fn engine(&self) -> String {
-        match &self.onnx {
+        match &self.runtime {
             // The graph's place inside the run, never the server's path to it.
-            Some(m) => format!(
+            Engine::Onnx(m) => format!(
                 "ONNX Runtime {} ({} threads, {}/{})",
                 crate::onnx::ORT_VERSION,
                 m.threads,
                 crate::onnx::EXPORT_DIR,
                 crate::onnx::MODEL_FILE
             ),
-            None => "burn (flex CPU backend)".into(),
+            Engine::Burn => "burn (flex CPU backend)".into(),
         }
     }
 
@@ -113,19 +140,7 @@ impl Classifier {
             return Ok(Vec::new());
         }
         let k = self.classes().len();
-        let pre = &self.run.config.preprocess;
-        let logits = match &self.onnx {
-            Some(m) => {
-                let shape = [images.len(), 3, pre.height as usize, pre.width as usize];
-                m.run(&batch_data(images, pre), shape, "logits")?.1
-            }
-            None => {
-                to_vec_f32(
-                    self.network
-                        .forward(batch_tensor(images, pre, None, &self.device)),
-                )?
-            }
-        };
+        let logits = self.runtime.logits(self, images)?;
         if let Some(bad) = logits.iter().position(|z| !z.is_finite()) {
             return Err(EngineError::NonFinite {
                 path: self.weights_path(),
@@ -142,9 +157,9 @@ impl Classifier {
 
     /// The file whose weights compute the logits (the export's graph or the best checkpoint).
     pub fn weights_path(&self) -> std::path::PathBuf {
-        match &self.onnx {
-            Some(_) => crate::onnx::export_paths(&self.run).0,
-            None => self.run.path(crate::run::BEST),
+        match &self.runtime {
+            Engine::Onnx(_) => crate::onnx::export_paths(&self.run).0,
+            Engine::Burn => self.run.path(crate::run::BEST),
         }
     }
 
