@@ -572,6 +572,11 @@ fn cross_validation_tests_every_image_once_and_continues_where_it_stopped() {
     assert!((acc - correct as f64 / pooled_rows as f64).abs() < 1e-9);
     let html = fs::read_to_string(out.join("cv.html")).unwrap();
     assert!(html.contains("not a medical device"), "the notice");
+    // The folds as one model.
+    let ensemble: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("ensemble/ensemble.json")).unwrap()).unwrap();
+    assert_eq!(ensemble["members"].as_array().unwrap().len(), 3);
+    assert_eq!(ensemble["members"][0]["run"], "../fold-1/run");
 
     // The same command again keeps the finished folds; other folds are refused.
     let again = cv("3");
@@ -582,4 +587,100 @@ fn cross_validation_tests_every_image_once_and_continues_where_it_stopped() {
     let other = cv("2");
     assert!(!other.status.success());
     assert!(text(&other).contains("differs"), "{}", text(&other));
+}
+
+/// Probabilities of the first row of a predict document.
+fn first_probabilities(doc: &serde_json::Value) -> Vec<f64> {
+    doc["rows"][0]["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect()
+}
+
+/// Two runs as one: after `eval` has calibrated each member on its own validation split, the
+/// ensemble's probabilities are the mean of its members' calibrated ones; it draws heat maps,
+/// is scored on the split both members held out, and refuses a member whose weights changed
+/// and a member that does not fit.
+#[test]
+fn an_ensemble_is_the_mean_of_its_calibrated_members() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, manifest) = tiny_split(tmp.path(), "4");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    train_baseline(&manifest, &a, "96", "1", &[]);
+    train_baseline(&manifest, &b, "96", "1", &["--seed", "7"]);
+    let ens = tmp.path().join("ens");
+    let o = artemis(&["ensemble", s(&a), s(&b), "-o", s(&ens)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = artemis(&["eval", s(&ens), "--bootstrap", "20"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(ens.join("report.json")).unwrap()).unwrap();
+    assert!(
+        report["model"]
+            .as_str()
+            .unwrap()
+            .starts_with("ensemble: baseline-relu-bn x2")
+    );
+    for member in [&a, &b] {
+        assert!(
+            member.join("calibration.json").exists(),
+            "each member calibrated"
+        );
+    }
+    // On a folder: every training and validation image of the members is found in it.
+    let o = artemis(&["eval", s(&ens), "--data", s(&data), "--bootstrap", "0"]);
+    assert!(matches!(o.status.code(), Some(0 | 3)), "{}", text(&o));
+    let folder: serde_json::Value =
+        serde_json::from_slice(&fs::read(ens.join("eval-data/report.json")).unwrap()).unwrap();
+    let held_in = fs::read_to_string(&manifest)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("train\t") || l.starts_with("val\t"))
+        .count();
+    assert_eq!(
+        folder["overlap"]["files"].as_array().unwrap().len(),
+        held_in
+    );
+    let img = data.join("glioma_coronal").join("img_0.png");
+    let (pa, pb) = (predict_json(&a, &img), predict_json(&b, &img));
+    let heat = tmp.path().join("heat");
+    let o = artemis(&["predict", s(&ens), s(&img), "--json", "--explain", s(&heat)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let pe: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(pe["rows"][0]["calibrated"], true);
+    assert!(pe["engine"].as_str().unwrap().starts_with("ensemble of 2"));
+    let (va, vb, ve) = (
+        first_probabilities(&pa),
+        first_probabilities(&pb),
+        first_probabilities(&pe),
+    );
+    for k in 0..ve.len() {
+        assert!(
+            (ve[k] - (va[k] + vb[k]) / 2.0).abs() < 1e-5,
+            "class {k}: {ve:?} vs {va:?} {vb:?}"
+        );
+    }
+    assert_eq!(fs::read_dir(&heat).unwrap().count(), 1, "one heat map");
+
+    // A member retrained in place is refused, naming the ensemble file.
+    fs::write(
+        b.join("model-best.bpk"),
+        fs::read(a.join("model-best.bpk")).unwrap(),
+    )
+    .unwrap();
+    let o = artemis(&["predict", s(&ens), s(&img)]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("other weights than when the ensemble was made"),
+        "{}",
+        text(&o)
+    );
+    // Runs that do not take the same picture cannot be averaged.
+    let c = tmp.path().join("c");
+    train_baseline(&manifest, &c, "100", "1", &[]);
+    let o = artemis(&["ensemble", s(&a), s(&c), "-o", s(&tmp.path().join("e2"))]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("another input"), "{}", text(&o));
 }

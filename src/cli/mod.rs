@@ -9,6 +9,7 @@ mod bench;
 mod compare;
 mod cv;
 mod data;
+mod ensemble;
 mod eval;
 mod export;
 mod predict;
@@ -18,6 +19,7 @@ use bench::BenchArgs;
 use compare::CompareArgs;
 use cv::CvArgs;
 use data::DataCommand;
+use ensemble::EnsembleArgs;
 use eval::EvalArgs;
 use export::ExportArgs;
 use predict::{MergeArgs, PredictArgs};
@@ -69,6 +71,9 @@ pub enum Command {
     /// Cross-validate a training recipe: K folds of the manifest's images (near-duplicate
     /// clusters kept whole), one run each, pooled out-of-fold metrics in cv.json/.md/.html.
     Cv(Box<CvArgs>),
+    /// Several trained runs (the folds of a `cv`, or runs of different architectures) as one
+    /// model: the mean of their calibrated probabilities, and of their heat maps.
+    Ensemble(EnsembleArgs),
 }
 
 impl Command {
@@ -149,6 +154,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(a) => bench::run(a),
         Command::Export(a) => export::run(a),
         Command::Cv(a) => cv::run(*a),
+        Command::Ensemble(a) => ensemble::run(a),
     }
 }
 

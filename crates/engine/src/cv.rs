@@ -308,6 +308,14 @@ pub fn cross_validate(cfg: &CvConfig) -> Result<CvReport> {
         predictions.extend(rows.into_iter().map(|r| (k + 1, r)));
         folds.push(result);
     }
+    // The folds as one model for predict, serve and eval on other data.
+    let ensemble = cfg.out_dir.join("ensemble");
+    if !crate::ensemble::is_ensemble(&ensemble) {
+        let runs: Vec<PathBuf> = (1..=cfg.folds)
+            .map(|k| cfg.out_dir.join(format!("fold-{k}")).join("run"))
+            .collect();
+        crate::ensemble::create(&ensemble, &runs)?;
+    }
     let mut report = summarise(cfg, &source, folds, predictions)?;
     let task = cfg.recipe.task;
     report.official_ensemble = ensemble_score(task, cfg.folds, (cfg.bootstrap, cfg.seed), &members);

@@ -157,8 +157,16 @@ fn view(classes: Vec<String>, truth: &[usize], probs: &[Vec<f32>], cfg: &EvalCon
     }
 }
 
-/// One line naming the architecture, its starting weights and how it was trained.
+/// One line naming the architecture, its starting weights and how it was trained (an
+/// ensemble: how many members, and the first one's line).
 pub fn describe(run: &Run) -> String {
+    if let Ok(members) = crate::ensemble::member_runs(&run.dir) {
+        let first = members.first().map(describe).unwrap_or_default();
+        return format!(
+            "ensemble of {} runs (mean of calibrated probabilities); first: {first}",
+            members.len()
+        );
+    }
     let c = &run.config;
     let start = match &c.pretrained {
         Some(p) => format!("{} weights", p.source),
@@ -199,6 +207,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
     let run = Run::open(&cfg.run_dir)?;
     if matches!(cfg.source, EvalSource::Split(_)) {
         run.check_manifest()?;
+        same_splits(&run)?;
     }
     let manifest = Manifest::load(&run.config.manifest);
     let data_root = cfg
@@ -215,7 +224,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
         schema: REPORT_SCHEMA.into(),
         run: run.dir.clone(),
         source: collected.source,
-        model: run.config.model.architecture.name().into(),
+        model: crate::ensemble::model_name(&run),
         tta: cfg.tta,
         description: describe(&run),
         engine: clf.engine(),
@@ -249,6 +258,24 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
     Ok(report)
 }
 
+/// An ensemble is scored on a split only when every member was trained on the same manifest
+/// (else one member's test images are another's training images).
+fn same_splits(run: &Run) -> Result<()> {
+    if !crate::ensemble::is_ensemble(&run.dir) {
+        return Ok(());
+    }
+    let members = crate::ensemble::member_runs(&run.dir)?;
+    if let Some(m) = (members.iter()).find(|m| m.config.manifest_hash != run.config.manifest_hash) {
+        return Err(EngineError::Config(format!(
+            "{}: member {} was trained on another manifest than the first member, so no split \
+             is held out from every member; evaluate the ensemble on a folder with --data",
+            run.dir.display(),
+            m.dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The run's classifier with the calibration `cfg` asks for (refitted on validation logits
 /// when asked, or when none is saved and `auto` is in force).
 fn open_classifier(cfg: &EvalConfig, run: &Run) -> Result<Classifier> {
@@ -256,6 +283,18 @@ fn open_classifier(cfg: &EvalConfig, run: &Run) -> Result<Classifier> {
     if let Some(notice) = &clf.notice {
         tracing::warn!("{notice}");
     }
+    // An ensemble's members are each calibrated on their own validation split.
+    for m in clf.members.iter_mut() {
+        set_calibration(cfg, m)?;
+    }
+    if clf.members.is_empty() {
+        set_calibration(cfg, &mut clf)?;
+    }
+    Ok(clf)
+}
+
+/// Applies the calibration mode of `cfg` to one run's classifier.
+fn set_calibration(cfg: &EvalConfig, clf: &mut Classifier) -> Result<()> {
     let refit = |clf: &mut Classifier| {
         calibrate_on_val(
             clf,
@@ -267,16 +306,16 @@ fn open_classifier(cfg: &EvalConfig, run: &Run) -> Result<Classifier> {
     match cfg.calibration {
         CalibrationMode::Off => clf.calibration = None,
         CalibrationMode::Refit => {
-            refit(&mut clf)?;
+            refit(clf)?;
         }
         CalibrationMode::Auto if clf.calibration.is_none() => {
-            if let Err(e) = refit(&mut clf) {
+            if let Err(e) = refit(clf) {
                 tracing::warn!("no calibration: {e}");
             }
         }
         CalibrationMode::Auto => {}
     }
-    Ok(clf)
+    Ok(())
 }
 
 /// What an evaluation scores, before any image is read.
@@ -342,13 +381,8 @@ fn collect(
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "folder".into());
-            match manifest {
-                Ok(m) => {
-                    let files: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
-                    overlap = Some(find_overlap(run, m, data_root, &files)?);
-                }
-                Err(e) => tracing::warn!("training images not compared: {e}"),
-            }
+            let files: Vec<PathBuf> = items.iter().map(|i| i.path.clone()).collect();
+            overlap = folder_overlap(cfg, run, manifest, data_root, &files)?;
             let out = run.dir.join(format!("eval-{name}"));
             (items, coarse, format!("folder {}", folder.display()), out)
         }
@@ -385,6 +419,47 @@ fn collect(
         skipped,
         full_labels,
     })
+}
+
+/// The files of an external folder that duplicate a training or validation image of the run
+/// (of any member of an ensemble, with each member's own manifest and data root).
+fn folder_overlap(
+    cfg: &EvalConfig,
+    run: &Run,
+    manifest: std::result::Result<&Manifest, &artemis_data::DataError>,
+    data_root: &Path,
+    files: &[PathBuf],
+) -> Result<Option<OverlapReport>> {
+    if !crate::ensemble::is_ensemble(&run.dir) {
+        return match manifest {
+            Ok(m) => Ok(Some(find_overlap(run, m, data_root, files)?)),
+            Err(e) => {
+                tracing::warn!("training images not compared: {e}");
+                Ok(None)
+            }
+        };
+    }
+    let mut all: Option<OverlapReport> = None;
+    for member in crate::ensemble::member_runs(&run.dir)? {
+        let m = Manifest::load(&member.config.manifest)?;
+        let root = cfg
+            .data_root
+            .clone()
+            .unwrap_or(member.config.data_root.clone());
+        let o = find_overlap(&member, &m, &root, files)?;
+        all = Some(match all {
+            None => o,
+            Some(mut acc) => {
+                let seen: HashSet<PathBuf> = acc.files.iter().map(|f| f.path.clone()).collect();
+                acc.files
+                    .extend(o.files.into_iter().filter(|f| !seen.contains(&f.path)));
+                acc.exact = acc.files.iter().filter(|f| f.kind == "exact").count();
+                acc.near = acc.files.len() - acc.exact;
+                acc
+            }
+        });
+    }
+    Ok(all)
 }
 
 /// The images that were read, with a probability row each (calibrated, and raw softmax).

@@ -6,6 +6,7 @@ use crate::dataset::{batch_data, batch_tensor, to_vec_f32};
 use crate::error::{EngineError, Result};
 use crate::onnx::{Backend, EngineOptions, OnnxModel};
 use crate::run::Run;
+use artemis_explain::{Cam, grad_cam};
 use artemis_models::Network;
 pub use artemis_report::prob::{softmax, top1};
 use burn::prelude::*;
@@ -53,6 +54,9 @@ pub struct Classifier {
     pub weights_hash: String,
     /// Why ONNX Runtime is not used although the run has an export (one line for the user).
     pub notice: Option<String>,
+    /// An ensemble's members (empty for a run): the probabilities are the mean of theirs,
+    /// each calibrated with its own temperature; `network` is the first member's.
+    pub members: Vec<Classifier>,
 }
 
 impl Classifier {
@@ -69,6 +73,9 @@ impl Classifier {
     /// gradients).
     pub fn open_with(run: Run, opts: EngineOptions) -> Result<Classifier> {
         opts.validate()?;
+        if crate::ensemble::is_ensemble(&run.dir) {
+            return Self::open_ensemble(run, opts);
+        }
         let device = Device::flex();
         let (network, weights_hash) = run.load_best_hashed(&device)?;
         let calibration = Calibration::load_for(&run, &weights_hash)?;
@@ -102,11 +109,49 @@ impl Classifier {
             calibration,
             runtime,
             notice,
+            members: Vec::new(),
         })
+    }
+
+    /// An ensemble folder's classifier: its members opened as runs (see [`crate::ensemble`]).
+    fn open_ensemble(run: Run, opts: EngineOptions) -> Result<Classifier> {
+        let members = crate::ensemble::member_runs(&run.dir)?
+            .into_iter()
+            .map(|r| Classifier::open_with(r, opts))
+            .collect::<Result<Vec<_>>>()?;
+        let hashes: Vec<&str> = members.iter().map(|m| m.weights_hash.as_str()).collect();
+        let mut notices: Vec<&str> = members.iter().filter_map(|m| m.notice.as_deref()).collect();
+        notices.dedup();
+        Ok(Classifier {
+            weights_hash: artemis_data::hash::content_hash(hashes.join(",").as_bytes()),
+            network: members[0].network.clone(),
+            device: members[0].device.clone(),
+            calibration: None,
+            runtime: Engine::Burn,
+            notice: (!notices.is_empty()).then(|| notices.join("; ")),
+            run,
+            members,
+        })
+    }
+
+    /// Whether the probabilities are temperature-scaled (for an ensemble: every member's).
+    pub fn calibrated(&self) -> bool {
+        if self.members.is_empty() {
+            self.calibration.is_some()
+        } else {
+            self.members.iter().all(Classifier::calibrated)
+        }
     }
 
     /// The engine computing the logits, in words (reports, `/api/v1/model`).
     pub fn engine(&self) -> String {
+        if let Some(first) = self.members.first() {
+            return format!(
+                "ensemble of {}, each on {}",
+                self.members.len(),
+                first.engine()
+            );
+        }
         match &self.runtime {
             // The graph's place inside the run, never the server's path to it.
             Engine::Onnx(m) => format!(
@@ -139,6 +184,9 @@ impl Classifier {
         if images.is_empty() {
             return Ok(Vec::new());
         }
+        if !self.members.is_empty() {
+            return self.ensemble_logits(images);
+        }
         let k = self.classes().len();
         let logits = self.runtime.logits(self, images)?;
         if let Some(bad) = logits.iter().position(|z| !z.is_finite()) {
@@ -155,9 +203,51 @@ impl Classifier {
         Ok(logits.chunks(k).map(<[f32]>::to_vec).collect())
     }
 
+    /// An ensemble's "logits": the log of the mean of its members' calibrated probabilities
+    /// (a softmax of them at temperature 1 gives that mean back).
+    fn ensemble_logits(&self, images: &[&RgbImage]) -> Result<Vec<Vec<f32>>> {
+        let n = self.members.len() as f32;
+        let mut mean = vec![vec![0f32; self.classes().len()]; images.len()];
+        for m in &self.members {
+            for (acc, p) in mean.iter_mut().zip(m.probabilities(images)?) {
+                acc.iter_mut().zip(p).for_each(|(a, p)| *a += p / n);
+            }
+        }
+        Ok(mean
+            .into_iter()
+            .map(|p| p.into_iter().map(|v| v.max(1e-30).ln()).collect())
+            .collect())
+    }
+
+    /// Grad-CAM maps of prepared images for the classes `targets` (an ensemble: the mean of
+    /// its members' maps, each member's resampled to the first's grid).
+    pub fn cams(&self, images: &[&RgbImage], targets: &[usize]) -> Result<Vec<Cam>> {
+        if self.members.is_empty() {
+            let x = batch_tensor(images, &self.run.config.preprocess, None, &self.device);
+            return grad_cam(&self.network, x, targets).map_err(|e| match e {
+                artemis_explain::ExplainError::Request(m) => EngineError::Config(m),
+                other => EngineError::Tensor(other.to_string()),
+            });
+        }
+        let mut maps: Vec<Cam> = Vec::new();
+        let n = self.members.len() as f32;
+        for m in &self.members {
+            let cams = m.cams(images, targets)?;
+            if maps.is_empty() {
+                maps = cams.into_iter().map(|c| c.scaled(1.0 / n)).collect();
+                continue;
+            }
+            for (acc, c) in maps.iter_mut().zip(cams) {
+                acc.add_resampled(&c, 1.0 / n);
+            }
+        }
+        Ok(maps)
+    }
+
     /// The file whose weights compute the logits (the export's graph or the best checkpoint).
     pub fn weights_path(&self) -> std::path::PathBuf {
         match &self.runtime {
+            _ if !self.members.is_empty() => self.run.path(crate::ensemble::ENSEMBLE),
             Engine::Onnx(_) => crate::onnx::export_paths(&self.run).0,
             Engine::Burn => self.run.path(crate::run::BEST),
         }

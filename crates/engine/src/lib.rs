@@ -10,6 +10,7 @@ pub mod calibrate;
 pub mod compare;
 pub mod cv;
 pub mod dataset;
+pub mod ensemble;
 pub mod error;
 pub mod eval;
 pub mod features;

@@ -283,6 +283,14 @@ pub struct Exported {
 
 /// Writes the run's best checkpoint as ONNX (see the module docs); atomic writes.
 pub fn export_run(run: &Run) -> Result<Exported> {
+    if crate::ensemble::is_ensemble(&run.dir) {
+        return Err(EngineError::Config(format!(
+            "{} is an ensemble: export its members (`artemis export --run MEMBER`), and its \
+             predictions use each member's export; one graph averaging the members is not \
+             written yet",
+            run.dir.display()
+        )));
+    }
     let device = burn::prelude::Device::flex();
     let (network, checkpoint) = run.load_best_hashed(&device)?;
     let spec = run.config.model;

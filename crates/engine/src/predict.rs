@@ -12,7 +12,7 @@ use crate::infer::{Classifier, top1};
 use artemis_data::dicom::Identifiers;
 use artemis_data::input::InputOptions;
 use artemis_data::scan::list_inputs;
-use artemis_explain::{OverlayStyle, grad_cam, grad_cam_with_logits, overlay_png};
+use artemis_explain::{OverlayStyle, grad_cam_with_logits, overlay_png};
 use image::RgbImage;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -263,7 +263,7 @@ fn style(clf: &Classifier, class: usize, p: f32, opacity: f32) -> OverlayStyle {
         title: format!(
             "{} {p:.3}{}",
             clf.classes()[class],
-            if clf.calibration.is_some() {
+            if clf.calibrated() {
                 " (calibrated)"
             } else {
                 ""
@@ -283,20 +283,28 @@ pub fn explain(
 ) -> Result<Explanation> {
     let prepared = clf.prepare(image);
     let pre = &clf.run.config.preprocess;
-    let x = crate::dataset::batch_tensor(&[&prepared], pre, None, &clf.device);
-    // One pass: the logits for the probabilities, the map for the class.
-    let (mut cams, logits) =
-        grad_cam_with_logits(&clf.network, x, |_, z| class.unwrap_or_else(|| top1(z).0)).map_err(
-            |e| match e {
-                artemis_explain::ExplainError::Request(m) => EngineError::Config(m),
-                other => EngineError::Tensor(other.to_string()),
-            },
-        )?;
-    let cam = cams
-        .pop()
-        .ok_or_else(|| EngineError::Tensor("no map".into()))?;
+    let (cam, probabilities) = if clf.members.is_empty() {
+        let x = crate::dataset::batch_tensor(&[&prepared], pre, None, &clf.device);
+        // One pass: the logits for the probabilities, the map for the class.
+        let (mut cams, logits) =
+            grad_cam_with_logits(&clf.network, x, |_, z| class.unwrap_or_else(|| top1(z).0))
+                .map_err(|e| match e {
+                    artemis_explain::ExplainError::Request(m) => EngineError::Config(m),
+                    other => EngineError::Tensor(other.to_string()),
+                })?;
+        let cam = cams
+            .pop()
+            .ok_or_else(|| EngineError::Tensor("no map".into()))?;
+        (
+            cam,
+            artemis_report::stats::softmax_t(&logits[0], clf.temperature()),
+        )
+    } else {
+        let p = clf.probabilities(&[&prepared])?.remove(0);
+        let target = class.unwrap_or_else(|| top1(&p).0);
+        (clf.cams(&[&prepared], &[target])?.remove(0), p)
+    };
     let class = cam.class;
-    let probabilities = artemis_report::stats::softmax_t(&logits[0], clf.temperature());
     let st = style(clf, class, probabilities[class], opacity);
     let png = overlay_png(image, &cam, (pre.width, pre.height), pre.resize, &st)
         .map_err(|e| EngineError::Tensor(e.to_string()))?;
@@ -320,8 +328,8 @@ fn classify(
     let pre = &clf.run.config.preprocess;
     let t = clf.temperature();
     let (probs, cams) = match (&cfg.explain_dir, cfg.tta) {
-        // Explaining without TTA: one pass gives both the probabilities and the maps.
-        (Some(_), false) => {
+        // Explaining a run without TTA: one pass gives both the probabilities and the maps.
+        (Some(_), false) if clf.members.is_empty() => {
             let x = crate::dataset::batch_tensor(&refs, pre, None, &clf.device);
             let (cams, logits) = grad_cam_with_logits(&clf.network, x, |_, z| {
                 cfg.explain_class.unwrap_or_else(|| top1(z).0)
@@ -333,18 +341,19 @@ fn classify(
                 .collect();
             (probs, Some(cams))
         }
-        // With TTA the class comes from the averaged views; the map explains it on the
-        // picture as given.
-        (Some(_), true) => {
-            let probs = clf.probabilities_tta(&refs)?;
+        // With TTA the class comes from the averaged views, and an ensemble's from its mean;
+        // the map explains it on the picture as given.
+        (Some(_), tta) => {
+            let probs = if tta {
+                clf.probabilities_tta(&refs)?
+            } else {
+                clf.probabilities(&refs)?
+            };
             let targets: Vec<usize> = probs
                 .iter()
                 .map(|p: &Vec<f32>| cfg.explain_class.unwrap_or_else(|| top1(p).0))
                 .collect();
-            let x = crate::dataset::batch_tensor(&refs, pre, None, &clf.device);
-            let cams = grad_cam(&clf.network, x, &targets)
-                .map_err(|e| EngineError::Tensor(e.to_string()))?;
-            (probs, Some(cams))
+            (probs, Some(clf.cams(&refs, &targets)?))
         }
         (None, true) => (clf.probabilities_tta(&refs)?, None),
         (None, false) => (clf.probabilities(&refs)?, None),
@@ -373,7 +382,7 @@ fn classify(
             heatmap,
             identifiers: u.identifiers.clone(),
             warning: u.warning.clone(),
-            ..PredictRow::classified(&u.input, &p, classes, clf.calibration.is_some())
+            ..PredictRow::classified(&u.input, &p, classes, clf.calibrated())
         })
         .collect())
 }

@@ -55,6 +55,26 @@ pub struct Cam {
 }
 
 impl Cam {
+    /// The map with every value (and the peak) multiplied by `w`.
+    pub fn scaled(mut self, w: f32) -> Cam {
+        self.values.iter_mut().for_each(|v| *v *= w);
+        self.peak *= w;
+        self
+    }
+
+    /// Adds `w` times `other`, sampled at this map's cell centres (nearest cell) when its grid
+    /// is another size: the mean of several networks' maps for one picture.
+    pub fn add_resampled(&mut self, other: &Cam, w: f32) {
+        for y in 0..self.height {
+            let oy = ((2 * y + 1) * other.height) / (2 * self.height);
+            for x in 0..self.width {
+                let ox = ((2 * x + 1) * other.width) / (2 * self.width);
+                self.values[y * self.width + x] += w * other.at(ox, oy);
+            }
+        }
+        self.peak += w * other.peak;
+    }
+
     /// Value at grid cell `(x, y)`.
     pub fn at(&self, x: usize, y: usize) -> f32 {
         self.values[y * self.width + x]
@@ -179,6 +199,35 @@ pub fn grad_cam_with_logits(
 mod tests {
     use super::*;
     use artemis_models::{Architecture, ModelSpec};
+
+    #[test]
+    fn maps_average_across_grids() {
+        let cam = |w: usize, h: usize, values: Vec<f32>| Cam {
+            width: w,
+            height: h,
+            values,
+            class: 1,
+            peak: 2.0,
+        };
+        // Same grid: the weighted sum.
+        let mut a = cam(2, 1, vec![1.0, 0.0]).scaled(0.5);
+        a.add_resampled(&cam(2, 1, vec![0.0, 1.0]), 0.5);
+        assert_eq!(a.values, vec![0.5, 0.5]);
+        assert_eq!(a.peak, 2.0);
+        // A 4x2 map read at the centres of a 2x1 grid: cells (1, 0) and (3, 0).
+        let mut b = cam(2, 1, vec![0.0, 0.0]);
+        b.add_resampled(
+            &cam(4, 2, vec![0.0, 1.0, 0.0, 3.0, 9.0, 9.0, 9.0, 9.0]),
+            1.0,
+        );
+        assert_eq!(b.values, vec![9.0, 9.0]);
+        let mut c = cam(2, 2, vec![0.0; 4]);
+        c.add_resampled(
+            &cam(4, 2, vec![0.0, 1.0, 0.0, 3.0, 5.0, 6.0, 7.0, 8.0]),
+            1.0,
+        );
+        assert_eq!(c.values, vec![1.0, 3.0, 6.0, 8.0]);
+    }
 
     fn spec(arch: Architecture, side: usize) -> ModelSpec {
         ModelSpec::new(arch, 5, (side, side))

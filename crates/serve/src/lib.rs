@@ -174,14 +174,14 @@ fn model_card(clf: &Classifier) -> ModelCard {
         notice: NOTICE.into(),
         task: c.task.name().into(),
         classes: c.classes.clone(),
-        model: c.model.architecture.name().into(),
+        model: artemis_engine::ensemble::model_name(run),
         description: artemis_engine::eval::describe(run),
         engine: clf.engine(),
         input: [c.preprocess.width, c.preprocess.height],
         training_data: last_component(&c.data_root),
         manifest: last_component(&c.manifest),
         protocol: report.and_then(|r| r.data.protocol),
-        calibrated: clf.calibration.is_some(),
+        calibrated: clf.calibrated(),
         temperature: clf.temperature(),
         evaluation,
     }
@@ -422,7 +422,7 @@ fn classify(state: &AppState, bytes: &[u8], name: &str) -> Result<serde_json::Va
             Path::new(name),
             &e.probabilities,
             state.clf.classes(),
-            state.clf.calibration.is_some(),
+            state.clf.calibrated(),
         )
     };
     let served = Served {

@@ -587,3 +587,56 @@ async fn hostile_clients_over_tcp() {
         t0.elapsed().as_secs_f64()
     );
 }
+
+/// An ensemble folder is served like a run: the answer is the mean of the members' answers,
+/// with a heat map, and the card names the members.
+#[tokio::test]
+async fn an_ensemble_is_served_like_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, ens) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("ens"),
+    );
+    for m in [&a, &b] {
+        std::fs::create_dir_all(m).unwrap();
+        make_run(m);
+    }
+    artemis_engine::ensemble::create(&ens, &[a.clone(), b.clone()]).unwrap();
+    let st = state(&ens, ServeConfig::default());
+    let (_, card, _) = call(st.clone(), get("/api/v1/model")).await;
+    assert_eq!(card["model"], "ensemble: mobilenetv2 x2", "{card}");
+    assert!(
+        card["engine"]
+            .as_str()
+            .unwrap()
+            .starts_with("ensemble of 2")
+    );
+    let probs = |v: &serde_json::Value| -> Vec<f64> {
+        v["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[1].as_f64().unwrap())
+            .collect()
+    };
+    let (s, e, _) = call(st, post_raw(png_bytes(120, 90))).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert!(png_uri(&e["heatmap"]).width() > 0);
+    assert_eq!(png_uri(&e["image"]).width(), 120);
+    let (_, pa, _) = call(
+        state(&a, ServeConfig::default()),
+        post_raw(png_bytes(120, 90)),
+    )
+    .await;
+    let (_, pb, _) = call(
+        state(&b, ServeConfig::default()),
+        post_raw(png_bytes(120, 90)),
+    )
+    .await;
+    let (pa, pb) = (probs(&pa), probs(&pb));
+    assert_ne!(pa, pb, "two differently initialised members");
+    for (k, p) in probs(&e).iter().enumerate() {
+        assert!((p - (pa[k] + pb[k]) / 2.0).abs() < 1e-5, "class {k}");
+    }
+}

@@ -1,0 +1,210 @@
+//! Ensembles: a folder that names several trained runs (the folds of a `cv`, or runs of
+//! different architectures) and is used like a run. Its prediction is the mean of the members'
+//! probabilities, each with its own temperature when `eval` fitted one (calibrated
+//! probabilities); its heat map is the mean of the members' Grad-CAM maps for the ensemble's
+//! class.
+//!
+//! The folder holds `ensemble.json` (schema [`SCHEMA`]: each member's folder, relative to the
+//! ensemble's when it can be, and the BLAKE3 hash of the weights it had when the ensemble was
+//! made) and a `config.json` (the first member's, with the description of the whole), so
+//! commands that read a run's classes and preprocessing read the ensemble's the same way. A
+//! member whose weights changed since is refused, not silently used.
+//!
+//! Members must agree on the task, the classes in order, and the picture they take (input
+//! size and resize mode); their pixel scaling may differ (each member scales its own input).
+
+use crate::error::{EngineError, Result};
+use crate::run::{BEST, CONFIG, Run, RunConfig, read_json, write_json};
+use serde::{Deserialize, Serialize};
+use std::path::{Component, Path, PathBuf};
+
+/// The file that makes a folder an ensemble.
+pub const ENSEMBLE: &str = "ensemble.json";
+/// Version of `ensemble.json`.
+pub const SCHEMA: &str = "artemis.ensemble/1";
+
+/// One member run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member's run folder, relative to the ensemble folder unless it is on another root.
+    pub run: PathBuf,
+    /// BLAKE3 of the member's `model-best.bpk` when the ensemble was made.
+    pub weights_hash: String,
+    /// The member's architecture (for people reading the file).
+    pub model: String,
+}
+
+/// `ensemble.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleFile {
+    pub schema: String,
+    pub members: Vec<Member>,
+}
+
+/// Whether `dir` is an ensemble folder.
+pub fn is_ensemble(dir: &Path) -> bool {
+    dir.join(ENSEMBLE).is_file()
+}
+
+/// Reads an ensemble's member list.
+pub fn read(dir: &Path) -> Result<EnsembleFile> {
+    let path = dir.join(ENSEMBLE);
+    let file: EnsembleFile = read_json(&path)?;
+    if file.schema != SCHEMA {
+        return Err(EngineError::Json {
+            path,
+            reason: format!("schema {} (this artemis reads {SCHEMA})", file.schema),
+        });
+    }
+    if file.members.len() < 2 {
+        return Err(EngineError::Json {
+            path,
+            reason: "an ensemble needs at least two members".into(),
+        });
+    }
+    Ok(file)
+}
+
+/// The member runs of the ensemble in `dir`, each checked against the weights it had when the
+/// ensemble was made.
+pub fn member_runs(dir: &Path) -> Result<Vec<Run>> {
+    read(dir)?
+        .members
+        .iter()
+        .map(|m| {
+            let run = Run::open(&dir.join(&m.run))?;
+            let hash = weights_hash(&run)?;
+            if hash != m.weights_hash {
+                return Err(EngineError::Config(format!(
+                    "{}: member {} has other weights than when the ensemble was made (BLAKE3 {} \
+                     now, {} then); make the ensemble again",
+                    dir.join(ENSEMBLE).display(),
+                    run.dir.display(),
+                    &hash[..12.min(hash.len())],
+                    &m.weights_hash[..12.min(m.weights_hash.len())]
+                )));
+            }
+            Ok(run)
+        })
+        .collect()
+}
+
+/// The architecture of a run, or of an ensemble's members (`ensemble: mobilenetv2 x5`).
+pub fn model_name(run: &Run) -> String {
+    match read(&run.dir) {
+        Ok(f) => {
+            let mut models: Vec<&str> = f.members.iter().map(|m| m.model.as_str()).collect();
+            models.sort_unstable();
+            let mut parts: Vec<String> = Vec::new();
+            for m in models.chunk_by(|a, b| a == b) {
+                parts.push(format!("{} x{}", m[0], m.len()));
+            }
+            format!("ensemble: {}", parts.join(" + "))
+        }
+        Err(_) => run.config.model.architecture.name().into(),
+    }
+}
+
+fn weights_hash(run: &Run) -> Result<String> {
+    let path = run.path(BEST);
+    let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
+    Ok(artemis_data::hash::content_hash(&bytes))
+}
+
+/// Why `b` cannot join an ensemble whose first member is `a`, if it cannot.
+fn mismatch(a: &RunConfig, b: &RunConfig) -> Option<String> {
+    let (pa, pb) = (&a.preprocess, &b.preprocess);
+    if a.task != b.task || a.classes != b.classes {
+        Some(format!(
+            "other classes ({:?} vs {:?})",
+            b.classes, a.classes
+        ))
+    } else if (pa.width, pa.height, pa.resize) != (pb.width, pb.height, pb.resize) {
+        Some(format!(
+            "another input ({}x{} {:?} vs {}x{} {:?})",
+            pb.width, pb.height, pb.resize, pa.width, pa.height, pa.resize
+        ))
+    } else {
+        None
+    }
+}
+
+/// Makes the ensemble folder `dir` of the runs `members` (at least two, agreeing on classes and
+/// input). Refuses a folder that already holds a run or an ensemble.
+pub fn create(dir: &Path, members: &[PathBuf]) -> Result<EnsembleFile> {
+    if members.len() < 2 {
+        return Err(EngineError::Config(
+            "an ensemble needs at least two runs".into(),
+        ));
+    }
+    if dir.join(CONFIG).exists() {
+        return Err(EngineError::Config(format!(
+            "{} already holds a run or an ensemble; choose another folder",
+            dir.display()
+        )));
+    }
+    let runs = members
+        .iter()
+        .map(|m| Run::open(m))
+        .collect::<Result<Vec<_>>>()?;
+    for r in &runs[1..] {
+        if let Some(why) = mismatch(&runs[0].config, &r.config) {
+            return Err(EngineError::Config(format!(
+                "{} cannot join an ensemble with {}: {why}",
+                r.dir.display(),
+                runs[0].dir.display()
+            )));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
+    let file = EnsembleFile {
+        schema: SCHEMA.into(),
+        members: runs
+            .iter()
+            .map(|r| {
+                Ok(Member {
+                    run: relative_to(dir, &r.dir)?,
+                    weights_hash: weights_hash(r)?,
+                    model: r.config.model.architecture.name().into(),
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    // The member list first: a folder with config.json but no ensemble.json would pass for a
+    // run without weights.
+    write_json(&dir.join(ENSEMBLE), &file)?;
+    write_json(&dir.join(CONFIG), &runs[0].config)?;
+    Ok(file)
+}
+
+/// `target` as a path relative to `base` (both made absolute), or absolute when they share no
+/// root.
+fn relative_to(base: &Path, target: &Path) -> Result<PathBuf> {
+    let abs = |p: &Path| std::path::absolute(p).map_err(|e| EngineError::io(p, e));
+    let (base, target) = (abs(base)?, abs(target)?);
+    let (b, t): (Vec<Component>, Vec<Component>) =
+        (base.components().collect(), target.components().collect());
+    let common = b.iter().zip(&t).take_while(|(x, y)| x == y).count();
+    if common == 0 {
+        return Ok(target);
+    }
+    let mut out: PathBuf = b[common..].iter().map(|_| Component::ParentDir).collect();
+    out.extend(&t[common..]);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_paths_are_relative_to_the_ensemble() {
+        let r = |b: &str, t: &str| relative_to(Path::new(b), Path::new(t)).unwrap();
+        assert_eq!(
+            r("/a/cv/ensemble", "/a/cv/fold-1/run"),
+            Path::new("../fold-1/run")
+        );
+        assert_eq!(r("/a/ens", "/a/ens/m1"), Path::new("m1"));
+        assert_eq!(r("/x/e", "/y/r"), Path::new("../../y/r"));
+    }
+}

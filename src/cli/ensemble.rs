@@ -1,0 +1,32 @@
+//! `artemis ensemble`: several trained runs as one model.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct EnsembleArgs {
+    /// The member runs (at least two; same classes and input size).
+    #[arg(required = true, num_args = 2..)]
+    pub runs: Vec<PathBuf>,
+    /// The ensemble folder to create (eval, predict, serve and compare take it like a run).
+    #[arg(short, long)]
+    pub out: PathBuf,
+}
+
+pub(super) fn run(a: EnsembleArgs) -> Result<ExitCode> {
+    let file = artemis_engine::ensemble::create(&a.out, &a.runs)
+        .with_context(|| format!("making the ensemble {}", a.out.display()))?;
+    println!(
+        "wrote ensemble {} of {} members ({}); its probabilities are the mean of theirs, each \
+         calibrated with its own temperature once `artemis eval` has fitted one",
+        a.out.display(),
+        file.members.len(),
+        (file.members.iter())
+            .map(|m| format!("{} ({})", m.run.display(), m.model))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
