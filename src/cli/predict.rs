@@ -83,6 +83,15 @@ pub(super) fn run(a: PredictArgs) -> Result<ExitCode> {
     if !a.json {
         println!("{NOTICE}");
         match &clf.calibration {
+            _ if !clf.members.is_empty() => println!(
+                "confidence: the mean of {} members' probabilities ({})",
+                clf.members.len(),
+                if clf.calibrated() {
+                    "each temperature-scaled"
+                } else {
+                    "not all calibrated; `artemis eval` on the ensemble fits them"
+                }
+            ),
             Some(c) => println!(
                 "confidence: temperature-scaled (T = {:.3}, fitted on the {})",
                 c.temperature, c.fitted_on

@@ -145,11 +145,14 @@ impl Classifier {
 
     /// The engine computing the logits, in words (reports, `/api/v1/model`).
     pub fn engine(&self) -> String {
-        if let Some(first) = self.members.first() {
+        if !self.members.is_empty() {
+            let mut engines: Vec<String> = self.members.iter().map(Classifier::engine).collect();
+            engines.dedup();
+            let each = if engines.len() == 1 { "each on" } else { "on" };
             return format!(
-                "ensemble of {}, each on {}",
+                "ensemble of {}, {each} {}",
                 self.members.len(),
-                first.engine()
+                engines.join("; ")
             );
         }
         match &self.runtime {
