@@ -664,6 +664,39 @@ fn an_ensemble_is_the_mean_of_its_calibrated_members() {
     }
     assert_eq!(fs::read_dir(&heat).unwrap().count(), 1, "one heat map");
 
+    // One ONNX graph averaging the members: ONNX Runtime then computes the same mean.
+    let o = artemis(&["export", "--run", s(&ens)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("max |probability difference|"),
+        "{}",
+        text(&o)
+    );
+    let po = predict_json(&ens, &img);
+    assert!(
+        po["engine"]
+            .as_str()
+            .unwrap()
+            .contains("the mean of an ensemble of 2"),
+        "{po}"
+    );
+    for (k, p) in first_probabilities(&po).iter().enumerate() {
+        assert!((p - ve[k]).abs() < 1e-4, "class {k}: {p} vs {}", ve[k]);
+    }
+    // Other temperatures than the export's (here none): the export is stale, and the members
+    // are averaged instead.
+    let o = artemis(&["eval", s(&ens), "--no-calibration", "--bootstrap", "0"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value =
+        serde_json::from_slice(&fs::read(ens.join("report.json")).unwrap()).unwrap();
+    assert!(
+        r["engine"]
+            .as_str()
+            .unwrap()
+            .starts_with("ensemble of 2, each on"),
+        "{r}"
+    );
+
     // A member retrained in place is refused, naming the ensemble file.
     fs::write(
         b.join("model-best.bpk"),

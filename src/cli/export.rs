@@ -25,6 +25,9 @@ pub struct ExportArgs {
 pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
     use artemis_engine::onnx::{export_run, parity};
     let run = Run::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
+    if artemis_engine::ensemble::is_ensemble(&a.run) {
+        return export_ensemble(&run, a.check);
+    }
     let out = export_run(&run).with_context(|| format!("exporting run {}", a.run.display()))?;
     println!(
         "wrote {} ({:.1} MB, image -> logits) and {} ({:.1} MB, image -> features, pooled)",
@@ -48,6 +51,38 @@ pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
                         out.model.display()
                     );
                 }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An ensemble's one graph averaging its members, checked against the members in burn.
+fn export_ensemble(run: &Run, check: usize) -> Result<ExitCode> {
+    let out = artemis_engine::ensemble_export::export_ensemble(run, check)
+        .with_context(|| format!("exporting ensemble {}", run.dir.display()))?;
+    println!(
+        "wrote {} ({:.1} MB, image -> logits: the log of the mean of {} members' calibrated \
+         probabilities)",
+        out.model.display(),
+        out.bytes as f64 / 1e6,
+        out.members
+    );
+    match out.parity {
+        None if check > 0 => {
+            eprintln!("notice: not checked against ONNX Runtime (it does not load)")
+        }
+        None => {}
+        Some(d) => {
+            println!(
+                "checked with ONNX Runtime on {check} random inputs: max |probability difference| \
+                 {d:.2e} (the members averaged in burn vs the graph)"
+            );
+            if d > 1e-4 {
+                anyhow::bail!(
+                    "burn and ONNX Runtime disagree by more than 1e-4 on {}",
+                    out.model.display()
+                );
             }
         }
     }

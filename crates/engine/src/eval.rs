@@ -283,9 +283,18 @@ fn open_classifier(cfg: &EvalConfig, run: &Run) -> Result<Classifier> {
     if let Some(notice) = &clf.notice {
         tracing::warn!("{notice}");
     }
-    // An ensemble's members are each calibrated on their own validation split.
+    // An ensemble's members are each calibrated on their own validation split; an export
+    // averaging them with other temperatures is then stale.
+    let key = clf.export_key();
     for m in clf.members.iter_mut() {
         set_calibration(cfg, m)?;
+    }
+    if clf.export_key() != key && matches!(clf.runtime, crate::infer::Engine::Onnx(_)) {
+        tracing::warn!(
+            "the members' temperatures changed: the ensemble's export is stale (run `artemis \
+             export` again); averaging the members instead"
+        );
+        clf.runtime = crate::infer::Engine::Burn;
     }
     if clf.members.is_empty() {
         set_calibration(cfg, &mut clf)?;

@@ -119,19 +119,44 @@ impl Classifier {
             .into_iter()
             .map(|r| Classifier::open_with(r, opts))
             .collect::<Result<Vec<_>>>()?;
-        let hashes: Vec<&str> = members.iter().map(|m| m.weights_hash.as_str()).collect();
-        let mut notices: Vec<&str> = members.iter().filter_map(|m| m.notice.as_deref()).collect();
+        let mut notices: Vec<String> = members.iter().filter_map(|m| m.notice.clone()).collect();
         notices.dedup();
-        Ok(Classifier {
-            weights_hash: artemis_data::hash::content_hash(hashes.join(",").as_bytes()),
+        let mut clf = Classifier {
+            weights_hash: String::new(),
             network: members[0].network.clone(),
             device: members[0].device.clone(),
             calibration: None,
             runtime: Engine::Burn,
-            notice: (!notices.is_empty()).then(|| notices.join("; ")),
+            notice: None,
             run,
             members,
-        })
+        };
+        clf.weights_hash = clf.export_key();
+        // The ensemble's own export (one graph averaging the members), when it was made from
+        // exactly these weights and temperatures.
+        if opts.backend != Backend::Burn {
+            match crate::onnx::open_export(&clf.run, opts.threads(), &clf.weights_hash)? {
+                crate::onnx::ExportState::Ready(m) => clf.runtime = Engine::Onnx(m),
+                crate::onnx::ExportState::Unusable(why) => {
+                    notices.push(format!("{why}; averaging the members instead"))
+                }
+                crate::onnx::ExportState::Absent => {}
+            }
+        }
+        clf.notice = (!notices.is_empty()).then(|| notices.join("; "));
+        Ok(clf)
+    }
+
+    /// What an ensemble's export is made from (and checked against): every member's weights
+    /// and temperature. For a run, the BLAKE3 of its weights.
+    pub fn export_key(&self) -> String {
+        if self.members.is_empty() {
+            return self.weights_hash.clone();
+        }
+        let parts: Vec<String> = (self.members.iter())
+            .map(|m| format!("{}:{}", m.weights_hash, m.temperature()))
+            .collect();
+        artemis_data::hash::content_hash(parts.join(",").as_bytes())
     }
 
     /// Whether the probabilities are temperature-scaled (for an ensemble: every member's).
@@ -145,7 +170,7 @@ impl Classifier {
 
     /// The engine computing the logits, in words (reports, `/api/v1/model`).
     pub fn engine(&self) -> String {
-        if !self.members.is_empty() {
+        if !self.members.is_empty() && matches!(self.runtime, Engine::Burn) {
             let mut engines: Vec<String> = self.members.iter().map(Classifier::engine).collect();
             engines.dedup();
             let each = if engines.len() == 1 { "each on" } else { "on" };
@@ -158,11 +183,15 @@ impl Classifier {
         match &self.runtime {
             // The graph's place inside the run, never the server's path to it.
             Engine::Onnx(m) => format!(
-                "ONNX Runtime {} ({} threads, {}/{})",
+                "ONNX Runtime {} ({} threads, {}/{}{})",
                 crate::onnx::ORT_VERSION,
                 m.threads,
                 crate::onnx::EXPORT_DIR,
-                crate::onnx::MODEL_FILE
+                crate::onnx::MODEL_FILE,
+                match self.members.len() {
+                    0 => String::new(),
+                    n => format!(": the mean of an ensemble of {n}"),
+                }
             ),
             Engine::Burn => "burn (flex CPU backend)".into(),
         }
@@ -187,7 +216,7 @@ impl Classifier {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        if !self.members.is_empty() {
+        if !self.members.is_empty() && matches!(self.runtime, Engine::Burn) {
             return self.ensemble_logits(images);
         }
         let k = self.classes().len();
@@ -250,8 +279,8 @@ impl Classifier {
     /// The file whose weights compute the logits (the export's graph or the best checkpoint).
     pub fn weights_path(&self) -> std::path::PathBuf {
         match &self.runtime {
-            _ if !self.members.is_empty() => self.run.path(crate::ensemble::ENSEMBLE),
             Engine::Onnx(_) => crate::onnx::export_paths(&self.run).0,
+            _ if !self.members.is_empty() => self.run.path(crate::ensemble::ENSEMBLE),
             Engine::Burn => self.run.path(crate::run::BEST),
         }
     }

@@ -11,6 +11,7 @@ pub mod compare;
 pub mod cv;
 pub mod dataset;
 pub mod ensemble;
+pub mod ensemble_export;
 pub mod error;
 pub mod eval;
 pub mod features;

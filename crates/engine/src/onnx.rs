@@ -245,7 +245,7 @@ pub fn export_paths(run: &Run) -> (PathBuf, PathBuf) {
 }
 
 /// The metadata written into a run's graphs.
-fn run_metadata(run: &Run, checkpoint: &str, outputs: &str) -> Vec<(String, String)> {
+pub(crate) fn run_metadata(run: &Run, checkpoint: &str, outputs: &str) -> Vec<(String, String)> {
     let c = &run.config;
     let pre = &c.preprocess;
     let s = |v: &str| v.to_string();
@@ -285,9 +285,7 @@ pub struct Exported {
 pub fn export_run(run: &Run) -> Result<Exported> {
     if crate::ensemble::is_ensemble(&run.dir) {
         return Err(EngineError::Config(format!(
-            "{} is an ensemble: export its members (`artemis export --run MEMBER`), and its \
-             predictions use each member's export; one graph averaging the members is not \
-             written yet",
+            "{} is an ensemble: its graph averages the members' (see `ensemble_export`)",
             run.dir.display()
         )));
     }
@@ -444,15 +442,19 @@ pub fn parity_images(
 
 /// [`parity_images`] on `n` seeded random pictures at the run's input size.
 pub fn parity(run: &Run, network: &artemis_models::Network, n: usize, seed: u64) -> Result<Parity> {
+    parity_images(run, network, &random_images(run, n, seed))
+}
+
+/// `n` (at least one) seeded random pictures at the run's input size.
+pub fn random_images(run: &Run, n: usize, seed: u64) -> Vec<image::RgbImage> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let pre = &run.config.preprocess;
-    let images: Vec<image::RgbImage> = (0..n.max(1))
+    (0..n.max(1))
         .map(|_| {
             image::RgbImage::from_fn(pre.width, pre.height, |_, _| {
                 image::Rgb([rng.random(), rng.random(), rng.random()])
             })
         })
-        .collect();
-    parity_images(run, network, &images)
+        .collect()
 }

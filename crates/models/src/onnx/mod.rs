@@ -12,6 +12,7 @@
 //! bias). This is inference-mode BatchNorm exactly; burn and ONNX Runtime then differ only in
 //! float rounding.
 
+pub mod average;
 pub mod proto;
 
 use burn::module::Param;

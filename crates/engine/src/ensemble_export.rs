@@ -1,0 +1,129 @@
+//! `artemis export` of an ensemble: one ONNX graph that averages the members' calibrated
+//! probabilities (`artemis_models::onnx::average`), written as `<ensemble>/export/model.onnx`
+//! with a record of the members' weights and temperatures it was made from, so a member
+//! retrained or recalibrated since makes it stale (refused, the members averaged instead).
+
+use crate::error::{EngineError, Result};
+use crate::infer::Classifier;
+use crate::onnx::{
+    Backend, EXPORT_DIR, EXPORT_RECORD, EngineOptions, ExportRecord, MODEL_FILE, OnnxModel,
+    random_images, run_metadata,
+};
+use crate::run::Run;
+use artemis_data::transform::Scaling;
+use artemis_models::OnnxGraph;
+use artemis_models::onnx::average::{Member, average};
+use std::path::PathBuf;
+
+/// What [`export_ensemble`] wrote.
+#[derive(Debug)]
+pub struct EnsembleExport {
+    pub model: PathBuf,
+    pub bytes: u64,
+    pub members: usize,
+    /// Largest |probability difference| between ONNX Runtime and the members averaged in
+    /// burn on the seeded random inputs (`None`: not checked).
+    pub parity: Option<f32>,
+}
+
+/// Per channel, `x * scale + shift` turns input scaled by `from` into input scaled by `to`
+/// (both are affine in the 8-bit value).
+fn affine(from: Scaling, to: Scaling) -> ([f32; 3], [f32; 3]) {
+    let (mut scale, mut shift) = ([1.0; 3], [0.0; 3]);
+    for c in 0..3 {
+        let (b0, a0) = (from.value(c, 0), from.value(c, 1) - from.value(c, 0));
+        let (bk, ak) = (to.value(c, 0), to.value(c, 1) - to.value(c, 0));
+        scale[c] = ak / a0;
+        shift[c] = bk - ak * b0 / a0;
+    }
+    (scale, shift)
+}
+
+/// Writes the ensemble's averaging graph and checks it against burn on `check` seeded random
+/// pictures when ONNX Runtime loads (`check` 0: not checked).
+pub fn export_ensemble(run: &Run, check: usize) -> Result<EnsembleExport> {
+    let burn = EngineOptions {
+        backend: Backend::Burn,
+        threads: 0,
+    };
+    let clf = Classifier::open_with(run.clone(), burn)?;
+    let base = run.config.preprocess.scaling;
+    let graphs = (clf.members.iter())
+        .map(|m| {
+            m.network
+                .to_onnx(&m.run.config.model, OnnxGraph::Logits, &[])
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let parts: Vec<Member> = (clf.members.iter().zip(&graphs))
+        .map(|(m, g)| {
+            let (scale, shift) = affine(base, m.run.config.preprocess.scaling);
+            Member {
+                model: g,
+                temperature: m.temperature() as f32,
+                scale,
+                shift,
+            }
+        })
+        .collect();
+    let key = clf.export_key();
+    let pre = &run.config.preprocess;
+    let outputs = "logits [batch, classes]: the log of the members' mean calibrated probabilities";
+    let bytes = average(
+        &parts,
+        (pre.height as usize, pre.width as usize),
+        clf.classes().len(),
+        "artemis ensemble: mean of the members' calibrated probabilities",
+        &run_metadata(run, &key, outputs),
+    )
+    .map_err(|error| {
+        EngineError::Model(artemis_models::ModelError::Export {
+            model: crate::ensemble::model_name(run),
+            error,
+        })
+    })?;
+    let dir = run.path(EXPORT_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
+    let model = dir.join(MODEL_FILE);
+    artemis_data::fsutil::write_atomic(&model, &bytes)?;
+    let record = ExportRecord {
+        checkpoint_blake3: key,
+        files: [(
+            MODEL_FILE.to_string(),
+            artemis_data::hash::content_hash(&bytes),
+        )]
+        .into(),
+    };
+    crate::run::write_json(&dir.join(EXPORT_RECORD), &record)?;
+    let parity = match (check, crate::onnx::runtime()) {
+        (0, _) | (_, Err(_)) => None,
+        _ => Some(parity(&clf, &bytes, check)?),
+    };
+    Ok(EnsembleExport {
+        model,
+        bytes: bytes.len() as u64,
+        members: clf.members.len(),
+        parity,
+    })
+}
+
+/// Largest |probability difference| between the averaging graph in ONNX Runtime and the
+/// members averaged in burn, on `n` seeded random pictures.
+fn parity(clf: &Classifier, graph: &[u8], n: usize) -> Result<f32> {
+    let images = random_images(&clf.run, n, 42);
+    let refs: Vec<&image::RgbImage> = images.iter().collect();
+    let ort = OnnxModel::from_bytes(graph, 1, "ensemble export")?;
+    let pre = &clf.run.config.preprocess;
+    let shape = [refs.len(), 3, pre.height as usize, pre.width as usize];
+    let (_, z) = ort.run(&crate::dataset::batch_data(&refs, pre), shape, "logits")?;
+    let burn = clf.probabilities(&refs)?;
+    let k = clf.classes().len();
+    Ok((z.chunks(k).zip(&burn))
+        .flat_map(|(z, p)| {
+            let q = artemis_report::prob::softmax(z);
+            q.into_iter()
+                .zip(p)
+                .map(|(a, b)| (a - b).abs())
+                .collect::<Vec<_>>()
+        })
+        .fold(0.0, f32::max))
+}
