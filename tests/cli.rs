@@ -364,8 +364,7 @@ fn report_and_predict_documents_keep_their_shape() {
     train_baseline(&manifest, &run, "96", "1", &[]);
     let o = artemis(&["eval", s(&run), "--bootstrap", "10"]);
     assert!(o.status.success(), "{}", text(&o));
-    let report: serde_json::Value =
-        serde_json::from_slice(&fs::read(run.join("report.json")).unwrap()).unwrap();
+    let report = json_file(&run.join("report.json"));
     let predict = predict_json(&run, &data.join("glioma_coronal"));
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schema");
     for (name, doc) in [("report.keys", &report), ("predict.keys", &predict)] {
@@ -538,8 +537,7 @@ fn cross_validation_tests_every_image_once_and_continues_where_it_stopped() {
     let o = cv("3");
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("Pooled out-of-fold"), "{}", text(&o));
-    let report: serde_json::Value =
-        serde_json::from_slice(&fs::read(out.join("cv.json")).unwrap()).unwrap();
+    let report = json_file(&out.join("cv.json"));
     let pooled_rows = fs::read_to_string(&manifest)
         .unwrap()
         .lines()
@@ -573,16 +571,14 @@ fn cross_validation_tests_every_image_once_and_continues_where_it_stopped() {
     let html = fs::read_to_string(out.join("cv.html")).unwrap();
     assert!(html.contains("not a medical device"), "the notice");
     // The folds as one model.
-    let ensemble: serde_json::Value =
-        serde_json::from_slice(&fs::read(out.join("ensemble/ensemble.json")).unwrap()).unwrap();
+    let ensemble = json_file(&out.join("ensemble/ensemble.json"));
     assert_eq!(ensemble["members"].as_array().unwrap().len(), 3);
     assert_eq!(ensemble["members"][0]["run"], "../fold-1/run");
 
     // The same command again keeps the finished folds; other folds are refused.
     let again = cv("3");
     assert!(again.status.success(), "{}", text(&again));
-    let report2: serde_json::Value =
-        serde_json::from_slice(&fs::read(out.join("cv.json")).unwrap()).unwrap();
+    let report2 = json_file(&out.join("cv.json"));
     assert_eq!(report2["pooled"], report["pooled"]);
     let other = cv("2");
     assert!(!other.status.success());
@@ -615,8 +611,7 @@ fn an_ensemble_is_the_mean_of_its_calibrated_members() {
     assert!(o.status.success(), "{}", text(&o));
     let o = artemis(&["eval", s(&ens), "--bootstrap", "20"]);
     assert!(o.status.success(), "{}", text(&o));
-    let report: serde_json::Value =
-        serde_json::from_slice(&fs::read(ens.join("report.json")).unwrap()).unwrap();
+    let report = json_file(&ens.join("report.json"));
     assert!(
         report["model"]
             .as_str()
@@ -632,8 +627,7 @@ fn an_ensemble_is_the_mean_of_its_calibrated_members() {
     // On a folder: every training and validation image of the members is found in it.
     let o = artemis(&["eval", s(&ens), "--data", s(&data), "--bootstrap", "0"]);
     assert!(matches!(o.status.code(), Some(0 | 3)), "{}", text(&o));
-    let folder: serde_json::Value =
-        serde_json::from_slice(&fs::read(ens.join("eval-data/report.json")).unwrap()).unwrap();
+    let folder = json_file(&ens.join("eval-data/report.json"));
     let held_in = fs::read_to_string(&manifest)
         .unwrap()
         .lines()
@@ -687,8 +681,7 @@ fn an_ensemble_is_the_mean_of_its_calibrated_members() {
     // are averaged instead.
     let o = artemis(&["eval", s(&ens), "--no-calibration", "--bootstrap", "0"]);
     assert!(o.status.success(), "{}", text(&o));
-    let r: serde_json::Value =
-        serde_json::from_slice(&fs::read(ens.join("report.json")).unwrap()).unwrap();
+    let r = json_file(&ens.join("report.json"));
     assert!(
         r["engine"]
             .as_str()

@@ -147,6 +147,11 @@ pub fn train_baseline(manifest: &Path, run: &Path, size: &str, epochs: &str, ext
     assert!(o.status.success(), "{}", text(&o));
 }
 
+/// A JSON file the command wrote (a report, a manifest of folds, an ensemble).
+pub fn json_file(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+}
+
 /// `artemis predict RUN INPUT --json`, which must succeed: its document.
 pub fn predict_json(run: &Path, input: &Path) -> serde_json::Value {
     let o = artemis(&["predict", s(run), s(input), "--json"]);

@@ -203,6 +203,16 @@ fn png_uri(v: &serde_json::Value) -> image::DynamicImage {
     image::load_from_memory(&bytes).unwrap()
 }
 
+/// The `[class, probability]` pairs of an answer, as probabilities.
+fn probs(v: &serde_json::Value) -> Vec<f64> {
+    v["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn endpoints_and_error_classes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -388,14 +398,6 @@ async fn an_exported_run_is_served_by_onnx_runtime() {
         card["engine"].as_str().unwrap().starts_with("burn"),
         "{card}"
     );
-    let probs = |v: &serde_json::Value| -> Vec<f64> {
-        v["probabilities"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p[1].as_f64().unwrap())
-            .collect()
-    };
     let (s1, a, _) = call(burn, post_raw(jpeg_bytes())).await;
     let (s2, b, _) = call(ort, post_raw(jpeg_bytes())).await;
     assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
@@ -612,14 +614,6 @@ async fn an_ensemble_is_served_like_a_run() {
             .unwrap()
             .starts_with("ensemble of 2")
     );
-    let probs = |v: &serde_json::Value| -> Vec<f64> {
-        v["probabilities"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p[1].as_f64().unwrap())
-            .collect()
-    };
     let (s, e, _) = call(st, post_raw(png_bytes(120, 90))).await;
     assert_eq!(s, StatusCode::OK, "{e}");
     assert!(png_uri(&e["heatmap"]).width() > 0);
