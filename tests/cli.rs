@@ -709,4 +709,13 @@ fn an_ensemble_is_the_mean_of_its_calibrated_members() {
     let o = artemis(&["ensemble", s(&a), s(&c), "-o", s(&tmp.path().join("e2"))]);
     assert!(!o.status.success());
     assert!(text(&o).contains("another input"), "{}", text(&o));
+    // An ensemble is not a run to train further, nor a member of another.
+    let o = artemis(&["train", "--resume", "-o", s(&ens)]);
+    assert!(
+        text(&o).contains("is an ensemble, not a run"),
+        "{}",
+        text(&o)
+    );
+    let o = artemis(&["ensemble", s(&ens), s(&a), "-o", s(&tmp.path().join("e3"))]);
+    assert!(text(&o).contains("is itself an ensemble"), "{}", text(&o));
 }

@@ -143,6 +143,12 @@ pub fn create(dir: &Path, members: &[PathBuf]) -> Result<EnsembleFile> {
             dir.display()
         )));
     }
+    if let Some(nested) = members.iter().find(|m| is_ensemble(m)) {
+        return Err(EngineError::Config(format!(
+            "{} is itself an ensemble; list its members instead",
+            nested.display()
+        )));
+    }
     let runs = members
         .iter()
         .map(|m| Run::open(m))

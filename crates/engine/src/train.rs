@@ -258,6 +258,12 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
         best_val_loss: f64::INFINITY,
         ..TrainState::default()
     };
+    if crate::ensemble::is_ensemble(dir) {
+        return Err(EngineError::Config(format!(
+            "{} is an ensemble, not a run: train its members (ensemble.json names them)",
+            dir.display()
+        )));
+    }
     let (run_cfg, state) = if cfg.resume {
         if !dir.join(CONFIG).exists() {
             return Err(EngineError::Config(format!(
