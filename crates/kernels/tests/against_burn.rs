@@ -92,6 +92,15 @@ fn cases() -> Vec<Case> {
         // Depthwise 3x3, strides 1 and 2, TensorFlow SAME's asymmetric padding (0, 1).
         case([2, 12, 9, 7], 12, 3, 1, [1, 1, 1, 1], 12),
         case([2, 12, 10, 10], 12, 3, 2, [0, 0, 1, 1], 12),
+        // Depthwise 3x3 and 5x5 at stride 1 on wider planes, one with bias, ReLU6 and
+        // asymmetric padding.
+        case([2, 8, 20, 21], 8, 3, 1, [1, 1, 1, 1], 8),
+        case([1, 4, 13, 26], 4, 5, 1, [2, 2, 2, 2], 4),
+        Case {
+            bias: true,
+            act: Activation::Relu6,
+            ..case([2, 6, 12, 17], 6, 3, 1, [0, 1, 1, 0], 6)
+        },
         // Depthwise 5x5 (EfficientNet-Lite), odd size.
         case([1, 6, 11, 13], 6, 5, 2, [2, 2, 2, 2], 6),
         // Groups in between, and a depthwise multiplier of 2.
