@@ -575,10 +575,16 @@ fn measure<'a>(
     let fine = FineView::of(inf, full_labels, (&classes, &truth), &coarse);
     let calibration = CalibrationReport {
         temperature: clf.temperature(),
-        fitted_on: clf
-            .calibration
-            .as_ref()
-            .map(|c: &Calibration| c.fitted_on.clone()),
+        fitted_on: match &clf.calibration {
+            Some(c) => Some(c.fitted_on.clone()),
+            // An ensemble: before and after are both the mean of the calibrated members.
+            None if !clf.members.is_empty() && clf.calibrated() => Some(format!(
+                "each of the {} members on its own validation split (the ensemble averages \
+                 their calibrated probabilities)",
+                clf.members.len()
+            )),
+            None => None,
+        },
         before: calibration(&fine.raw, &fine.truth, ECE_BINS),
         after: calibration(&fine.probs, &fine.truth, ECE_BINS),
     };
