@@ -141,6 +141,12 @@ impl TrainConfig {
         if s.batch_size == 0 {
             return Err(EngineError::Config("batch size must be at least 1".into()));
         }
+        if crate::ensemble::is_ensemble(&self.run_dir) {
+            return Err(EngineError::Config(format!(
+                "{} is an ensemble, not a run: train its members (ensemble.json names them)",
+                self.run_dir.display()
+            )));
+        }
         if !(s.learning_rate > 0.0 && s.learning_rate < 10.0) {
             return Err(EngineError::Config(format!(
                 "learning rate {} out of range (0, 10)",
@@ -258,12 +264,6 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
         best_val_loss: f64::INFINITY,
         ..TrainState::default()
     };
-    if crate::ensemble::is_ensemble(dir) {
-        return Err(EngineError::Config(format!(
-            "{} is an ensemble, not a run: train its members (ensemble.json names them)",
-            dir.display()
-        )));
-    }
     let (run_cfg, state) = if cfg.resume {
         if !dir.join(CONFIG).exists() {
             return Err(EngineError::Config(format!(
