@@ -1,6 +1,6 @@
 //! `artemis bench`: training and inference throughput, and time to an accuracy.
 
-use super::bounded;
+use super::common::bounded;
 use anyhow::{Context, Result};
 use artemis_engine::bench::{bench_model, time_to_accuracy};
 use artemis_engine::train::Strategy;

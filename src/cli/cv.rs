@@ -1,6 +1,6 @@
 //! `artemis cv`: cross-validate a training recipe.
 
-use super::bounded;
+use super::common::bounded;
 use super::train::{TrainArgs, train_config};
 use anyhow::{Context, Result};
 use clap::Args;

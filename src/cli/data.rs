@@ -1,6 +1,6 @@
 //! `artemis data check` and `artemis data split`: index a data set, report its defects, write a split manifest.
 
-use super::{bounded, partial_if, progress_bar};
+use super::common::{bounded, partial_if, progress_bar};
 use anyhow::{Context, Result};
 use artemis_data::check::{CheckConfig, Indexed};
 use artemis_data::hash::DEFAULT_NEAR_THRESHOLD;

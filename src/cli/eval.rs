@@ -1,6 +1,6 @@
 //! `artemis eval`: evaluate a run on a split of its manifest or on a folder.
 
-use super::{EngineArgs, bounded, partial_if};
+use super::common::{EngineArgs, bounded, partial_if};
 use anyhow::{Context, Result};
 use artemis_data::image_io::DEFAULT_MAX_PIXELS;
 use artemis_data::manifest::Split;

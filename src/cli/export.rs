@@ -1,6 +1,6 @@
 //! `artemis export`: a run's network as ONNX.
 
-use super::bounded;
+use super::common::bounded;
 use anyhow::{Context, Result};
 use artemis_engine::run::Run;
 use clap::Args;

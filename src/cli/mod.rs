@@ -1,11 +1,12 @@
 //! Command-line definitions and their translation into library calls: the top-level command
-//! and what every command shares here, one file per command beside it.
+//! here, one file per command beside it, and what the commands share in `common.rs`.
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod bench;
+mod common;
 mod compare;
 mod cv;
 mod data;
@@ -26,12 +27,7 @@ use predict::{MergeArgs, PredictArgs};
 use serve::ServeArgs;
 use train::TrainArgs;
 
-/// Exit code for a failed command (bad input, unreadable file, failed run).
-pub const EXIT_FAILURE: u8 = 1;
-
-/// Exit code when the command finished but some inputs were skipped, each reported with its
-/// path and reason (data check, data split, train, eval, predict).
-pub const EXIT_PARTIAL: u8 = 3;
+pub use common::EXIT_FAILURE;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -84,63 +80,6 @@ impl Command {
     }
 }
 
-/// Which engine computes logits, and with how many threads.
-#[derive(Args, Debug, Clone)]
-pub struct EngineArgs {
-    /// Inference engine: auto (ONNX Runtime when the run has a current `artemis export` and
-    /// the runtime library loads, else burn with a one-line notice), burn, or onnx.
-    #[arg(long, default_value = "auto")]
-    pub engine: artemis_engine::onnx::Backend,
-    /// ONNX Runtime threads (default: every core).
-    #[arg(long, value_parser = bounded::threads)]
-    pub threads: Option<usize>,
-}
-
-impl EngineArgs {
-    fn options(&self) -> artemis_engine::onnx::EngineOptions {
-        artemis_engine::onnx::EngineOptions {
-            backend: self.engine,
-            threads: self.threads.unwrap_or(0),
-        }
-    }
-}
-
-/// Value parsers for bounded counts: the bounds are the libraries' ([`artemis_engine::limits`]),
-/// so an out-of-range flag is a usage error (exit 2) naming the flag and its range.
-mod bounded {
-    use artemis_engine::limits::{self, Limit};
-
-    fn count(limit: Limit, s: &str) -> Result<usize, String> {
-        limit.parse(s).map(|v| v as usize)
-    }
-    /// One parser per bounded count flag.
-    macro_rules! counts {
-        ($($name:ident => $limit:ident),* $(,)?) => {
-            $(pub fn $name(s: &str) -> Result<usize, String> {
-                count(limits::$limit, s)
-            })*
-        };
-    }
-    counts! {
-        threads => THREADS,
-        bootstrap => BOOTSTRAP,
-        batch => BATCH,
-        epochs => EPOCHS,
-        cache_copies => CACHE_COPIES,
-        worst => WORST,
-        export_check => EXPORT_CHECK,
-        steps => STEPS,
-        folds => FOLDS,
-    }
-    pub fn max_pixels(s: &str) -> Result<u64, String> {
-        limits::MAX_PIXELS.parse(s)
-    }
-}
-
-fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
-    artemis_engine::progress::bar(len, what)
-}
-
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Data(DataCommand::Check(a)) => data::check(a),
@@ -155,14 +94,5 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export(a) => export::run(a),
         Command::Cv(a) => cv::run(*a),
         Command::Ensemble(a) => ensemble::run(a),
-    }
-}
-
-/// Exit code 3 when the command finished but skipped some inputs (each was reported).
-fn partial_if(skipped: bool) -> ExitCode {
-    if skipped {
-        ExitCode::from(EXIT_PARTIAL)
-    } else {
-        ExitCode::SUCCESS
     }
 }

@@ -1,6 +1,6 @@
 //! `artemis predict` (optionally one shard of a cluster job) and `artemis predict-merge`.
 
-use super::{EngineArgs, bounded, partial_if};
+use super::common::{EngineArgs, bounded, partial_if};
 use anyhow::{Context, Result};
 use artemis_data::image_io::DEFAULT_MAX_PIXELS;
 use artemis_engine::infer::Classifier;

@@ -1,6 +1,6 @@
 //! `artemis serve`: the web page and REST API for a run.
 
-use super::EngineArgs;
+use super::common::EngineArgs;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! `artemis train`: the recipe's flags, and the library's training configuration built from them (shared with `cv`).
 
-use super::{EngineArgs, bounded, partial_if};
+use super::common::{EngineArgs, bounded, partial_if};
 use anyhow::{Context, Result};
 use artemis_data::image_io::DEFAULT_MAX_PIXELS;
 use artemis_data::image_io::ResizeMode;
