@@ -65,28 +65,33 @@ pub fn read(dir: &Path) -> Result<EnsembleFile> {
     Ok(file)
 }
 
-/// The member runs of the ensemble in `dir`, each checked against the weights it had when the
-/// ensemble was made.
-pub fn member_runs(dir: &Path) -> Result<Vec<Run>> {
-    read(dir)?
-        .members
-        .iter()
-        .map(|m| {
-            let run = Run::open(&dir.join(&m.run))?;
-            let hash = weights_hash(&run)?;
-            if hash != m.weights_hash {
-                return Err(EngineError::Config(format!(
-                    "{}: member {} has other weights than when the ensemble was made (BLAKE3 {} \
-                     now, {} then); make the ensemble again",
-                    dir.join(ENSEMBLE).display(),
-                    run.dir.display(),
-                    &hash[..12.min(hash.len())],
-                    &m.weights_hash[..12.min(m.weights_hash.len())]
-                )));
-            }
-            Ok(run)
-        })
+/// The members of the ensemble in `dir` as the file records them, with their runs (their
+/// configurations; [`check_weights`] checks the weights when they are loaded).
+pub fn members(dir: &Path) -> Result<Vec<(Member, Run)>> {
+    (read(dir)?.members.into_iter())
+        .map(|m| Run::open(&dir.join(&m.run)).map(|run| (m, run)))
         .collect()
+}
+
+/// The member runs of the ensemble in `dir`.
+pub fn member_runs(dir: &Path) -> Result<Vec<Run>> {
+    Ok(members(dir)?.into_iter().map(|(_, run)| run).collect())
+}
+
+/// Refuses a member whose loaded weights (BLAKE3 `loaded`) are not the ones it had when the
+/// ensemble in `dir` was made.
+pub fn check_weights(dir: &Path, member: &Member, run: &Run, loaded: &str) -> Result<()> {
+    if member.weights_hash == loaded {
+        return Ok(());
+    }
+    Err(EngineError::Config(format!(
+        "{}: member {} has other weights than when the ensemble was made (BLAKE3 {} now, {} \
+         then); make the ensemble again",
+        dir.join(ENSEMBLE).display(),
+        run.dir.display(),
+        &loaded[..12.min(loaded.len())],
+        &member.weights_hash[..12.min(member.weights_hash.len())]
+    )))
 }
 
 /// The architecture of a run, or of an ensemble's members (`ensemble: mobilenetv2 x5`).

@@ -160,7 +160,8 @@ fn view(classes: Vec<String>, truth: &[usize], probs: &[Vec<f32>], cfg: &EvalCon
 /// One line naming the architecture, its starting weights and how it was trained (an
 /// ensemble: how many members, and the first one's line).
 pub fn describe(run: &Run) -> String {
-    if let Ok(members) = crate::ensemble::member_runs(&run.dir) {
+    if crate::ensemble::is_ensemble(&run.dir) {
+        let members = crate::ensemble::member_runs(&run.dir).unwrap_or_default();
         let first = members.first().map(describe).unwrap_or_default();
         return format!(
             "ensemble of {} runs (mean of calibrated probabilities); first: {first}",

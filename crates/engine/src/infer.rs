@@ -6,8 +6,9 @@ use crate::dataset::{batch_data, batch_tensor, to_vec_f32};
 use crate::error::{EngineError, Result};
 use crate::onnx::{Backend, EngineOptions, OnnxModel};
 use crate::run::Run;
-use artemis_explain::{Cam, grad_cam};
+use artemis_explain::{Cam, grad_cam, grad_cam_with_logits};
 use artemis_models::Network;
+use artemis_report::prob::softmax_t;
 pub use artemis_report::prob::{softmax, top1};
 use burn::prelude::*;
 use image::RgbImage;
@@ -50,12 +51,14 @@ pub struct Classifier {
     pub calibration: Option<Calibration>,
     /// What computes the logits.
     pub runtime: Engine,
-    /// BLAKE3 of the loaded `model-best.bpk` (read once, when the classifier was opened).
+    /// BLAKE3 of the loaded `model-best.bpk` (read once, when the classifier was opened); for
+    /// an ensemble, its [`Self::export_key`] when it was opened.
     pub weights_hash: String,
     /// Why ONNX Runtime is not used although the run has an export (one line for the user).
     pub notice: Option<String>,
     /// An ensemble's members (empty for a run): the probabilities are the mean of theirs,
-    /// each calibrated with its own temperature; `network` is the first member's.
+    /// each calibrated with its own temperature. An ensemble's `network` and `device` are its
+    /// first member's; its logits and maps come from the members.
     pub members: Vec<Classifier>,
 }
 
@@ -115,14 +118,17 @@ impl Classifier {
 
     /// An ensemble folder's classifier: its members opened as runs (see [`crate::ensemble`]).
     fn open_ensemble(run: Run, opts: EngineOptions) -> Result<Classifier> {
-        let members = crate::ensemble::member_runs(&run.dir)?
-            .into_iter()
-            .map(|r| Classifier::open_with(r, opts))
+        let members = (crate::ensemble::members(&run.dir)?.into_iter())
+            .map(|(member, r)| {
+                let m = Classifier::open_with(r, opts)?;
+                crate::ensemble::check_weights(&run.dir, &member, &m.run, &m.weights_hash)?;
+                Ok(m)
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut notices: Vec<String> = members.iter().filter_map(|m| m.notice.clone()).collect();
         notices.dedup();
         let mut clf = Classifier {
-            weights_hash: String::new(),
+            weights_hash: members_key(&members),
             network: members[0].network.clone(),
             device: members[0].device.clone(),
             calibration: None,
@@ -131,7 +137,6 @@ impl Classifier {
             run,
             members,
         };
-        clf.weights_hash = clf.export_key();
         // The ensemble's own export (one graph averaging the members), when it was made from
         // exactly these weights and temperatures.
         if opts.backend != Backend::Burn {
@@ -151,12 +156,10 @@ impl Classifier {
     /// and temperature. For a run, the BLAKE3 of its weights.
     pub fn export_key(&self) -> String {
         if self.members.is_empty() {
-            return self.weights_hash.clone();
+            self.weights_hash.clone()
+        } else {
+            members_key(&self.members)
         }
-        let parts: Vec<String> = (self.members.iter())
-            .map(|m| format!("{}:{}", m.weights_hash, m.temperature()))
-            .collect();
-        artemis_data::hash::content_hash(parts.join(",").as_bytes())
     }
 
     /// Whether the probabilities are temperature-scaled (for an ensemble: every member's).
@@ -251,15 +254,32 @@ impl Classifier {
             .collect())
     }
 
+    /// Probabilities of prepared images and a Grad-CAM map each, for the class `pick` chooses
+    /// from the image's probabilities. A run needs one pass (the logits come with the maps);
+    /// an ensemble takes its mean first, then its members' maps for that class.
+    pub fn explain(
+        &self,
+        images: &[&RgbImage],
+        pick: impl Fn(&[f32]) -> usize,
+    ) -> Result<(Vec<Cam>, Vec<Vec<f32>>)> {
+        if !self.members.is_empty() {
+            let probs = self.probabilities(images)?;
+            let targets: Vec<usize> = probs.iter().map(|p| pick(p)).collect();
+            return Ok((self.cams(images, &targets)?, probs));
+        }
+        let t = self.temperature();
+        let x = batch_tensor(images, &self.run.config.preprocess, None, &self.device);
+        let (cams, logits) = grad_cam_with_logits(&self.network, x, |_, z| pick(&softmax_t(z, t)))
+            .map_err(explain_error)?;
+        Ok((cams, logits.iter().map(|z| softmax_t(z, t)).collect()))
+    }
+
     /// Grad-CAM maps of prepared images for the classes `targets` (an ensemble: the mean of
     /// its members' maps, each member's resampled to the first's grid).
     pub fn cams(&self, images: &[&RgbImage], targets: &[usize]) -> Result<Vec<Cam>> {
         if self.members.is_empty() {
             let x = batch_tensor(images, &self.run.config.preprocess, None, &self.device);
-            return grad_cam(&self.network, x, targets).map_err(|e| match e {
-                artemis_explain::ExplainError::Request(m) => EngineError::Config(m),
-                other => EngineError::Tensor(other.to_string()),
-            });
+            return grad_cam(&self.network, x, targets).map_err(explain_error);
         }
         let mut maps: Vec<Cam> = Vec::new();
         let n = self.members.len() as f32;
@@ -294,6 +314,23 @@ impl Classifier {
             .iter()
             .map(|z| artemis_report::prob::softmax_t(z, t))
             .collect())
+    }
+}
+
+/// BLAKE3 of the members' weights hashes and temperatures, in order.
+fn members_key(members: &[Classifier]) -> String {
+    let parts: Vec<String> = (members.iter())
+        .map(|m| format!("{}:{}", m.weights_hash, m.temperature()))
+        .collect();
+    artemis_data::hash::content_hash(parts.join(",").as_bytes())
+}
+
+/// A map request the network cannot serve is a configuration error; anything else a tensor
+/// error.
+fn explain_error(e: artemis_explain::ExplainError) -> EngineError {
+    match e {
+        artemis_explain::ExplainError::Request(m) => EngineError::Config(m),
+        other => EngineError::Tensor(other.to_string()),
     }
 }
 

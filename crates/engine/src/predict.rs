@@ -12,7 +12,7 @@ use crate::infer::{Classifier, top1};
 use artemis_data::dicom::Identifiers;
 use artemis_data::input::InputOptions;
 use artemis_data::scan::list_inputs;
-use artemis_explain::{OverlayStyle, grad_cam_with_logits, overlay_png};
+use artemis_explain::{OverlayStyle, overlay_png};
 use image::RgbImage;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -101,12 +101,19 @@ impl PredictRow {
             confidence: Some(conf),
             probabilities: Some(classes.iter().cloned().zip(probs.iter().cloned()).collect()),
             calibrated,
-            error: None,
-            ..PredictRow::failed(input, String::new())
+            ..PredictRow::about(input)
         }
     }
 
     fn failed(input: &Path, error: String) -> PredictRow {
+        PredictRow {
+            error: Some(error),
+            ..PredictRow::about(input)
+        }
+    }
+
+    /// A row naming `input` and nothing else yet.
+    fn about(input: &Path) -> PredictRow {
         PredictRow {
             input: input.to_path_buf(),
             frame: None,
@@ -118,7 +125,7 @@ impl PredictRow {
             tta: false,
             heatmap: None,
             identifiers: None,
-            error: Some(error),
+            error: None,
             warning: None,
         }
     }
@@ -283,27 +290,12 @@ pub fn explain(
 ) -> Result<Explanation> {
     let prepared = clf.prepare(image);
     let pre = &clf.run.config.preprocess;
-    let (cam, probabilities) = if clf.members.is_empty() {
-        let x = crate::dataset::batch_tensor(&[&prepared], pre, None, &clf.device);
-        // One pass: the logits for the probabilities, the map for the class.
-        let (mut cams, logits) =
-            grad_cam_with_logits(&clf.network, x, |_, z| class.unwrap_or_else(|| top1(z).0))
-                .map_err(|e| match e {
-                    artemis_explain::ExplainError::Request(m) => EngineError::Config(m),
-                    other => EngineError::Tensor(other.to_string()),
-                })?;
-        let cam = cams
-            .pop()
-            .ok_or_else(|| EngineError::Tensor("no map".into()))?;
-        (
-            cam,
-            artemis_report::stats::softmax_t(&logits[0], clf.temperature()),
-        )
-    } else {
-        let p = clf.probabilities(&[&prepared])?.remove(0);
-        let target = class.unwrap_or_else(|| top1(&p).0);
-        (clf.cams(&[&prepared], &[target])?.remove(0), p)
-    };
+    let (mut cams, mut probs) =
+        clf.explain(&[&prepared], |p| class.unwrap_or_else(|| top1(p).0))?;
+    let (cam, probabilities) = cams
+        .pop()
+        .zip(probs.pop())
+        .ok_or_else(|| EngineError::Tensor("no map".into()))?;
     let class = cam.class;
     let st = style(clf, class, probabilities[class], opacity);
     let png = overlay_png(image, &cam, (pre.width, pre.height), pre.resize, &st)
@@ -326,29 +318,16 @@ fn classify(
     let refs: Vec<&RgbImage> = units.iter().map(|u| &u.prepared).collect();
     let classes = clf.classes();
     let pre = &clf.run.config.preprocess;
-    let t = clf.temperature();
     let (probs, cams) = match (&cfg.explain_dir, cfg.tta) {
-        // Explaining a run without TTA: one pass gives both the probabilities and the maps.
-        (Some(_), false) if clf.members.is_empty() => {
-            let x = crate::dataset::batch_tensor(&refs, pre, None, &clf.device);
-            let (cams, logits) = grad_cam_with_logits(&clf.network, x, |_, z| {
-                cfg.explain_class.unwrap_or_else(|| top1(z).0)
-            })
-            .map_err(|e| EngineError::Tensor(e.to_string()))?;
-            let probs = logits
-                .iter()
-                .map(|z| artemis_report::stats::softmax_t(z, t))
-                .collect();
+        (Some(_), false) => {
+            let (cams, probs) =
+                clf.explain(&refs, |p| cfg.explain_class.unwrap_or_else(|| top1(p).0))?;
             (probs, Some(cams))
         }
-        // With TTA the class comes from the averaged views, and an ensemble's from its mean;
-        // the map explains it on the picture as given.
-        (Some(_), tta) => {
-            let probs = if tta {
-                clf.probabilities_tta(&refs)?
-            } else {
-                clf.probabilities(&refs)?
-            };
+        // With TTA the class comes from the averaged views; the map explains it on the
+        // picture as given.
+        (Some(_), true) => {
+            let probs = clf.probabilities_tta(&refs)?;
             let targets: Vec<usize> = probs
                 .iter()
                 .map(|p: &Vec<f32>| cfg.explain_class.unwrap_or_else(|| top1(p).0))

@@ -380,12 +380,12 @@ struct Served {
 }
 
 /// Decodes and classifies one upload (blocking). Errors are user messages naming `name`.
-fn classify(state: &AppState, bytes: &[u8], name: &str) -> Result<serde_json::Value, String> {
+fn classify(state: &AppState, bytes: Bytes, name: &str) -> Result<serde_json::Value, String> {
     let opts = InputOptions {
         max_pixels: state.cfg.max_pixels,
         ..InputOptions::default()
     };
-    let opened = open_bytes(bytes.to_vec(), Path::new(name), &opts).map_err(|e| e.to_string())?;
+    let opened = open_bytes(Vec::from(bytes), Path::new(name), &opts).map_err(|e| e.to_string())?;
     let warning = opened.warning;
     // A multi-frame DICOM shows its first frame (`artemis predict` classifies every frame).
     let image = (opened.pictures.into_iter().next())
@@ -478,7 +478,7 @@ async fn predict(State(state): State<AppState>, req: Request) -> Response {
             .map_err(|_| "server shutting down".to_string())?;
         tokio::task::spawn_blocking(move || {
             let _held = (admitted, permit);
-            classify(&st, &bytes, &name)
+            classify(&st, bytes, &name)
         })
         .await
         .map_err(|_| "internal error".to_string())
