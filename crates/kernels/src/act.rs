@@ -75,23 +75,21 @@ pub(crate) fn apply(y: &mut [f32], act: Activation) {
     );
 }
 
-/// `dy * act'(z)` for every element, from the outputs `y = act(z)`.
-pub(crate) fn grad_from_output(y: &[f32], dy: &[f32], act: Activation) -> Vec<f32> {
+/// `dy * act'(z)` for every element, from the outputs `y = act(z)`, written over `dy`.
+pub(crate) fn gate_from_output(y: &[f32], dy: &mut [f32], act: Activation) {
     use rayon::prelude::*;
-    let mut out = vec![0.0; dy.len()];
-    out.par_chunks_mut(1 << 14)
-        .zip(y.par_chunks(1 << 14).zip(dy.par_chunks(1 << 14)))
-        .for_each(|(o, (y, g))| {
+    dy.par_chunks_mut(1 << 14)
+        .zip(y.par_chunks(1 << 14))
+        .for_each(|(g, y)| {
             crate::simd::vectorized(
                 #[inline(always)]
                 || {
-                    for ((o, y), g) in o.iter_mut().zip(y).zip(g) {
-                        *o = act.grad_from_output(*y, *g);
+                    for (g, y) in g.iter_mut().zip(y) {
+                        *g = act.grad_from_output(*y, *g);
                     }
                 },
             )
         });
-    out
 }
 
 #[cfg(test)]

@@ -124,6 +124,26 @@ fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().unwrap_or(&[])
 }
 
+/// A contiguous `f32` Flex tensor that this code alone holds, so its values can be
+/// overwritten: `t` itself when it is (the usual case for a gradient handed to a backward
+/// step), else a copy.
+fn owned(t: FlexTensor) -> FlexTensor {
+    let t = dense(t);
+    let whole = t.layout().contiguous_offsets() == Some((0, t.bytes().len() / 4));
+    if whole && t.is_unique() {
+        t
+    } else {
+        tensor(values(&t).to_vec(), t.shape())
+    }
+}
+
+/// The values of a tensor made by [`owned`], to overwrite.
+fn values_mut(t: &mut FlexTensor) -> &mut [f32] {
+    // `owned` made it contiguous, whole and unshared (a copy if it was not), and only f32
+    // tensors are routed here; a shared tensor would be copied, not written through.
+    t.storage_mut::<f32>()
+}
+
 fn dims<const D: usize>(t: &FlexTensor) -> [usize; D] {
     let s = t.shape();
     std::array::from_fn(|i| s[i])
@@ -284,15 +304,15 @@ impl ConvBackward {
     /// want them.
     fn grads(&self, state: ConvState, dy: FlexTensor, want: [bool; 3]) -> [Option<FlexTensor>; 3] {
         let (g, (x, w, y)) = (&self.geom, state);
-        let dy = dense(dy);
-        let gated;
         let dy = match &y {
             Some(y) => {
-                gated = act::grad_from_output(values(y), values(&dy), self.act);
-                &gated[..]
+                let mut gated = owned(dy);
+                act::gate_from_output(values(y), values_mut(&mut gated), self.act);
+                gated
             }
-            None => values(&dy),
+            None => dense(dy),
         };
+        let dy = values(&dy);
         let (xv, wv) = (values(&x), values(&w));
         let dx = want[0].then(|| {
             let v = if g.is_depthwise() {
@@ -373,7 +393,7 @@ impl Backward<Flex, 3> for BnBackward {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
-        let dy = dense(grads.consume::<Flex>(&ops.node));
+        let mut dx = owned(grads.consume::<Flex>(&ops.node));
         let [x, gamma, beta, mean, var] = ops.state;
         let [n, c, h, w] = dims(&x);
         let s = BnShape { n, c, plane: h * w };
@@ -385,9 +405,9 @@ impl Backward<Flex, 3> for BnBackward {
             var: values(&var),
             eps: self.epsilon,
         };
-        let (dx, dgamma, dbeta) = batchnorm::backward(s, &saved, values(&dy), self.act);
+        let (dgamma, dbeta) = batchnorm::backward(s, &saved, values_mut(&mut dx), self.act);
         let out = [
-            (node_x.map(|n| n.id), Some(tensor(dx, [n, c, h, w]))),
+            (node_x.map(|n| n.id), Some(dx)),
             (node_gamma.map(|n| n.id), Some(tensor(dgamma, [c]))),
             (node_beta.map(|n| n.id), Some(tensor(dbeta, [c]))),
         ];

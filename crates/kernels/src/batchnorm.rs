@@ -153,13 +153,15 @@ pub struct BnSaved<'a> {
     pub eps: f64,
 }
 
-/// Gradients of [`forward`]: `(dx, dgamma, dbeta)`.
+/// Gradients of [`forward`]: `dy` becomes `dx` in place (it is read once per element, so
+/// no separate output buffer has to be zeroed and written), and `(dgamma, dbeta)` are
+/// returned.
 pub fn backward(
     s: BnShape,
     saved: &BnSaved,
-    dy: &[f32],
+    dy: &mut [f32],
     act: Activation,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> (Vec<f32>, Vec<f32>) {
     match act {
         Activation::Identity => backward_gated(s, saved, dy, |_, g| g),
         Activation::Relu => backward_gated(s, saved, dy, |z, g| if z > 0.0 { g } else { 0.0 }),
@@ -183,20 +185,21 @@ pub fn backward(
 fn backward_gated(
     s: BnShape,
     v: &BnSaved,
-    dy: &[f32],
+    dy: &mut [f32],
     gate: impl Fn(f32, f32) -> f32 + Sync + Copy,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> (Vec<f32>, Vec<f32>) {
     let x = v.x;
     let norms: Vec<Norm> = (0..s.c)
         .map(|c| Norm::new(v.gamma[c], v.beta[c], v.mean[c], v.var[c], v.eps))
         .collect();
     // Per channel: dbeta = sum(g) and dgamma = sum(g * xhat), g the gated output gradient.
+    let grad: &[f32] = dy;
     let (dbeta, dgamma): (Vec<f32>, Vec<f32>) = (0..s.c)
         .into_par_iter()
         .map(|c| {
             let (sg, sgx) =
                 s.planes(x, c)
-                    .zip(s.planes(dy, c))
+                    .zip(s.planes(grad, c))
                     .fold((0.0f64, 0.0f64), |(a, b), (xp, gp)| {
                         let (pa, pb) = vectorized(
                             #[inline(always)]
@@ -208,8 +211,7 @@ fn backward_gated(
         })
         .unzip();
     let m = s.count() as f32;
-    let mut dx = vec![0.0; x.len()];
-    dx.par_chunks_mut(s.plane).enumerate().for_each(|(p, dx)| {
+    dy.par_chunks_mut(s.plane).enumerate().for_each(|(p, gs)| {
         let c = p % s.c;
         let norm = norms[c];
         // dx = scale * (g - mean(g) - xhat * mean(g * xhat)) = scale * g + k * (x - mean) + k0
@@ -219,17 +221,16 @@ fn backward_gated(
             -norm.scale * dbeta[c] / m,
         );
         let xs = &x[p * s.plane..][..s.plane];
-        let gs = &dy[p * s.plane..][..s.plane];
         vectorized(
             #[inline(always)]
             || {
-                for ((d, x), g) in dx.iter_mut().zip(xs).zip(gs) {
-                    *d = norm.scale * gate(norm.z(*x), *g) + k * (x - norm.mean) + k0;
+                for (g, x) in gs.iter_mut().zip(xs) {
+                    *g = norm.scale * gate(norm.z(*x), *g) + k * (x - norm.mean) + k0;
                 }
             },
         )
     });
-    (dx, dgamma, dbeta)
+    (dgamma, dbeta)
 }
 
 /// Over one plane: `(sum(g), sum(g * (x - mean)))` with `g = gate(z(x), dy)`, each in 8
