@@ -3,6 +3,7 @@
 use super::common::bounded;
 use anyhow::{Context, Result};
 use artemis_engine::bench::{bench_model, time_to_accuracy};
+use artemis_engine::device::ComputeDevice;
 use artemis_engine::train::Strategy;
 use artemis_models::Architecture;
 use clap::Args;
@@ -56,6 +57,17 @@ pub struct BenchArgs {
     /// Whole-network training steps only (no inference, extraction or cached-map rows).
     #[arg(long, conflicts_with_all = ["manifest", "inference"])]
     pub train_only: bool,
+    /// The golden and parity check of --device instead: the ImageNet MobileNetV2 on the four
+    /// pictures of FIXTURES/imagenet-mobilenetv2 (../shared/fixtures), by burn on the CPU, by
+    /// burn on the device and (for cuda) by ONNX Runtime's CUDA provider, against the
+    /// reference logits and the CPU's. Exit 1 when an engine misses the golden bound (100x the
+    /// test suite's, 1e-3 of the largest logit) or the top 5.
+    #[arg(long, value_name = "FIXTURES", conflicts_with_all = ["manifest", "inference"])]
+    pub check_device: Option<PathBuf>,
+    /// Where the whole-network and inference rows run: cpu, vulkan[:N], cuda[:N] or metal
+    /// (GPU backends are cargo features; see the README).
+    #[arg(long, default_value = "cpu")]
+    pub device: ComputeDevice,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -93,12 +105,31 @@ fn bench_time_to_accuracy(a: &BenchArgs, manifest: &std::path::Path) -> Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// The lines above the `--inference` table: the engines, threads and device.
+fn inference_header(threads: usize, device: ComputeDevice) {
+    match artemis_engine::onnx::runtime() {
+        Ok(rt) => println!(
+            "ONNX Runtime {} ({}), {threads} threads; burn flex, {} rayon threads; --device {device}",
+            artemis_engine::onnx::ORT_VERSION,
+            rt.library.display(),
+            rayon::current_num_threads()
+        ),
+        Err(e) => println!("ONNX Runtime unavailable ({e}); burn only; --device {device}"),
+    }
+    println!("inference: median images/s, input tensor ready to logits read back");
+    println!(
+        "{:<18} {:>6} {:>6} {:>12} {:>12} {:>9}",
+        "model", "input", "batch", "burn", "onnxruntime", "ort/burn"
+    );
+}
+
 fn bench_inference(a: &BenchArgs) -> Result<ExitCode> {
     use artemis_engine::bench_infer::{bench_folder, bench_inference, bench_side};
     use artemis_engine::onnx::{Backend, EngineOptions, runtime};
     let threads = EngineOptions {
         backend: Backend::Auto,
         threads: a.threads.unwrap_or(0),
+        ..EngineOptions::default()
     }
     .threads();
     let tmp = tempfile::tempdir().context("creating a temporary folder")?;
@@ -108,20 +139,7 @@ fn bench_inference(a: &BenchArgs) -> Result<ExitCode> {
     } else {
         a.models.clone()
     };
-    match runtime() {
-        Ok(rt) => println!(
-            "ONNX Runtime {} ({}), {threads} threads; burn flex, {} rayon threads",
-            artemis_engine::onnx::ORT_VERSION,
-            rt.library.display(),
-            rayon::current_num_threads()
-        ),
-        Err(e) => println!("ONNX Runtime unavailable ({e}); burn only"),
-    }
-    println!("inference: median images/s, input tensor ready to logits read back");
-    println!(
-        "{:<18} {:>6} {:>6} {:>12} {:>12} {:>9}",
-        "model", "input", "batch", "burn", "onnxruntime", "ort/burn"
-    );
+    inference_header(threads, a.device);
     let mut runs = Vec::new();
     let mut rows = Vec::new();
     for &arch in &models {
@@ -132,8 +150,16 @@ fn bench_inference(a: &BenchArgs) -> Result<ExitCode> {
         };
         for side in sides {
             let dir = root.join(format!("{}-{side}", arch.name()));
-            for r in bench_inference(arch, side, &[1, a.batch_size], a.steps, threads, &dir)
-                .with_context(|| format!("benchmarking {} at {side} px", arch.name()))?
+            for r in bench_inference(
+                arch,
+                side,
+                &[1, a.batch_size],
+                a.steps,
+                threads,
+                &dir,
+                a.device,
+            )
+            .with_context(|| format!("benchmarking {} at {side} px", arch.name()))?
             {
                 let ort = r.onnxruntime.map_or("-".into(), |v| format!("{v:.1}"));
                 let ratio = r
@@ -212,7 +238,46 @@ fn bench_inference(a: &BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--check-device`: one line per engine and picture, and the verdict.
+fn bench_check_device(a: &BenchArgs, fixtures: &std::path::Path) -> Result<ExitCode> {
+    let weights = artemis_models::mobilenetv2::weights::CHECKPOINT.default_path();
+    let rows = artemis_engine::device_check::check_device(a.device, fixtures, &weights)
+        .with_context(|| format!("checking --device {}", a.device))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "{:<24} {:<8} {:>12} {:>12} {:>6}",
+            "engine", "image", "vs golden", "vs cpu", "top-5"
+        );
+        for r in &rows {
+            println!(
+                "{:<24} {:<8} {:>12.2e} {:>12.2e} {:>6}",
+                r.engine,
+                r.image,
+                r.golden,
+                r.parity,
+                if r.top5 { "same" } else { "DIFFER" }
+            );
+        }
+    }
+    let failed = rows.iter().filter(|r| !r.passed()).count();
+    println!(
+        "{} of {} rows within the golden bound",
+        rows.len() - failed,
+        rows.len()
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::common::EXIT_FAILURE)
+    })
+}
+
 pub(super) fn run(a: BenchArgs) -> Result<ExitCode> {
+    if let Some(f) = &a.check_device {
+        return bench_check_device(&a, f);
+    }
     if let Some(m) = &a.manifest {
         return bench_time_to_accuracy(&a, m);
     }
@@ -239,6 +304,7 @@ pub(super) fn run(a: BenchArgs) -> Result<ExitCode> {
                 a.batch_size,
                 a.steps,
                 a.train_only,
+                a.device,
             )?);
         }
     }
@@ -246,6 +312,7 @@ pub(super) fn run(a: BenchArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
+    println!("device: {}", a.device);
     println!(
         "threads: {} (RAYON_NUM_THREADS), median of {} steps after 1 warm-up",
         rayon::current_num_threads(),

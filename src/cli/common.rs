@@ -1,6 +1,7 @@
 //! What the commands share: exit codes, the engine flags, bounded count parsers, progress
 //! bars. A leaf: it imports no command.
 
+use artemis_engine::device::Devices;
 use clap::Args;
 use std::process::ExitCode;
 
@@ -21,14 +22,34 @@ pub struct EngineArgs {
     /// ONNX Runtime threads (default: every core).
     #[arg(long, value_parser = bounded::threads)]
     pub threads: Option<usize>,
+    /// Where the network runs: cpu, vulkan[:N], cuda[:N] or metal. burn's GPU backends are
+    /// cargo features (`--features vulkan`); ONNX Runtime runs on cuda[:N] with its GPU build
+    /// (scripts/setup --gpu). train and cv take a comma-separated list: one replica per
+    /// device, gradients averaged every step.
+    #[arg(long, default_value = "cpu")]
+    pub device: Devices,
 }
 
 impl EngineArgs {
+    /// The options, on the first device given (what training's feature cache and every
+    /// single-device command use).
     pub(super) fn options(&self) -> artemis_engine::onnx::EngineOptions {
         artemis_engine::onnx::EngineOptions {
             backend: self.engine,
             threads: self.threads.unwrap_or(0),
+            device: self.device.main(),
         }
+    }
+
+    /// [`Self::options`] for a command that runs on one device (eval, predict, serve).
+    pub(super) fn single(&self) -> anyhow::Result<artemis_engine::onnx::EngineOptions> {
+        if self.device.list().len() > 1 {
+            anyhow::bail!(
+                "--device {}: this command runs on one device (only train and cv take a list)",
+                self.device
+            );
+        }
+        Ok(self.options())
     }
 }
 

@@ -90,7 +90,7 @@ pub(super) fn run(a: EvalArgs) -> Result<ExitCode> {
     cfg.worst = a.worst;
     cfg.tta = a.tta;
     cfg.max_pixels = a.max_pixels;
-    cfg.engine = a.engine.options();
+    cfg.engine = a.engine.single()?;
     cfg.calibration = if a.no_calibration {
         CalibrationMode::Off
     } else if a.recalibrate {

@@ -71,7 +71,7 @@ pub struct PredictArgs {
 
 pub(super) fn run(a: PredictArgs) -> Result<ExitCode> {
     let run = Run::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
-    let clf = Classifier::open_with(run, a.engine.options())
+    let clf = Classifier::open_with(run, a.engine.single()?)
         .with_context(|| format!("loading run {}", a.run.display()))?;
     if let Some(notice) = &clf.notice {
         eprintln!("notice: {notice}");

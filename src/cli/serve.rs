@@ -59,7 +59,7 @@ pub(super) fn run(a: ServeArgs) -> Result<ExitCode> {
         shutdown_grace: seconds("--shutdown-grace", a.shutdown_grace)?,
         max_connections: a.max_connections,
         max_waiting: a.max_waiting,
-        engine: a.engine.options(),
+        engine: a.engine.single()?,
         ..ServeConfig::default()
     };
     if let Some(n) = a.max_concurrent {

@@ -175,6 +175,7 @@ pub(super) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         cache_copies: a.cache_copies,
         max_pixels: a.max_pixels,
         engine: a.engine.options(),
+        devices: a.engine.device.clone(),
     };
     Ok(cfg)
 }

@@ -68,28 +68,6 @@ fn check_folder(run: &Path) -> Option<TrainState> {
     Some(state)
 }
 
-/// Every float a module holds (parameters and running statistics), as bits, in visit order.
-fn weight_bits(net: &artemis_models::Network) -> Vec<Vec<u32>> {
-    struct Collect(Vec<Vec<u32>>);
-    impl burn::module::ModuleVisitor for Collect {
-        fn visit_float<const D: usize>(
-            &mut self,
-            p: &burn::module::Param<burn::prelude::Tensor<D>>,
-        ) {
-            let v: Vec<f32> = p
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .unwrap();
-            self.0.push(v.iter().map(|x| x.to_bits()).collect());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    burn::module::Module::visit(net, &mut c);
-    c.0
-}
-
 /// History without the wall-clock seconds.
 fn figures(state: &TrainState) -> Vec<[u64; 6]> {
     state

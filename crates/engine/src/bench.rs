@@ -2,6 +2,7 @@
 //! batches, medians over repeated timed steps after warm-up.
 
 use crate::dataset::target_tensor;
+use crate::device::ComputeDevice;
 use crate::error::Result;
 use crate::run::{Plateau, Run, Schedule, TrainSettings};
 use crate::train::{Strategy, TrainConfig, train};
@@ -51,19 +52,21 @@ fn timed(steps: usize, batch: usize, mut step: impl FnMut()) -> f64 {
 }
 
 /// Times `steps` training steps and (unless `train_only`) `steps` inference batches, frozen
-/// stage extractions and cached-map training steps, each after one warm-up call.
+/// stage extractions and cached-map training steps, each after one warm-up call, on `on`.
 pub fn bench_model(
     arch: Architecture,
     input: usize,
     batch: usize,
     steps: usize,
     train_only: bool,
+    on: ComputeDevice,
 ) -> Result<Vec<BenchRow>> {
     let spec = ModelSpec::new(arch, 12, (input, input));
     let steps = steps.max(1);
     let mut rows = Vec::new();
     // Training.
-    let device = Device::flex().autodiff();
+    let plain = on.open()?;
+    let device = plain.clone().autodiff();
     device.seed(0);
     let mut model = spec.init(&device)?;
     let mut optim = AdamConfig::new().init();
@@ -93,7 +96,6 @@ pub fn bench_model(
         return Ok(rows);
     }
     // Inference.
-    let plain = Device::flex();
     let model = model.valid();
     let x = Tensor::<4>::random(
         [batch, 3, input, input],
@@ -184,6 +186,7 @@ pub fn time_to_accuracy(
         cache_copies: 1,
         max_pixels: artemis_data::image_io::DEFAULT_MAX_PIXELS,
         engine: Default::default(),
+        devices: Default::default(),
     };
     let summary = train(&cfg)?;
     let history = Run::open(&run_dir)?.state()?.history;

@@ -5,6 +5,7 @@
 //! fixed input size, written into a temporary run folder and exported there, so the figures
 //! need no trained run.
 
+use crate::device::ComputeDevice;
 use crate::error::{EngineError, Result};
 use crate::infer::Classifier;
 use crate::onnx::{Backend, EngineOptions, OnnxModel};
@@ -107,6 +108,7 @@ pub fn bench_run(arch: Architecture, side: usize, dir: &Path) -> Result<Run> {
         trainable_from: 0,
         feature_cache: false,
         cache_copies: 1,
+        trained_on: Vec::new(),
     };
     write_json(&dir.join(CONFIG), &config)?;
     crate::run::save_module(network, &dir.join(crate::run::BEST))?;
@@ -117,7 +119,9 @@ pub fn bench_run(arch: Architecture, side: usize, dir: &Path) -> Result<Run> {
     Ok(run)
 }
 
-/// burn and ONNX Runtime images/s of `arch` at `side` px for each batch size.
+/// burn and ONNX Runtime images/s of `arch` at `side` px for each batch size, on `on`: burn
+/// on its device (the CPU when burn cannot open a `cuda` one), ONNX Runtime on the CPU or,
+/// for `cuda[:N]`, its CUDA provider.
 pub fn bench_inference(
     arch: Architecture,
     side: usize,
@@ -125,15 +129,26 @@ pub fn bench_inference(
     min_steps: usize,
     threads: usize,
     dir: &Path,
+    on: ComputeDevice,
 ) -> Result<Vec<InferRow>> {
     let run = bench_run(arch, side, dir)?;
-    let device = Device::flex();
+    let device = match (on.open(), on) {
+        (Ok(d), _) => d,
+        (Err(_), ComputeDevice::Cuda(_)) => Device::flex(),
+        (Err(e), _) => return Err(e),
+    };
     let network = run.load_best(&device)?;
+    let ort_on = match on {
+        ComputeDevice::Cuda(_) => on,
+        _ => ComputeDevice::Cpu,
+    };
     let ort = match crate::onnx::runtime() {
-        Ok(_) => Some(OnnxModel::from_file(
-            &crate::onnx::export_paths(&run).0,
-            threads,
-        )?),
+        Ok(_) => {
+            let path = crate::onnx::export_paths(&run).0;
+            let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
+            let source = path.display().to_string();
+            Some(OnnxModel::from_bytes_on(&bytes, threads, &source, ort_on)?)
+        }
         Err(_) => None,
     };
     let mut rows = Vec::new();
@@ -193,7 +208,14 @@ pub fn bench_folder(
     let run = Run::open(run_dir)?;
     let model = run.config.model.architecture.name().to_string();
     let input = run.config.preprocess.width as usize;
-    let clf = Classifier::open_with(run, EngineOptions { backend, threads })?;
+    let clf = Classifier::open_with(
+        run,
+        EngineOptions {
+            backend,
+            threads,
+            ..EngineOptions::default()
+        },
+    )?;
     let engine = match clf.runtime {
         crate::infer::Engine::Onnx(_) => "onnxruntime",
         crate::infer::Engine::Burn => "burn",

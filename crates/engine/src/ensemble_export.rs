@@ -44,7 +44,7 @@ fn affine(from: Scaling, to: Scaling) -> ([f32; 3], [f32; 3]) {
 pub fn export_ensemble(run: &Run, check: usize) -> Result<EnsembleExport> {
     let burn = EngineOptions {
         backend: Backend::Burn,
-        threads: 0,
+        ..EngineOptions::default()
     };
     let clf = Classifier::open_with(run.clone(), burn)?;
     let base = run.config.preprocess.scaling;

@@ -31,6 +31,9 @@ pub enum EngineError {
     /// A network computed NaN or infinite outputs (damaged or diverged weights).
     #[error("{path}: {reason}")]
     NonFinite { path: PathBuf, reason: String },
+    /// A compute device that this binary or this machine cannot open.
+    #[error("--device {device}: {reason}")]
+    Device { device: String, reason: String },
     /// A tensor operation failed (shape or dtype mismatch inside the backend).
     #[error("tensor error: {0}")]
     Tensor(String),

@@ -196,7 +196,8 @@ pub fn stages_graph(
 }
 
 /// Computes the activations feeding stage `from` of `model` (inference mode) for `images`,
-/// with `ort` (the graph of [`stages_graph`]) when given, else with burn.
+/// with `ort` (the graph of [`stages_graph`]) when given, else with burn on `device` (the
+/// model's).
 #[allow(clippy::too_many_arguments)]
 pub fn extract(
     model: &Network,
@@ -207,8 +208,8 @@ pub fn extract(
     augment: Option<(&Augment, &[u64])>,
     batch: usize,
     what: &str,
+    device: &Device,
 ) -> Result<Features> {
-    let device = Device::flex();
     let pb = crate::progress::bar(images.len() as u64, what);
     let mut data = Vec::new();
     let mut shape = [images.len(), 0, 0, 0];
@@ -227,7 +228,7 @@ pub fn extract(
                 data.extend(y);
             }
             None => {
-                let x = batch_tensor(&refs, pre, seeds, &device);
+                let x = batch_tensor(&refs, pre, seeds, device);
                 let y = model.forward_stages(x, 0, from);
                 let [_, c, h, w] = y.dims();
                 shape = [images.len(), c, h, w];

@@ -3,6 +3,7 @@
 
 use crate::calibrate::Calibration;
 use crate::dataset::{batch_data, batch_tensor, to_vec_f32};
+use crate::device::ComputeDevice;
 use crate::error::{EngineError, Result};
 use crate::onnx::{Backend, EngineOptions, OnnxModel};
 use crate::run::Run;
@@ -41,6 +42,19 @@ impl Engine {
     }
 }
 
+/// The device burn's network opens on, and its name: the options' device, except that a
+/// `cuda` classifier that ONNX Runtime may serve keeps burn's copy (for heat maps, and the
+/// fallback) on the CPU when this binary has no CUDA backend of burn's.
+fn burn_device(opts: EngineOptions, export_wanted: bool) -> Result<(Device, ComputeDevice)> {
+    match opts.device.open() {
+        Ok(d) => Ok((d, opts.device)),
+        Err(_) if export_wanted && matches!(opts.device, ComputeDevice::Cuda(_)) => {
+            Ok((ComputeDevice::Cpu.open()?, ComputeDevice::Cpu))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// A loaded model ready to classify images.
 pub struct Classifier {
     pub run: Run,
@@ -56,6 +70,8 @@ pub struct Classifier {
     pub weights_hash: String,
     /// Why ONNX Runtime is not used although the run has an export (one line for the user).
     pub notice: Option<String>,
+    /// Where [`Self::device`] is (the burn network's device).
+    pub placed_on: ComputeDevice,
     /// An ensemble's members (empty for a run): the probabilities are the mean of theirs,
     /// each calibrated with its own temperature. An ensemble's `network` and `device` are its
     /// first member's; its logits and maps come from the members.
@@ -79,15 +95,18 @@ impl Classifier {
         if crate::ensemble::is_ensemble(&run.dir) {
             return Self::open_ensemble(run, opts);
         }
-        let device = Device::flex();
+        use crate::onnx::ExportState;
+        let export_wanted = match opts.backend {
+            Backend::Burn => false,
+            Backend::Onnx => true,
+            Backend::Auto => opts.onnx_runs_on_device(),
+        };
+        let (device, burn_on) = burn_device(opts, export_wanted)?;
         let (network, weights_hash) = run.load_best_hashed(&device)?;
         let calibration = Calibration::load_for(&run, &weights_hash)?;
-        use crate::onnx::ExportState;
-        let export = match opts.backend {
-            Backend::Burn => ExportState::Absent,
-            Backend::Auto | Backend::Onnx => {
-                crate::onnx::open_export(&run, opts.threads(), &weights_hash)?
-            }
+        let export = match export_wanted {
+            false => ExportState::Absent,
+            true => crate::onnx::open_export(&run, opts, &weights_hash)?,
         };
         let (runtime, notice) = match (export, opts.backend) {
             (ExportState::Ready(m), _) => (Engine::Onnx(m), None),
@@ -101,7 +120,10 @@ impl Classifier {
             (ExportState::Unusable(why), Backend::Onnx) => {
                 return Err(EngineError::Config(format!("--engine onnx: {why}")));
             }
-            (ExportState::Unusable(why), _) => (Engine::Burn, Some(format!("{why}; using burn"))),
+            (ExportState::Unusable(why), _) => (
+                Engine::Burn,
+                Some(format!("{why}; using burn on {burn_on}")),
+            ),
             (ExportState::Absent, _) => (Engine::Burn, None),
         };
         Ok(Classifier {
@@ -109,6 +131,7 @@ impl Classifier {
             run,
             network,
             device,
+            placed_on: burn_on,
             calibration,
             runtime,
             notice,
@@ -131,6 +154,7 @@ impl Classifier {
             weights_hash: members_key(&members),
             network: members[0].network.clone(),
             device: members[0].device.clone(),
+            placed_on: members[0].placed_on,
             calibration: None,
             runtime: Engine::Burn,
             notice: None,
@@ -140,7 +164,7 @@ impl Classifier {
         // The ensemble's own export (one graph averaging the members), when it was made from
         // exactly these weights and temperatures.
         if opts.backend != Backend::Burn {
-            match crate::onnx::open_export(&clf.run, opts.threads(), &clf.weights_hash)? {
+            match crate::onnx::open_export(&clf.run, opts, &clf.weights_hash)? {
                 crate::onnx::ExportState::Ready(m) => clf.runtime = Engine::Onnx(m),
                 crate::onnx::ExportState::Unusable(why) => {
                     notices.push(format!("{why}; averaging the members instead"))
@@ -186,9 +210,12 @@ impl Classifier {
         match &self.runtime {
             // The graph's place inside the run, never the server's path to it.
             Engine::Onnx(m) => format!(
-                "ONNX Runtime {} ({} threads, {}/{}{})",
+                "ONNX Runtime {} ({}, {}/{}{})",
                 crate::onnx::ORT_VERSION,
-                m.threads,
+                match m.device {
+                    ComputeDevice::Cpu => format!("{} threads", m.threads),
+                    d => format!("CUDA execution provider on {d}"),
+                },
                 crate::onnx::EXPORT_DIR,
                 crate::onnx::MODEL_FILE,
                 match self.members.len() {
@@ -196,7 +223,10 @@ impl Classifier {
                     n => format!(": the mean of an ensemble of {n}"),
                 }
             ),
-            Engine::Burn => "burn (flex CPU backend)".into(),
+            Engine::Burn => match self.placed_on {
+                ComputeDevice::Cpu => "burn (flex CPU backend)".into(),
+                d => format!("burn on {d}"),
+            },
         }
     }
 

@@ -9,6 +9,7 @@
 //!   (see [`library_path`]). Without it every caller falls back to burn (see
 //!   [`crate::infer::Classifier::open_with`]).
 
+use crate::device::ComputeDevice;
 use crate::error::{EngineError, Result};
 use crate::run::{BEST, Run};
 use artemis_models::OnnxGraph;
@@ -99,15 +100,32 @@ pub struct EngineOptions {
     pub backend: Backend,
     /// ONNX Runtime intra-op threads; 0: every core.
     pub threads: usize,
+    /// Where the network runs: burn's device, and for ONNX Runtime the CPU or (for
+    /// `cuda[:N]`) its CUDA execution provider. ONNX Runtime has no Vulkan or Metal
+    /// provider here, so with those `auto` means burn.
+    pub device: ComputeDevice,
 }
 
 impl EngineOptions {
-    /// Refuses a thread count beyond [`crate::limits::THREADS`].
+    /// Refuses a thread count beyond [`crate::limits::THREADS`], and ONNX Runtime on a
+    /// device it has no provider for.
     pub fn validate(&self) -> Result<()> {
         crate::limits::THREADS
             .check(self.threads as u64)
-            .map(|_| ())
-            .map_err(EngineError::Config)
+            .map_err(EngineError::Config)?;
+        if self.backend == Backend::Onnx && !self.onnx_runs_on_device() {
+            return Err(EngineError::Config(format!(
+                "--engine onnx runs on cpu or cuda[:N], not on {} (use --engine burn)",
+                self.device
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether ONNX Runtime can run on [`Self::device`] (the CPU, or CUDA through its
+    /// execution provider).
+    pub fn onnx_runs_on_device(&self) -> bool {
+        matches!(self.device, ComputeDevice::Cpu | ComputeDevice::Cuda(_))
     }
 
     /// The thread count to use (`threads`, or the number of cores).
@@ -169,6 +187,8 @@ pub struct OnnxModel {
     /// Where the graph came from (a file, or a description of an in-memory graph).
     pub source: String,
     pub threads: usize,
+    /// Where the session runs (the CPU, or a CUDA GPU).
+    pub device: ComputeDevice,
 }
 
 fn ort_err(source: &str, e: impl std::fmt::Display) -> EngineError {
@@ -181,20 +201,48 @@ fn ort_err(source: &str, e: impl std::fmt::Display) -> EngineError {
 impl OnnxModel {
     /// A session over a serialised graph with `threads` intra-op threads.
     pub fn from_bytes(bytes: &[u8], threads: usize, source: &str) -> Result<OnnxModel> {
+        Self::from_bytes_on(bytes, threads, source, ComputeDevice::Cpu)
+    }
+
+    /// [`Self::from_bytes`] on `device`: the CPU, or `cuda[:N]` through ONNX Runtime's CUDA
+    /// execution provider, which must register (a runtime library without it, or a machine
+    /// without the GPU, is an error here, not a silent CPU session).
+    pub fn from_bytes_on(
+        bytes: &[u8],
+        threads: usize,
+        source: &str,
+        device: ComputeDevice,
+    ) -> Result<OnnxModel> {
         let rt = runtime().map_err(|e| ort_err(source, e))?;
         let build = || -> std::result::Result<Session, ort::Error> {
-            let session = Session::builder(&rt.env)?
+            let mut builder = Session::builder(&rt.env)?
                 .with_intra_threads(threads.max(1))?
                 .with_inter_threads(1)?
-                .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)?
-                .commit_from_memory(bytes)?;
-            Ok(session)
+                .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)?;
+            if let ComputeDevice::Cuda(n) = device {
+                let cuda = ort::ep::CUDA::default()
+                    .with_device_id(n as i32)
+                    .build()
+                    .error_on_failure();
+                builder = builder.with_execution_providers([cuda])?;
+            }
+            builder.commit_from_memory(bytes)
         };
-        let session = build().map_err(|e| ort_err(source, e))?;
+        let session = build().map_err(|e| match device {
+            ComputeDevice::Cuda(_) => ort_err(
+                source,
+                format!(
+                    "the CUDA execution provider did not start on {device} ({e}); it needs the \
+                     GPU build of the runtime (scripts/setup --gpu) and an NVIDIA driver"
+                ),
+            ),
+            _ => ort_err(source, e),
+        })?;
         Ok(OnnxModel {
             session: Mutex::new(session),
             source: source.into(),
             threads: threads.max(1),
+            device,
         })
     }
 
@@ -333,7 +381,8 @@ pub fn export_run(run: &Run) -> Result<Exported> {
 /// run's best checkpoint and the runtime loads. A graph whose bytes differ from the hash in the
 /// export's record is an error (a damaged file is never used, nor silently replaced by burn).
 /// `weights_hash` is the BLAKE3 of the run's `model-best.bpk`.
-pub fn open_export(run: &Run, threads: usize, weights_hash: &str) -> Result<ExportState> {
+/// `opts` gives the threads and the device (the CPU, or CUDA through ONNX Runtime's provider).
+pub fn open_export(run: &Run, opts: EngineOptions, weights_hash: &str) -> Result<ExportState> {
     let (path, _) = export_paths(run);
     if !path.is_file() {
         return Ok(ExportState::Absent);
@@ -371,7 +420,8 @@ pub fn open_export(run: &Run, threads: usize, weights_hash: &str) -> Result<Expo
     if let Err(e) = runtime() {
         return Ok(ExportState::Unusable(e));
     }
-    match OnnxModel::from_bytes(&bytes, threads, &path.display().to_string()) {
+    let source = path.display().to_string();
+    match OnnxModel::from_bytes_on(&bytes, opts.threads(), &source, opts.device) {
         Ok(m) => Ok(ExportState::Ready(m)),
         Err(e) => Ok(ExportState::Unusable(e.to_string())),
     }

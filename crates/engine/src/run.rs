@@ -227,6 +227,11 @@ pub struct RunConfig {
     /// Augmented copies of each training image in the cache (1 without augmentation).
     #[serde(default = "one_copy")]
     pub cache_copies: usize,
+    /// Where training ran (`--device`: `cpu`, `vulkan:0`, `vulkan:0,vulkan:1`, ...), one
+    /// entry per change over the run's resumed calls. Empty in runs from before it was
+    /// recorded (they trained on the CPU). Any device loads the checkpoints.
+    #[serde(default)]
+    pub trained_on: Vec<String>,
 }
 
 fn one_copy() -> usize {

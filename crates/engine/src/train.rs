@@ -6,21 +6,24 @@
 //! every epoch (dropout). A run resumed after a kill therefore replays exactly the epochs it
 //! lost.
 
-use crate::dataset::{Batch, Loaded, batch_tensor, describe_failures, load, to_vec_f32};
+use crate::dataset::{Loaded, describe_failures, load, to_vec_f32};
+use crate::device::{ComputeDevice, Devices};
 use crate::error::{EngineError, Result};
-use crate::features::{FeatureKey, Features, cached, extract};
+use crate::features::{FeatureKey, cached, extract};
 use crate::run::{
     BEST, CONFIG, DEFAULT_EPOCHS, METRICS, Pretrained, RunConfig, STATE, Schedule, TrainSettings,
     TrainState, file_hash, load_module, native_scaling, read_json, save_module, write_json,
 };
+pub use crate::step::argmax_rows;
+use crate::step::{EpochContext, Inputs, StepGrads, batch_loss, mix};
 use artemis_data::image_io::ResizeMode;
 use artemis_data::labels::Task;
 use artemis_data::manifest::{Manifest, Split};
 use artemis_data::transform::{Augment, Preprocess, Scaling};
 use artemis_models::{Architecture, ModelSpec, Network};
 use artemis_report::EpochMetrics;
-use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, ModuleOptimizer};
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -70,8 +73,12 @@ pub struct TrainConfig {
     /// Files with more pixels than this are skipped (checked before decoding).
     pub max_pixels: u64,
     /// What computes the feature cache: ONNX Runtime (the frozen stages exported in memory)
-    /// when the runtime loads, unless this says burn.
+    /// when the runtime loads, unless this says burn. Its `device` is not used: training
+    /// runs on [`Self::devices`].
     pub engine: crate::onnx::EngineOptions,
+    /// Where training runs: one replica per device, each step's batch split between them
+    /// and their gradients averaged on the first (default: the CPU alone).
+    pub devices: Devices,
 }
 
 /// Which part of a network trains.
@@ -245,14 +252,6 @@ fn ckpt_stem(epoch: usize) -> String {
     format!("ckpt-{epoch:04}")
 }
 
-fn mix(a: u64, b: u64) -> u64 {
-    // SplitMix64 finaliser over a simple combination: distinct streams per (a, b).
-    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Trains (or resumes) a run.
 pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
     cfg.validate()?;
@@ -290,8 +289,9 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
             )));
         }
         let mut run_cfg = run_cfg;
-        // More epochs may be asked for on resume; nothing else changes.
+        // More epochs may be asked for on resume, on other devices; nothing else changes.
         run_cfg.train.epochs = run_cfg.train.epochs.max(cfg.settings.epochs);
+        note_devices(&mut run_cfg, &cfg.devices);
         write_json(&dir.join(CONFIG), &run_cfg)?;
         if state.lr == 0.0 {
             state.lr = run_cfg.train.learning_rate;
@@ -360,14 +360,33 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
             } else {
                 cfg.cache_copies
             },
+            trained_on: vec![cfg.devices.to_string()],
         };
-        // Fail on an impossible model before writing anything.
+        // Fail on an impossible model, or a device that does not open, before writing
+        // anything.
+        cfg.devices.open()?;
         run_cfg.model.init(&Device::flex())?;
         std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
         write_json(&dir.join(CONFIG), &run_cfg)?;
         (run_cfg, fresh(cfg.settings.learning_rate))
     };
     run_loop(cfg, run_cfg, state, t0)
+}
+
+/// Adds `devices` to the run's record of where it trained, when the last call used others.
+fn note_devices(run_cfg: &mut RunConfig, devices: &Devices) {
+    let now = devices.to_string();
+    if run_cfg.trained_on.is_empty() {
+        // A run from before devices were recorded trained on the CPU.
+        run_cfg.trained_on.push(ComputeDevice::Cpu.to_string());
+    }
+    if run_cfg.trained_on.last() != Some(&now) {
+        eprintln!(
+            "resuming on {now}; earlier epochs ran on {}",
+            run_cfg.trained_on.join(" then ")
+        );
+        run_cfg.trained_on.push(now);
+    }
 }
 
 /// Without `state.json` a run can only have been killed before its first epoch was committed:
@@ -430,43 +449,6 @@ fn tidy_after_crash(dir: &Path, state: &TrainState) -> Result<()> {
     Ok(())
 }
 
-/// What the trainable stages take as input: decoded images (augmented per batch) or cached
-/// activations of the frozen stages (one set per augmentation copy).
-enum Inputs {
-    Images(Loaded),
-    Features(Vec<Features>),
-}
-
-impl Inputs {
-    fn len(&self) -> usize {
-        match self {
-            Inputs::Images(l) => l.images.len(),
-            Inputs::Features(f) => f.first().map_or(0, |f| f.shape[0]),
-        }
-    }
-
-    /// The batch of rows `idx` with their `classes` for `epoch` (augmentation seeds from
-    /// `augment`).
-    fn batch(
-        &self,
-        idx: &[usize],
-        classes: Vec<usize>,
-        epoch: usize,
-        pre: &Preprocess,
-        augment: Option<(&Augment, &[u64])>,
-        device: &Device,
-    ) -> Batch {
-        let x = match self {
-            Inputs::Images(l) => {
-                let imgs: Vec<_> = idx.iter().map(|&i| &l.images[i]).collect();
-                batch_tensor(&imgs, pre, augment, device)
-            }
-            Inputs::Features(copies) => copies[(epoch - 1) % copies.len()].batch(idx, device),
-        };
-        Batch::new(x, classes, device)
-    }
-}
-
 /// Seed of augmentation copy `copy` of the image at `position` in the feature cache.
 fn copy_seed(seed: u64, copy: usize, position: usize) -> u64 {
     mix(mix(seed ^ 0xCAC4E, copy as u64), position as u64)
@@ -506,6 +488,7 @@ fn cached_inputs(
         "burn".to_string()
     };
     let mut ort: Option<crate::onnx::OnnxModel> = None;
+    let device = cfg.devices.main().open()?;
     let mut out = Vec::new();
     for copy in 0..copies {
         let seeds: Vec<u64> = (0..set.images.len())
@@ -539,6 +522,7 @@ fn cached_inputs(
                 aug.map(|a| (a, seeds.as_slice())),
                 32,
                 &label,
+                &device,
             )
         })?;
         eprintln!(
@@ -565,7 +549,10 @@ fn run_loop(
     }
     let (train_set, val_set, skipped) = load_splits(cfg, &run_cfg)?;
     let settings = run_cfg.train;
-    let device = Device::flex().autodiff();
+    let replicas: Vec<Device> = (cfg.devices.open()?.into_iter())
+        .map(Device::autodiff)
+        .collect();
+    let device = replicas[0].clone();
     device.seed(settings.seed);
     let (model, mut optim) = restore(dir, &run_cfg, &state, &device)?;
     let mut model = model.freeze_below(run_cfg.trainable_from);
@@ -580,6 +567,7 @@ fn run_loop(
         input_stage,
         loss_fn: CrossEntropyLossConfig::new().init(&device),
         device: &device,
+        replicas: &replicas,
     };
     let mut epochs_this_call = 0;
     while state.epochs_done < settings.epochs {
@@ -763,16 +751,6 @@ fn model_inputs(
     Ok((tr, va, from))
 }
 
-/// What every epoch of a run trains on.
-struct EpochContext<'a> {
-    run_cfg: &'a RunConfig,
-    inputs: &'a Inputs,
-    classes: &'a [usize],
-    input_stage: usize,
-    loss_fn: CrossEntropyLoss,
-    device: &'a Device,
-}
-
 /// An epoch's running totals over the training batches.
 struct EpochTotals {
     loss_sum: f64,
@@ -802,6 +780,10 @@ fn train_epoch(
     let batches = n.div_ceil(bs);
     let backbone_scale = settings.backbone_lr.map(|b| b / settings.learning_rate);
     ctx.device.seed(mix(settings.seed, epoch as u64));
+    if ctx.replicas.len() > 1 {
+        // Drawn from the stream one device's first forward pass would draw them from.
+        model = crate::replicas::initialised(model);
+    }
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
         settings.seed,
@@ -815,28 +797,32 @@ fn train_epoch(
         lr_start: settings.lr_at(base_lr, (epoch - 1) as f64 + 1.0 / batches as f64),
     };
     for (b, chunk) in order.chunks(bs).enumerate() {
-        let (loss, correct) = batch_loss(ctx, &model, chunk, epoch, b)?;
+        let split = backbone_scale.is_some();
+        let step = if ctx.replicas.len() > 1 {
+            crate::replicas::step(ctx, &model, chunk, epoch, b, split)?
+        } else {
+            let (loss, correct) = batch_loss(ctx, &model, chunk, 0, epoch, b, ctx.device)?;
+            let value = f64::from(loss.clone().into_scalar::<f32>());
+            let grads = StepGrads::of(loss.backward(), &model, split);
+            (value, correct, grads)
+        };
+        let (loss, correct, grads) = step;
         totals.correct += correct;
-        totals.loss_sum += f64::from(loss.clone().into_scalar::<f32>()) * chunk.len() as f64;
+        totals.loss_sum += loss * chunk.len() as f64;
         totals.seen += chunk.len();
         let lr = settings.lr_at(
             base_lr,
             (epoch - 1) as f64 + (b + 1) as f64 / batches as f64,
         );
-        let mut grads = loss.backward();
-        match (backbone_scale, model.classifier()) {
-            (Some(scale), Some(head)) => {
-                let head_grads = GradientsParams::from_module(&mut grads, head);
-                let rest = GradientsParams::from_grads(grads, &model);
-                model = optim.step(lr, model, head_grads);
-                if scale > 0.0 {
-                    model = optim.step(lr * scale, model, rest);
-                }
-            }
-            _ => {
-                let grads = GradientsParams::from_grads(grads, &model);
-                model = optim.step(lr, model, grads);
-            }
+        if let Some(head) = grads.head {
+            model = optim.step(lr, model, head);
+        }
+        let scale = match grads.split {
+            true => backbone_scale.unwrap_or(1.0),
+            false => 1.0,
+        };
+        if scale > 0.0 {
+            model = optim.step(lr * scale, model, grads.rest);
         }
         pb.inc(chunk.len() as u64);
         pb.set_message(format!(
@@ -847,55 +833,6 @@ fn train_epoch(
     }
     pb.finish_and_clear();
     Ok((model, totals))
-}
-
-/// Batch `b` of an epoch (rows `chunk`, augmented with per-image seeds) through the network:
-/// its loss (plus 0.4 of InceptionV3's auxiliary loss; the logged loss is this sum) and how
-/// many of its images the network got right.
-fn batch_loss(
-    ctx: &EpochContext,
-    model: &Network,
-    chunk: &[usize],
-    epoch: usize,
-    b: usize,
-) -> Result<(Tensor<1>, usize)> {
-    let (run_cfg, seed, bs) = (
-        ctx.run_cfg,
-        ctx.run_cfg.train.seed,
-        ctx.run_cfg.train.batch_size_at(epoch),
-    );
-    let classes: Vec<usize> = chunk.iter().map(|&i| ctx.classes[i]).collect();
-    let seeds: Vec<u64> = (0..chunk.len())
-        .map(|k| mix(mix(seed, epoch as u64), (b * bs + k) as u64))
-        .collect();
-    let augment = Some((&run_cfg.augment, &seeds[..]));
-    let batch = (ctx.inputs).batch(
-        chunk,
-        classes,
-        epoch,
-        &run_cfg.preprocess,
-        augment,
-        ctx.device,
-    );
-    step_loss(ctx, model, batch)
-}
-
-/// The loss of one batch (with InceptionV3's auxiliary loss when it has one) and how many of
-/// its predictions were right.
-fn step_loss(ctx: &EpochContext, model: &Network, batch: Batch) -> Result<(Tensor<1>, usize)> {
-    let (logits, aux) = model.forward_train(batch.x, ctx.input_stage);
-    let mut loss = ctx.loss_fn.forward(logits.clone(), batch.y.clone());
-    if let Some(aux) = aux {
-        let aux_loss = ctx.loss_fn.forward(aux, batch.y);
-        loss = loss + aux_loss.mul_scalar(artemis_models::inceptionv3::AUX_WEIGHT);
-    }
-    let preds = argmax_rows(&to_vec_f32(logits.detach())?, ctx.run_cfg.classes.len());
-    let correct = preds
-        .iter()
-        .zip(&batch.classes)
-        .filter(|(p, c)| p == c)
-        .count();
-    Ok((loss, correct))
 }
 
 /// The end of an epoch: the best checkpoint when validation improved (higher accuracy, ties
@@ -947,20 +884,6 @@ fn commit_epoch(
     Ok(())
 }
 
-/// Index of the largest value of each row of a `[rows, k]` matrix.
-pub fn argmax_rows(v: &[f32], k: usize) -> Vec<usize> {
-    v.chunks(k)
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
-                    if x > best.1 { (i, x) } else { best }
-                })
-                .0
-        })
-        .collect()
-}
-
 /// Mean cross-entropy and accuracy of `model` (in inference mode) over a set.
 fn evaluate_loss(
     model: &Network,
@@ -971,7 +894,7 @@ fn evaluate_loss(
     bs: usize,
     k: usize,
 ) -> Result<(f64, f64)> {
-    let device = Device::flex();
+    let device = (model.devices().into_iter().next()).unwrap_or_else(Device::flex);
     let (mut loss, mut correct) = (0f64, 0usize);
     for chunk in (0..set.len()).collect::<Vec<_>>().chunks(bs) {
         let batch = set.batch(
@@ -1010,6 +933,7 @@ fn write_metrics_csv(path: &Path, history: &[EpochMetrics]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::optim::GradientsParams;
 
     /// One real optimisation step on a fixed batch lowers the loss on that batch.
     #[test]

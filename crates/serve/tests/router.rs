@@ -53,6 +53,7 @@ fn make_run(dir: &Path) {
         trainable_from: 0,
         feature_cache: false,
         cache_copies: 1,
+        trained_on: Vec::new(),
     };
     write_json(&dir.join("config.json"), &cfg).unwrap();
 }
@@ -371,6 +372,7 @@ async fn an_exported_run_is_served_by_onnx_runtime() {
         engine: EngineOptions {
             backend,
             threads: 1,
+            ..EngineOptions::default()
         },
         ..ServeConfig::default()
     };
