@@ -87,9 +87,10 @@ fn two_replicas_train_like_one_device_and_resume_bit_identically() {
 /// A GPU backend this binary was built without, a device list where one device is meant, an
 /// ONNX Runtime engine on a device it has no provider for, and a device name that does not
 /// exist: each a clear error (exit 1, or 2 for a malformed flag) naming the device, never a
-/// panic; nothing is written.
+/// panic; nothing is written. `cuda` that neither burn nor ONNX Runtime can reach falls back
+/// to the CPU with a notice (refused with `--engine onnx`).
 #[test]
-fn devices_a_binary_lacks_are_refused_clearly() {
+fn devices_a_binary_lacks_are_refused_or_fall_back_with_a_notice() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, manifest) = tiny_split(tmp.path(), "3");
     let run = tmp.path().join("run");
@@ -109,14 +110,7 @@ fn devices_a_binary_lacks_are_refused_clearly() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown device 'gpu'"));
 
     train_ok(&baseline(&manifest, &run, "1", "cpu"));
-    let file = fs::read_dir(data.join("glioma"))
-        .ok()
-        .or_else(|| fs::read_dir(&data).ok())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let file = data.join(CLASSES[0]).join("img_0.png");
     let o = artemis(&["predict", s(&run), s(&file), "--device", "cpu,cpu"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("runs on one device"));
@@ -131,4 +125,34 @@ fn devices_a_binary_lacks_are_refused_clearly() {
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--engine onnx runs on cpu or cuda"));
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    // cuda without burn's CUDA backend and without ONNX Runtime's provider (CI's runtime is
+    // the CPU build): predictions on the CPU, said in a notice; refused with --engine onnx.
+    let predict = |extra: &[&str]| {
+        let mut args = vec!["predict", s(&run), s(&file), "--device", "cuda"];
+        args.extend(extra);
+        artemis(&args)
+    };
+    let o = predict(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no current export") && err.contains("running on cpu"),
+        "{err}"
+    );
+    let o = artemis(&["export", "--run", s(&run), "--format", "onnx"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = predict(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("CUDA execution provider did not start on cuda:0")
+            && err.contains("using burn on cpu"),
+        "{err}"
+    );
+    let o = predict(&["--engine", "onnx"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("did not start on cuda:0"));
 }

@@ -126,6 +126,17 @@ impl Classifier {
             ),
             (ExportState::Absent, _) => (Engine::Burn, None),
         };
+        // A `cuda` classifier that ONNX Runtime does not serve runs on burn's CPU copy:
+        // said, never silent.
+        let notice = match (&runtime, burn_on == opts.device, notice) {
+            (Engine::Burn, false, None) => Some(format!(
+                "--device {}: the run has no current export for ONNX Runtime's CUDA provider \
+                 (artemis export) and this build has no CUDA backend of burn's; running on \
+                 {burn_on}",
+                opts.device
+            )),
+            (_, _, notice) => notice,
+        };
         Ok(Classifier {
             weights_hash,
             run,
