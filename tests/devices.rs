@@ -7,7 +7,6 @@ mod common;
 use artemis_engine::run::{CONFIG, Run, STATE, TrainState, read_json};
 use burn::prelude::Device;
 use common::*;
-use std::fs;
 use std::path::Path;
 
 /// `train` of the reference baseline (sigmoid, no BatchNorm, no dropout: the sum of the
