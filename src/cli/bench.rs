@@ -118,8 +118,28 @@ fn inference_header(threads: usize, device: ComputeDevice) {
     }
     println!("inference: median images/s, input tensor ready to logits read back");
     println!(
-        "{:<18} {:>6} {:>6} {:>12} {:>12} {:>9}",
-        "model", "input", "batch", "burn", "onnxruntime", "ort/burn"
+        "{:<18} {:>6} {:>6} {:>12} {:>12} {:>9} {:>12} {:>10}",
+        "model", "input", "batch", "burn", "onnxruntime", "ort/burn", "ort int8", "int8/fp32"
+    );
+}
+
+/// One line of the `--inference` table.
+fn print_infer_row(r: &artemis_engine::bench_infer::InferRow) {
+    let show = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}x", a / b),
+        _ => "-".into(),
+    };
+    println!(
+        "{:<18} {:>6} {:>6} {:>12.1} {:>12} {:>9} {:>12} {:>10}",
+        r.model,
+        r.input,
+        r.batch,
+        r.burn,
+        show(r.onnxruntime),
+        ratio(r.onnxruntime, Some(r.burn)),
+        show(r.onnxruntime_int8),
+        ratio(r.onnxruntime_int8, r.onnxruntime)
     );
 }
 
@@ -161,14 +181,7 @@ fn bench_inference(a: &BenchArgs) -> Result<ExitCode> {
             )
             .with_context(|| format!("benchmarking {} at {side} px", arch.name()))?
             {
-                let ort = r.onnxruntime.map_or("-".into(), |v| format!("{v:.1}"));
-                let ratio = r
-                    .onnxruntime
-                    .map_or("-".into(), |v| format!("{:.1}x", v / r.burn));
-                println!(
-                    "{:<18} {:>6} {:>6} {:>12.1} {:>12} {:>9}",
-                    r.model, r.input, r.batch, r.burn, ort, ratio
-                );
+                print_infer_row(&r);
                 rows.push(r);
             }
             runs.push(dir);

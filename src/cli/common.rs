@@ -28,6 +28,10 @@ pub struct EngineArgs {
     /// device, gradients averaged every step.
     #[arg(long, default_value = "cpu")]
     pub device: Devices,
+    /// The exported graph ONNX Runtime runs: fp32, or int8 (made by `artemis export
+    /// --quantize int8`).
+    #[arg(long, default_value = "fp32")]
+    pub precision: artemis_engine::onnx::Precision,
 }
 
 impl EngineArgs {
@@ -38,6 +42,7 @@ impl EngineArgs {
             backend: self.engine,
             threads: self.threads.unwrap_or(0),
             device: self.device.main(),
+            precision: self.precision,
         }
     }
 

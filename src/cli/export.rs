@@ -20,6 +20,15 @@ pub struct ExportArgs {
     /// the largest value when that exceeds 1).
     #[arg(long, default_value_t = 4, value_parser = bounded::export_check)]
     pub check: usize,
+    /// Also write `export/model-int8.onnx`: the logits graph quantized to int8 (QDQ form:
+    /// per-channel int8 weights, per-tensor uint8 activations with ranges calibrated on the
+    /// run's own training pictures); `--precision int8` runs it.
+    #[arg(long, value_parser = ["int8"])]
+    pub quantize: Option<String>,
+    /// With --quantize: training pictures the activation ranges are calibrated on (a seeded
+    /// sample).
+    #[arg(long, default_value_t = 256, value_parser = bounded::batch)]
+    pub calibration_images: usize,
 }
 
 pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
@@ -53,6 +62,21 @@ pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
                 }
             }
         }
+    }
+    if a.quantize.is_some() {
+        let cfg = artemis_engine::quantize::QuantizeConfig {
+            images: a.calibration_images,
+            ..Default::default()
+        };
+        let q = artemis_engine::quantize::quantize_run(&run, &cfg)
+            .with_context(|| format!("quantizing run {}", a.run.display()))?;
+        println!(
+            "wrote {} ({:.1} MB, {:.0}% of the float graph; ranges from {} training pictures)",
+            q.path.display(),
+            q.bytes as f64 / 1e6,
+            100.0 * q.bytes as f64 / q.float_bytes as f64,
+            q.calibration_images
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

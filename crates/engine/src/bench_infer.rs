@@ -43,6 +43,9 @@ pub struct InferRow {
     pub burn: f64,
     /// The same for ONNX Runtime on the exported graph (`None`: runtime unavailable).
     pub onnxruntime: Option<f64>,
+    /// The same for the int8 graph (`artemis export --quantize int8`; ranges calibrated on
+    /// random inputs, as the weights are random too).
+    pub onnxruntime_int8: Option<f64>,
     pub threads: usize,
 }
 
@@ -119,6 +122,23 @@ pub fn bench_run(arch: Architecture, side: usize, dir: &Path) -> Result<Run> {
     Ok(run)
 }
 
+/// The benchmark run's int8 graph, its ranges calibrated on 64 seeded random inputs in
+/// `[-1, 1]`, in a session on `on`.
+fn int8_model(run: &Run, side: usize, threads: usize, on: ComputeDevice) -> Result<OnnxModel> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let batches: Vec<Vec<f32>> = (0..4)
+        .map(|_| {
+            (0..16 * 3 * side * side)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect()
+        })
+        .collect();
+    let q = crate::quantize::quantize_export(run, &batches, &Default::default())?;
+    let bytes = std::fs::read(&q.path).map_err(|e| EngineError::io(&q.path, e))?;
+    OnnxModel::from_bytes_on(&bytes, threads, &q.path.display().to_string(), on)
+}
+
 /// burn and ONNX Runtime images/s of `arch` at `side` px for each batch size, on `on`: burn
 /// on its device (the CPU when burn cannot open a `cuda` one), ONNX Runtime on the CPU or,
 /// for `cuda[:N]`, its CUDA provider.
@@ -151,6 +171,10 @@ pub fn bench_inference(
         }
         Err(_) => None,
     };
+    let int8 = match &ort {
+        Some(_) => Some(int8_model(&run, side, threads, ort_on)?),
+        None => None,
+    };
     let mut rows = Vec::new();
     for &batch in batches {
         let x = Tensor::<4>::random(
@@ -164,12 +188,16 @@ pub fn bench_inference(
         // ONNX Runtime first, burn second. Timed after burn (its rayon pool and allocations
         // still around), MobileNetV2's batch 32 ran at a median 0.92x Python's onnxruntime over
         // five alternating rounds here; timed first, at 1.00x.
-        let onnxruntime = match &ort {
-            Some(m) => Some(rate(batch, steps, budget, || {
-                m.run(&data, [batch, 3, side, side], "logits").map(|_| ())
-            })?),
-            None => None,
+        let timed = |m: &Option<OnnxModel>| -> Result<Option<f64>> {
+            match m {
+                Some(m) => Ok(Some(rate(batch, steps, budget, || {
+                    m.run(&data, [batch, 3, side, side], "logits").map(|_| ())
+                })?)),
+                None => Ok(None),
+            }
         };
+        let onnxruntime = timed(&ort)?;
+        let onnxruntime_int8 = timed(&int8)?;
         let burn = rate(batch, steps, budget, || {
             crate::dataset::to_vec_f32(network.forward(x.clone())).map(|_| ())
         })?;
@@ -179,6 +207,7 @@ pub fn bench_inference(
             batch,
             burn,
             onnxruntime,
+            onnxruntime_int8,
             threads,
         });
     }

@@ -92,6 +92,7 @@ pub fn export_ensemble(run: &Run, check: usize) -> Result<EnsembleExport> {
             artemis_data::hash::content_hash(&bytes),
         )]
         .into(),
+        int8: None,
     };
     crate::run::write_json(&dir.join(EXPORT_RECORD), &record)?;
     let parity = match (check, crate::onnx::runtime()) {

@@ -228,7 +228,10 @@ impl Classifier {
                     d => format!("CUDA execution provider on {d}"),
                 },
                 crate::onnx::EXPORT_DIR,
-                crate::onnx::MODEL_FILE,
+                m.source
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(crate::onnx::MODEL_FILE),
                 match self.members.len() {
                     0 => String::new(),
                     n => format!(": the mean of an ensemble of {n}"),

@@ -23,6 +23,7 @@ pub mod onnx;
 pub mod overlap;
 pub mod predict;
 pub mod progress;
+pub mod quantize;
 mod replicas;
 pub mod run;
 pub mod shard;

@@ -39,6 +39,22 @@ pub struct ExportRecord {
     pub checkpoint_blake3: String,
     /// File name in the export folder -> BLAKE3 of its bytes.
     pub files: std::collections::BTreeMap<String, String>,
+    /// How `model-int8.onnx` was made (`artemis export --quantize int8`), when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8: Option<Int8Record>,
+}
+
+/// The int8 graph's file in the export folder.
+pub const INT8_FILE: &str = "model-int8.onnx";
+
+/// What `export.json` says of the int8 graph.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Int8Record {
+    pub weights: String,
+    pub activations: String,
+    /// Training pictures the ranges were calibrated on, and the sample's seed.
+    pub calibration_images: usize,
+    pub seed: u64,
 }
 
 /// A run's export, as [`open_export`] finds it.
@@ -104,6 +120,40 @@ pub struct EngineOptions {
     /// `cuda[:N]`) its CUDA execution provider. ONNX Runtime has no Vulkan or Metal
     /// provider here, so with those `auto` means burn.
     pub device: ComputeDevice,
+    /// Which exported graph ONNX Runtime runs: the float one, or the int8 one
+    /// (`artemis export --quantize int8`; burn has no int8 network).
+    pub precision: Precision,
+}
+
+/// The numbers an exported graph computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// `export/model.onnx`.
+    #[default]
+    Fp32,
+    /// `export/model-int8.onnx`.
+    Int8,
+}
+
+impl Precision {
+    /// The graph's file in the export folder.
+    pub fn file(self) -> &'static str {
+        match self {
+            Precision::Fp32 => MODEL_FILE,
+            Precision::Int8 => INT8_FILE,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "int8" => Ok(Precision::Int8),
+            _ => Err(format!("unknown precision '{s}': fp32 or int8")),
+        }
+    }
 }
 
 impl EngineOptions {
@@ -113,6 +163,11 @@ impl EngineOptions {
         crate::limits::THREADS
             .check(self.threads as u64)
             .map_err(EngineError::Config)?;
+        if self.precision == Precision::Int8 && self.backend == Backend::Burn {
+            return Err(EngineError::Config(
+                "--precision int8 runs the int8 ONNX graph: not with --engine burn".into(),
+            ));
+        }
         if self.backend == Backend::Onnx && !self.onnx_runs_on_device() {
             return Err(EngineError::Config(format!(
                 "--engine onnx runs on cpu or cuda[:N], not on {} (use --engine burn)",
@@ -258,6 +313,37 @@ impl OnnxModel {
         session.metadata().ok()?.custom(key)
     }
 
+    /// Runs the graph on a `[b, 3, h, w]` float batch and returns the values of every output
+    /// named in `outputs`, in that order (a calibration graph's activations).
+    pub fn run_all(
+        &self,
+        input: &[f32],
+        shape: [usize; 4],
+        outputs: &[String],
+    ) -> Result<Vec<Vec<f32>>> {
+        let tensor =
+            TensorRef::from_array_view((shape, input)).map_err(|e| ort_err(&self.source, e))?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| ort_err(&self.source, "session lock poisoned by an earlier panic"))?;
+        let values = session
+            .run(ort::inputs![artemis_models::onnx::INPUT => tensor])
+            .map_err(|e| ort_err(&self.source, e))?;
+        outputs
+            .iter()
+            .map(|name| {
+                let v = values
+                    .get(name.as_str())
+                    .ok_or_else(|| ort_err(&self.source, format!("no output '{name}'")))?;
+                let (_, data) = v
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| ort_err(&self.source, e))?;
+                Ok(data.to_vec())
+            })
+            .collect()
+    }
+
     /// Runs the graph on a `[b, 3, h, w]` float batch (borrowed, not copied) and returns output
     /// `output` as `(shape, values)`.
     pub fn run(
@@ -367,6 +453,7 @@ pub fn export_run(run: &Run) -> Result<Exported> {
             (BACKBONE_FILE.to_string(), hash(&features)),
         ]
         .into(),
+        int8: None,
     };
     crate::run::write_json(&dir.join(EXPORT_RECORD), &record)?;
     Ok(Exported {
@@ -383,8 +470,15 @@ pub fn export_run(run: &Run) -> Result<Exported> {
 /// `weights_hash` is the BLAKE3 of the run's `model-best.bpk`.
 /// `opts` gives the threads and the device (the CPU, or CUDA through ONNX Runtime's provider).
 pub fn open_export(run: &Run, opts: EngineOptions, weights_hash: &str) -> Result<ExportState> {
-    let (path, _) = export_paths(run);
+    let file = opts.precision.file();
+    let path = run.path(EXPORT_DIR).join(file);
     if !path.is_file() {
+        if opts.precision == Precision::Int8 {
+            return Ok(ExportState::Unusable(format!(
+                "{} has no int8 graph (artemis export --quantize int8)",
+                run.dir.display()
+            )));
+        }
         return Ok(ExportState::Absent);
     }
     let again = "run `artemis export` again";
@@ -408,7 +502,7 @@ pub fn open_export(run: &Run, opts: EngineOptions, weights_hash: &str) -> Result
         )));
     }
     let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
-    if record.files.get(MODEL_FILE) != Some(&artemis_data::hash::content_hash(&bytes)) {
+    if record.files.get(file) != Some(&artemis_data::hash::content_hash(&bytes)) {
         return Err(EngineError::Checkpoint {
             path,
             reason: format!(

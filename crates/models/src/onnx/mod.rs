@@ -14,6 +14,7 @@
 
 pub mod average;
 pub mod proto;
+pub mod quantize;
 
 use burn::module::Param;
 use burn::nn::conv::Conv2d;

@@ -1,0 +1,146 @@
+//! `artemis export --quantize int8`: the run's exported logits graph quantized to int8 in QDQ
+//! form ([`artemis_models::onnx::quantize`]) with activation ranges calibrated on the run's
+//! own training pictures, written beside the float graph as `export/model-int8.onnx` and
+//! recorded (hash and settings) in `export/export.json`.
+
+use crate::dataset::{batch_data, load, manifest_items};
+use crate::error::{EngineError, Result};
+use crate::onnx::{
+    EXPORT_DIR, EXPORT_RECORD, ExportRecord, INT8_FILE, Int8Record, MODEL_FILE, OnnxModel,
+};
+use crate::run::Run;
+use artemis_data::manifest::{Manifest, Split};
+use artemis_models::onnx::quantize::{Range, calibration_graph, quantize};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+
+/// How a run's int8 graph is calibrated.
+#[derive(Debug, Clone, Copy)]
+pub struct QuantizeConfig {
+    /// Training pictures the activation ranges are taken on (a seeded sample).
+    pub images: usize,
+    pub seed: u64,
+    /// ONNX Runtime threads for the calibration passes (0: every core).
+    pub threads: usize,
+}
+
+impl Default for QuantizeConfig {
+    fn default() -> Self {
+        QuantizeConfig {
+            images: 256,
+            seed: 42,
+            threads: 0,
+        }
+    }
+}
+
+/// What [`quantize_run`] wrote.
+#[derive(Debug, Clone)]
+pub struct Quantized {
+    pub path: std::path::PathBuf,
+    pub bytes: u64,
+    pub float_bytes: u64,
+    pub calibration_images: usize,
+}
+
+/// The activation ranges of `graph` (a calibration graph, outputs `names`) over `images`.
+fn calibrate(
+    graph: &[u8],
+    names: &[String],
+    x: &[Vec<f32>],
+    side: [usize; 2],
+    threads: usize,
+) -> Result<HashMap<String, Range>> {
+    let m = OnnxModel::from_bytes(graph, threads, "calibration graph (in memory)")?;
+    let mut ranges: HashMap<String, Range> =
+        names.iter().map(|n| (n.clone(), Range::zero())).collect();
+    let per = 3 * side[0] * side[1];
+    for batch in x {
+        let values = m.run_all(batch, [batch.len() / per, 3, side[0], side[1]], names)?;
+        for (n, v) in names.iter().zip(values) {
+            if let Some(r) = ranges.get_mut(n) {
+                *r = r.widen(&v);
+            }
+        }
+    }
+    Ok(ranges)
+}
+
+/// Float `[b, 3, h, w]` batches of up to 32 of `cfg.images` of the run's training pictures
+/// (a seeded sample), preprocessed as the run's network sees them.
+pub fn training_batches(run: &Run, cfg: &QuantizeConfig) -> Result<Vec<Vec<f32>>> {
+    let c = &run.config;
+    let manifest = Manifest::load(&c.manifest)?;
+    let mut items = manifest_items(&manifest, &c.data_root, Split::Train, c.task);
+    items.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
+    items.truncate(cfg.images.max(1));
+    let max_pixels = artemis_data::image_io::DEFAULT_MAX_PIXELS;
+    let loaded = load(items, &c.preprocess, "calibration pictures", max_pixels);
+    if loaded.images.is_empty() {
+        return Err(EngineError::Config(format!(
+            "{}: no readable training picture to calibrate on",
+            c.manifest.display()
+        )));
+    }
+    Ok((loaded.images.chunks(32))
+        .map(|chunk| batch_data(&chunk.iter().collect::<Vec<_>>(), &c.preprocess))
+        .collect())
+}
+
+/// Quantizes the run's current export (run `artemis export` first) with ranges from
+/// `cfg.images` of its training pictures.
+pub fn quantize_run(run: &Run, cfg: &QuantizeConfig) -> Result<Quantized> {
+    let batches = training_batches(run, cfg)?;
+    quantize_export(run, &batches, cfg)
+}
+
+/// Quantizes the run's current export with activation ranges taken on `batches` (what
+/// [`training_batches`] gives; the benchmark's random-weight runs use random inputs).
+pub fn quantize_export(run: &Run, batches: &[Vec<f32>], cfg: &QuantizeConfig) -> Result<Quantized> {
+    let dir = run.path(EXPORT_DIR);
+    let record_path = dir.join(EXPORT_RECORD);
+    let mut record: ExportRecord = crate::run::read_json(&record_path)?;
+    let float_path = dir.join(MODEL_FILE);
+    let float = std::fs::read(&float_path).map_err(|e| EngineError::io(&float_path, e))?;
+    if record.files.get(MODEL_FILE) != Some(&artemis_data::hash::content_hash(&float)) {
+        return Err(EngineError::Checkpoint {
+            path: float_path,
+            reason: format!("does not match {EXPORT_RECORD}; run `artemis export` again"),
+        });
+    }
+    let c = &run.config;
+    let threads = crate::onnx::EngineOptions {
+        threads: cfg.threads,
+        ..Default::default()
+    }
+    .threads();
+    let export_err = |error| artemis_models::ModelError::Export {
+        model: c.model.architecture.name().into(),
+        error,
+    };
+    let (graph, names) = calibration_graph(&float).map_err(export_err)?;
+    let side = [c.preprocess.height as usize, c.preprocess.width as usize];
+    let ranges = calibrate(&graph, &names, batches, side, threads)?;
+    let int8 = quantize(&float, &ranges).map_err(export_err)?;
+    let path = dir.join(INT8_FILE);
+    artemis_data::fsutil::write_atomic(&path, &int8)?;
+    let images = batches.iter().map(|b| b.len()).sum::<usize>() / (3 * side[0] * side[1]);
+    record
+        .files
+        .insert(INT8_FILE.into(), artemis_data::hash::content_hash(&int8));
+    record.int8 = Some(Int8Record {
+        weights: "int8, symmetric, per output channel (Conv); float head (Gemm)".into(),
+        activations: "uint8, asymmetric, per tensor, min/max over the calibration pictures".into(),
+        calibration_images: images,
+        seed: cfg.seed,
+    });
+    crate::run::write_json(&record_path, &record)?;
+    Ok(Quantized {
+        path,
+        bytes: int8.len() as u64,
+        float_bytes: float.len() as u64,
+        calibration_images: images,
+    })
+}

@@ -1,0 +1,364 @@
+//! Static int8 quantization of an exported float graph, in QDQ form (QuantizeLinear ->
+//! DequantizeLinear pairs around float operators), which ONNX Runtime fuses into its integer
+//! kernels (QLinearConv, QLinearAdd, QLinearGlobalAveragePool, ...).
+//!
+//! - Weights of every `Conv`: int8, symmetric, one scale per output channel; the bias int32
+//!   with scale `input scale x weight scale` (what the fused kernel adds).
+//! - Activations: uint8, asymmetric, one scale per tensor, from ranges calibrated on pictures
+//!   ([`calibration_graph`] exposes every tensor that gets quantized as an extra output):
+//!   the graph input and every node output, except an output consumed only by `Relu`/`Clip`
+//!   (the activation's output is quantized instead, so that ONNX Runtime drops the `Clip`
+//!   into the quantization) and the float head: `Gemm` keeps float weights and output, so
+//!   the logits stay float.
+
+use super::proto::*;
+use super::{OnnxError, Result};
+use prost::Message;
+use std::collections::{HashMap, HashSet};
+
+const INT8: i32 = 3;
+const UINT8: i32 = 2;
+const INT32: i32 = 6;
+
+/// An activation's calibrated range (`min <= 0 <= max` after [`Range::widen`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Range {
+    pub min: f32,
+    pub max: f32,
+}
+
+impl Range {
+    /// The range of `values` joined with this one.
+    pub fn widen(self, values: &[f32]) -> Range {
+        values.iter().fold(self, |r, &v| Range {
+            min: r.min.min(v),
+            max: r.max.max(v),
+        })
+    }
+
+    /// An empty range (widened by the first values; 0 is always inside).
+    pub fn zero() -> Range {
+        Range { min: 0.0, max: 0.0 }
+    }
+
+    /// uint8 `(scale, zero point)` covering the range.
+    fn uint8(self) -> (f32, u8) {
+        let (lo, hi) = (self.min.min(0.0), self.max.max(0.0));
+        let scale = ((hi - lo) / 255.0).max(1e-8);
+        let zp = (-lo / scale).round().clamp(0.0, 255.0) as u8;
+        (scale, zp)
+    }
+}
+
+fn decode(model: &[u8]) -> Result<ModelProto> {
+    ModelProto::decode(model).map_err(|e| OnnxError::Unsupported(format!("reading the graph: {e}")))
+}
+
+fn graph_of(m: &mut ModelProto) -> Result<&mut GraphProto> {
+    m.graph
+        .as_mut()
+        .ok_or_else(|| OnnxError::Unsupported("the model has no graph".into()))
+}
+
+/// The tensors [`quantize`] puts through QuantizeLinear, in graph order.
+fn quantized_tensors(g: &GraphProto) -> Vec<String> {
+    let inits: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    let outputs: HashSet<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
+    let mut consumers: HashMap<&str, Vec<&str>> = HashMap::new();
+    for n in &g.node {
+        for i in &n.input {
+            consumers
+                .entry(i.as_str())
+                .or_default()
+                .push(n.op_type.as_str());
+        }
+    }
+    let keep = |name: &str, op: &str| {
+        let uses = consumers.get(name).map(Vec::as_slice).unwrap_or(&[]);
+        let only_activation =
+            !uses.is_empty() && uses.iter().all(|u| matches!(*u, "Relu" | "Clip"));
+        !inits.contains(name)
+            && !outputs.contains(name)
+            && !only_activation
+            && !matches!(op, "Gemm" | "Identity" | "Softmax" | "Log")
+            && !uses.is_empty()
+    };
+    let mut out: Vec<String> = (g.input.iter())
+        .map(|i| i.name.clone())
+        .filter(|n| keep(n, ""))
+        .collect();
+    for n in &g.node {
+        out.extend(n.output.iter().filter(|o| keep(o, &n.op_type)).cloned());
+    }
+    out
+}
+
+/// The graph with every tensor that [`quantize`] quantizes added as a float output, and
+/// their names in output order: run it on calibration pictures and widen each tensor's
+/// [`Range`] by its values.
+pub fn calibration_graph(model: &[u8]) -> Result<(Vec<u8>, Vec<String>)> {
+    let mut m = decode(model)?;
+    let g = graph_of(&mut m)?;
+    let names = quantized_tensors(g);
+    for n in &names {
+        g.output.push(ValueInfoProto {
+            name: n.clone(),
+            r#type: Some(TypeProto {
+                tensor_type: Some(TypeProtoTensor {
+                    elem_type: FLOAT,
+                    shape: None,
+                }),
+            }),
+        });
+    }
+    Ok((m.encode_to_vec(), names))
+}
+
+fn tensor(name: String, data_type: i32, dims: &[usize], raw_data: Vec<u8>) -> TensorProto {
+    TensorProto {
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type,
+        name,
+        raw_data,
+    }
+}
+
+fn floats(t: &TensorProto) -> Vec<f32> {
+    (t.raw_data.chunks_exact(4))
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn dq_node(input: [&str; 3], output: &str, axis: Option<i64>) -> NodeProto {
+    NodeProto {
+        input: input.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        op_type: "DequantizeLinear".into(),
+        attribute: axis
+            .map(|a| super::attr_int("axis", a))
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// A Conv's float weight and bias replaced by int8 / int32 initialisers and their
+/// DequantizeLinear nodes (appended to `nodes`); `x_scale` is the scale of its input.
+fn quantize_conv(
+    node: &mut NodeProto,
+    inits: &mut HashMap<String, TensorProto>,
+    x_scale: f32,
+    nodes: &mut Vec<NodeProto>,
+) -> Result<()> {
+    let missing =
+        |what: &str| OnnxError::Unsupported(format!("{}: no {what} initialiser", node.name));
+    let w = inits
+        .remove(&node.input[1])
+        .ok_or_else(|| missing("weight"))?;
+    let wv = floats(&w);
+    let c_out = w.dims.first().copied().unwrap_or(1).max(1) as usize;
+    let per = wv.len() / c_out;
+    let scales: Vec<f32> = (wv.chunks(per))
+        .map(|c| (c.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0).max(1e-12))
+        .collect();
+    let q: Vec<u8> = (wv.chunks(per).zip(&scales))
+        .flat_map(|(c, s)| {
+            c.iter()
+                .map(move |v| (v / s).round().clamp(-127.0, 127.0) as i8 as u8)
+        })
+        .collect();
+    let dims: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
+    let base = w.name.clone();
+    let add = |inits: &mut HashMap<String, TensorProto>, t: TensorProto| {
+        inits.insert(t.name.clone(), t);
+    };
+    add(inits, tensor(format!("{base}.q"), INT8, &dims, q));
+    add(
+        inits,
+        tensor(format!("{base}.scale"), FLOAT, &[c_out], f32_bytes(&scales)),
+    );
+    add(
+        inits,
+        tensor(format!("{base}.zp"), INT8, &[c_out], vec![0; c_out]),
+    );
+    let (wq, ws, wz) = (
+        format!("{base}.q"),
+        format!("{base}.scale"),
+        format!("{base}.zp"),
+    );
+    nodes.push(dq_node([&wq, &ws, &wz], &format!("{base}.dq"), Some(0)));
+    node.input[1] = format!("{base}.dq");
+    if let Some(bname) = node.input.get(2).cloned() {
+        let b = inits.remove(&bname).ok_or_else(|| missing("bias"))?;
+        let bs: Vec<f32> = scales.iter().map(|s| s * x_scale).collect();
+        let bq: Vec<u8> = (floats(&b).iter().zip(&bs))
+            .flat_map(|(v, s)| ((v / s).round() as i32).to_le_bytes())
+            .collect();
+        add(inits, tensor(format!("{bname}.q"), INT32, &[c_out], bq));
+        add(
+            inits,
+            tensor(format!("{bname}.scale"), FLOAT, &[c_out], f32_bytes(&bs)),
+        );
+        add(
+            inits,
+            tensor(format!("{bname}.zp"), INT32, &[c_out], vec![0; 4 * c_out]),
+        );
+        let (bq, bsn, bz) = (
+            format!("{bname}.q"),
+            format!("{bname}.scale"),
+            format!("{bname}.zp"),
+        );
+        nodes.push(dq_node([&bq, &bsn, &bz], &format!("{bname}.dq"), Some(0)));
+        node.input[2] = format!("{bname}.dq");
+    }
+    Ok(())
+}
+
+/// The QDQ graph of `model` with activation `ranges` from calibration (every name
+/// [`calibration_graph`] listed must have one).
+pub fn quantize(model: &[u8], ranges: &HashMap<String, Range>) -> Result<Vec<u8>> {
+    let mut m = decode(model)?;
+    let g = graph_of(&mut m)?;
+    let names = quantized_tensors(g);
+    let mut qparams: HashMap<String, (f32, u8)> = HashMap::new();
+    for n in &names {
+        let r = ranges
+            .get(n)
+            .ok_or_else(|| OnnxError::Unsupported(format!("no calibrated range for {n}")))?;
+        qparams.insert(n.clone(), r.uint8());
+    }
+    let mut inits: HashMap<String, TensorProto> = (g.initializer.drain(..))
+        .map(|t| (t.name.clone(), t))
+        .collect();
+    let mut order: Vec<String> = Vec::new();
+    let mut nodes: Vec<NodeProto> = Vec::new();
+    // Q -> DQ of tensor `t`, right after it is made; consumers read `t.dq`.
+    let qdq = |t: &str, inits: &mut HashMap<String, TensorProto>, nodes: &mut Vec<NodeProto>| {
+        let (scale, zp) = qparams[t];
+        let (s, z) = (format!("{t}.scale"), format!("{t}.zp"));
+        inits.insert(
+            s.clone(),
+            tensor(s.clone(), FLOAT, &[], f32_bytes(&[scale])),
+        );
+        inits.insert(z.clone(), tensor(z.clone(), UINT8, &[], vec![zp]));
+        nodes.push(NodeProto {
+            input: vec![t.into(), s.clone(), z.clone()],
+            output: vec![format!("{t}.q")],
+            name: format!("{t}.q"),
+            op_type: "QuantizeLinear".into(),
+            attribute: vec![],
+        });
+        nodes.push(dq_node(
+            [&format!("{t}.q"), &s, &z],
+            &format!("{t}.dq"),
+            None,
+        ));
+    };
+    for i in &g.input {
+        if qparams.contains_key(&i.name) {
+            qdq(&i.name, &mut inits, &mut nodes);
+        }
+    }
+    for mut node in g.node.drain(..) {
+        for input in node.input.iter_mut() {
+            if qparams.contains_key(input.as_str()) {
+                *input = format!("{input}.dq");
+            }
+        }
+        if node.op_type == "Conv" {
+            let x = node.input[0].trim_end_matches(".dq").to_string();
+            if let Some(&(x_scale, _)) = qparams.get(&x) {
+                quantize_conv(&mut node, &mut inits, x_scale, &mut nodes)?;
+            }
+        }
+        let made: Vec<String> = node.output.clone();
+        nodes.push(node);
+        for o in made.iter().filter(|o| qparams.contains_key(o.as_str())) {
+            qdq(o, &mut inits, &mut nodes);
+        }
+    }
+    order.extend(inits.keys().cloned());
+    order.sort();
+    g.initializer = order.into_iter().filter_map(|k| inits.remove(&k)).collect();
+    g.node = nodes;
+    Ok(m.encode_to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Architecture, ModelSpec, OnnxGraph};
+    use burn::module::Module;
+    use burn::prelude::Device;
+
+    /// Every Conv reads int8 weights and an int32 bias through DequantizeLinear, every
+    /// calibrated tensor goes through one QuantizeLinear, and the head stays float.
+    #[test]
+    fn every_convolution_reads_int8_weights_and_the_head_stays_float() {
+        let spec = ModelSpec::new(Architecture::BaselineReluBn, 3, (96, 96));
+        let net = spec.init(&Device::flex()).unwrap().valid();
+        let float = net.to_onnx(&spec, OnnxGraph::Logits, &[]).unwrap();
+        let (calib, names) = calibration_graph(&float).unwrap();
+        let g = ModelProto::decode(&calib[..]).unwrap().graph.unwrap();
+        assert!(names.contains(&"image".to_string()));
+        assert_eq!(g.output.len(), 1 + names.len());
+        let ranges = names
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    Range {
+                        min: -1.0,
+                        max: 2.0,
+                    },
+                )
+            })
+            .collect();
+        let q = ModelProto::decode(&quantize(&float, &ranges).unwrap()[..]).unwrap();
+        let g = q.graph.unwrap();
+        let init: HashMap<&str, &TensorProto> =
+            g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+        let made_by: HashMap<&str, &NodeProto> = (g.node.iter())
+            .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
+            .collect();
+        let convs: Vec<&NodeProto> = g.node.iter().filter(|n| n.op_type == "Conv").collect();
+        assert!(convs.len() >= 4);
+        for c in convs {
+            for (i, kind) in [(0, UINT8), (1, INT8), (2, INT32)] {
+                let dq = made_by[c.input[i].as_str()];
+                assert_eq!(dq.op_type, "DequantizeLinear", "{} input {i}", c.name);
+                let stored = match init.get(dq.input[0].as_str()) {
+                    Some(t) => t.data_type,
+                    None => UINT8, // an activation: the output of a QuantizeLinear
+                };
+                assert_eq!(stored, kind, "{} input {i}", c.name);
+            }
+        }
+        let quantized = g
+            .node
+            .iter()
+            .filter(|n| n.op_type == "QuantizeLinear")
+            .count();
+        assert_eq!(quantized, names.len());
+        let gemm = g.node.iter().find(|n| n.op_type == "Gemm").unwrap();
+        assert_eq!(init[gemm.input[1].as_str()].data_type, FLOAT);
+    }
+
+    #[test]
+    fn uint8_parameters_cover_the_range_with_zero_exact() {
+        let (s, z) = Range {
+            min: -1.0,
+            max: 3.0,
+        }
+        .uint8();
+        assert!((s - 4.0 / 255.0).abs() < 1e-7);
+        assert_eq!(z, 64);
+        let (s, z) = Range::zero().widen(&[0.5, 6.0]).uint8();
+        assert_eq!(z, 0);
+        assert!((s * 255.0 - 6.0).abs() < 1e-5);
+    }
+}
