@@ -84,6 +84,28 @@ fn the_int8_graph_predicts_like_the_float_one() {
         "the int8 graph gave the float graph's exact probabilities"
     );
 
+    // eval: the int8 report beside the float one, compared side by side.
+    for extra in [&[][..], &["--precision", "int8"][..]] {
+        let mut args = vec!["eval", s(&run), "--engine", "onnx", "--bootstrap", "0"];
+        args.extend(extra);
+        let o = artemis(&args);
+        assert!(matches!(o.status.code(), Some(0 | 3)), "{}", text(&o));
+    }
+    let engine = |p: &Path| json_file(&p.join("report.json"))["engine"].to_string();
+    assert!(
+        engine(&run).contains("export/model.onnx"),
+        "{}",
+        engine(&run)
+    );
+    assert!(engine(&run.join("int8")).contains("export/model-int8.onnx"));
+    let o = artemis(&["compare", s(&run), s(&run.join("int8")), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ours = (rows.as_array().unwrap().iter())
+        .filter(|r| r["published"] != serde_json::json!(true))
+        .count();
+    assert_eq!(ours, 2, "{rows}");
+
     let o = artemis(&[
         "predict",
         s(&run),

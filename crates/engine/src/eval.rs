@@ -397,6 +397,12 @@ fn collect(
             (items, coarse, format!("folder {}", folder.display()), out)
         }
     };
+    // The int8 graph's report beside the float one's, not over it (`artemis compare RUN
+    // RUN/int8` puts them side by side).
+    let out_dir = match cfg.engine.precision {
+        crate::onnx::Precision::Int8 => out_dir.join("int8"),
+        crate::onnx::Precision::Fp32 => out_dir,
+    };
     if let Some(o) = overlap.as_mut()
         && cfg.exclude_duplicates
     {
