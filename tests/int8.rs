@@ -61,6 +61,11 @@ fn the_int8_graph_predicts_like_the_float_one() {
     let record = json_file(&export.join("export.json"));
     assert!(record["files"]["model-int8.onnx"].is_string(), "{record}");
     assert_eq!(record["int8"]["calibration_images"], 16);
+    // The float graph's metadata (the checkpoint's hash among it) plus the settings.
+    let graph =
+        String::from_utf8_lossy(&fs::read(export.join("model-int8.onnx")).unwrap()).into_owned();
+    let checkpoint = record["checkpoint_blake3"].as_str().unwrap();
+    assert!(graph.contains(checkpoint) && graph.contains("artemis.quantization"));
 
     let (f, q) = (
         probabilities(&run, &data, &[]),

@@ -135,19 +135,25 @@ pub fn quantize_export(run: &Run, batches: &[Vec<f32>], cfg: &QuantizeConfig) ->
     let (graph, names) = calibration_graph(&float).map_err(export_err)?;
     let side = [c.preprocess.height as usize, c.preprocess.width as usize];
     let ranges = calibrate(&graph, &names, batches, side, threads)?;
-    let int8 = quantize(&float, &ranges).map_err(export_err)?;
-    let path = dir.join(INT8_FILE);
-    artemis_data::fsutil::write_atomic(&path, &int8)?;
     let images = batches.iter().map(|b| b.len()).sum::<usize>() / (3 * side[0] * side[1]);
-    record
-        .files
-        .insert(INT8_FILE.into(), artemis_data::hash::content_hash(&int8));
-    record.int8 = Some(Int8Record {
+    let settings = Int8Record {
         weights: "int8, symmetric, per output channel (Conv); float head (Gemm)".into(),
-        activations: "uint8, asymmetric, per tensor, mean of each batch's min/max over the calibration pictures (batches of 32)".into(),
+        activations: "uint8, asymmetric, per tensor, mean of each batch's min/max over the \
+                      calibration pictures (batches of 32)"
+            .into(),
         calibration_images: images,
         seed: cfg.seed,
-    });
+    };
+    let meta = [(
+        "artemis.quantization".to_string(),
+        serde_json::to_string(&settings).unwrap_or_default(),
+    )];
+    let int8 = quantize(&float, &ranges, &meta).map_err(export_err)?;
+    let path = dir.join(INT8_FILE);
+    artemis_data::fsutil::write_atomic(&path, &int8)?;
+    let hash = artemis_data::hash::content_hash(&int8);
+    record.files.insert(INT8_FILE.into(), hash);
+    record.int8 = Some(settings);
     crate::run::write_json(&record_path, &record)?;
     Ok(Quantized {
         path,

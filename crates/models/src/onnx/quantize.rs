@@ -219,9 +219,18 @@ fn quantize_conv(
 }
 
 /// The QDQ graph of `model` with activation `ranges` from calibration (every name
-/// [`calibration_graph`] listed must have one).
-pub fn quantize(model: &[u8], ranges: &HashMap<String, Range>) -> Result<Vec<u8>> {
+/// [`calibration_graph`] listed must have one); `metadata` is added to the graph's own.
+pub fn quantize(
+    model: &[u8],
+    ranges: &HashMap<String, Range>,
+    metadata: &[(String, String)],
+) -> Result<Vec<u8>> {
     let mut m = decode(model)?;
+    m.metadata_props
+        .extend(metadata.iter().map(|(key, value)| StringStringEntryProto {
+            key: key.clone(),
+            value: value.clone(),
+        }));
     let g = graph_of(&mut m)?;
     let names = quantized_tensors(g);
     let mut qparams: HashMap<String, (f32, u8)> = HashMap::new();
@@ -318,7 +327,7 @@ mod tests {
                 )
             })
             .collect();
-        let q = ModelProto::decode(&quantize(&float, &ranges).unwrap()[..]).unwrap();
+        let q = ModelProto::decode(&quantize(&float, &ranges, &[]).unwrap()[..]).unwrap();
         let g = q.graph.unwrap();
         let init: HashMap<&str, &TensorProto> =
             g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
