@@ -313,14 +313,15 @@ impl OnnxModel {
         session.metadata().ok()?.custom(key)
     }
 
-    /// Runs the graph on a `[b, 3, h, w]` float batch and returns the values of every output
-    /// named in `outputs`, in that order (a calibration graph's activations).
+    /// Runs the graph on a `[b, 3, h, w]` float batch (borrowed, not copied) and returns the
+    /// outputs named in `outputs`, in that order, as `(shape, values)` (one for the logits; a
+    /// calibration graph's activations).
     pub fn run_all(
         &self,
         input: &[f32],
         shape: [usize; 4],
-        outputs: &[String],
-    ) -> Result<Vec<Vec<f32>>> {
+        outputs: &[&str],
+    ) -> Result<Vec<(Vec<usize>, Vec<f32>)>> {
         let tensor =
             TensorRef::from_array_view((shape, input)).map_err(|e| ort_err(&self.source, e))?;
         let mut session = self
@@ -330,45 +331,32 @@ impl OnnxModel {
         let values = session
             .run(ort::inputs![artemis_models::onnx::INPUT => tensor])
             .map_err(|e| ort_err(&self.source, e))?;
-        outputs
-            .iter()
-            .map(|name| {
-                let v = values
-                    .get(name.as_str())
-                    .ok_or_else(|| ort_err(&self.source, format!("no output '{name}'")))?;
-                let (_, data) = v
+        (outputs.iter())
+            .map(|&name| {
+                let v = values.get(name).ok_or_else(|| {
+                    ort_err(&self.source, format!("the graph has no output '{name}'"))
+                })?;
+                let (dims, data) = v
                     .try_extract_tensor::<f32>()
                     .map_err(|e| ort_err(&self.source, e))?;
-                Ok(data.to_vec())
+                Ok((
+                    dims.iter().map(|&d| d.max(0) as usize).collect(),
+                    data.to_vec(),
+                ))
             })
             .collect()
     }
 
-    /// Runs the graph on a `[b, 3, h, w]` float batch (borrowed, not copied) and returns output
-    /// `output` as `(shape, values)`.
+    /// [`Self::run_all`] for one output.
     pub fn run(
         &self,
         input: &[f32],
         shape: [usize; 4],
         output: &str,
     ) -> Result<(Vec<usize>, Vec<f32>)> {
-        let tensor =
-            TensorRef::from_array_view((shape, input)).map_err(|e| ort_err(&self.source, e))?;
-        let mut session = self
-            .session
-            .lock()
-            .map_err(|_| ort_err(&self.source, "session lock poisoned by an earlier panic"))?;
-        let outputs = session
-            .run(ort::inputs![artemis_models::onnx::INPUT => tensor])
-            .map_err(|e| ort_err(&self.source, e))?;
-        let value = outputs
-            .get(output)
-            .ok_or_else(|| ort_err(&self.source, format!("the graph has no output '{output}'")))?;
-        let (dims, data) = value
-            .try_extract_tensor::<f32>()
-            .map_err(|e| ort_err(&self.source, e))?;
-        let dims = dims.iter().map(|&d| d.max(0) as usize).collect();
-        Ok((dims, data.to_vec()))
+        let mut all = self.run_all(input, shape, &[output])?;
+        all.pop()
+            .ok_or_else(|| ort_err(&self.source, format!("no output '{output}'")))
     }
 }
 

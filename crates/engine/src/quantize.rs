@@ -60,8 +60,9 @@ fn calibrate(
     let mut sums: HashMap<&str, (f64, f64)> = HashMap::new();
     let per = 3 * side[0] * side[1];
     for batch in x {
-        let values = m.run_all(batch, [batch.len() / per, 3, side[0], side[1]], names)?;
-        for (n, v) in names.iter().zip(values) {
+        let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+        let values = m.run_all(batch, [batch.len() / per, 3, side[0], side[1]], &wanted)?;
+        for (n, (_, v)) in names.iter().zip(values) {
             let r = Range::zero().widen(&v);
             let e = sums.entry(n.as_str()).or_default();
             *e = (e.0 + f64::from(r.min), e.1 + f64::from(r.max));

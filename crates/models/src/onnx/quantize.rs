@@ -146,6 +146,44 @@ fn dq_node(input: [&str; 3], output: &str, axis: Option<i64>) -> NodeProto {
     }
 }
 
+/// A tensor quantized per output channel (axis 0): its values, scales and zero points.
+struct Quantized<'a> {
+    kind: i32,
+    dims: &'a [usize],
+    values: Vec<u8>,
+    scales: &'a [f32],
+    /// The zero points' bytes (one element per channel, of `kind`).
+    zero: &'a [u8],
+}
+
+impl Quantized<'_> {
+    /// Its initialisers (`name.q`, `name.scale`, `name.zp`) and the DequantizeLinear node
+    /// that turns them back into floats; returns that node's output, `name.dq`.
+    fn dequantized(
+        self,
+        name: &str,
+        inits: &mut HashMap<String, TensorProto>,
+        nodes: &mut Vec<NodeProto>,
+    ) -> String {
+        let (q, s, z) = (
+            format!("{name}.q"),
+            format!("{name}.scale"),
+            format!("{name}.zp"),
+        );
+        let c = self.scales.len();
+        for t in [
+            tensor(q.clone(), self.kind, self.dims, self.values),
+            tensor(s.clone(), FLOAT, &[c], f32_bytes(self.scales)),
+            tensor(z.clone(), self.kind, &[c], self.zero.to_vec()),
+        ] {
+            inits.insert(t.name.clone(), t);
+        }
+        let out = format!("{name}.dq");
+        nodes.push(dq_node([&q, &s, &z], &out, Some(0)));
+        out
+    }
+}
+
 /// A Conv's float weight and bias replaced by int8 / int32 initialisers and their
 /// DequantizeLinear nodes (appended to `nodes`); `x_scale` is the scale of its input.
 fn quantize_conv(
@@ -172,48 +210,30 @@ fn quantize_conv(
         })
         .collect();
     let dims: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
-    let base = w.name.clone();
-    let add = |inits: &mut HashMap<String, TensorProto>, t: TensorProto| {
-        inits.insert(t.name.clone(), t);
+    let zeros = vec![0; c_out];
+    let wt = Quantized {
+        kind: INT8,
+        dims: &dims,
+        values: q,
+        scales: &scales,
+        zero: &zeros,
     };
-    add(inits, tensor(format!("{base}.q"), INT8, &dims, q));
-    add(
-        inits,
-        tensor(format!("{base}.scale"), FLOAT, &[c_out], f32_bytes(&scales)),
-    );
-    add(
-        inits,
-        tensor(format!("{base}.zp"), INT8, &[c_out], vec![0; c_out]),
-    );
-    let (wq, ws, wz) = (
-        format!("{base}.q"),
-        format!("{base}.scale"),
-        format!("{base}.zp"),
-    );
-    nodes.push(dq_node([&wq, &ws, &wz], &format!("{base}.dq"), Some(0)));
-    node.input[1] = format!("{base}.dq");
+    node.input[1] = wt.dequantized(&w.name, inits, nodes);
     if let Some(bname) = node.input.get(2).cloned() {
         let b = inits.remove(&bname).ok_or_else(|| missing("bias"))?;
         let bs: Vec<f32> = scales.iter().map(|s| s * x_scale).collect();
         let bq: Vec<u8> = (floats(&b).iter().zip(&bs))
             .flat_map(|(v, s)| ((v / s).round() as i32).to_le_bytes())
             .collect();
-        add(inits, tensor(format!("{bname}.q"), INT32, &[c_out], bq));
-        add(
-            inits,
-            tensor(format!("{bname}.scale"), FLOAT, &[c_out], f32_bytes(&bs)),
-        );
-        add(
-            inits,
-            tensor(format!("{bname}.zp"), INT32, &[c_out], vec![0; 4 * c_out]),
-        );
-        let (bq, bsn, bz) = (
-            format!("{bname}.q"),
-            format!("{bname}.scale"),
-            format!("{bname}.zp"),
-        );
-        nodes.push(dq_node([&bq, &bsn, &bz], &format!("{bname}.dq"), Some(0)));
-        node.input[2] = format!("{bname}.dq");
+        let zeros = vec![0; 4 * c_out];
+        let bt = Quantized {
+            kind: INT32,
+            dims: &[c_out],
+            values: bq,
+            scales: &bs,
+            zero: &zeros,
+        };
+        node.input[2] = bt.dequantized(&bname, inits, nodes);
     }
     Ok(())
 }
