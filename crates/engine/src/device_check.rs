@@ -9,7 +9,7 @@ use crate::error::{EngineError, Result};
 use crate::onnx::OnnxModel;
 use artemis_data::image_io::{DEFAULT_MAX_PIXELS, ResizeMode, read_rgb};
 use artemis_data::transform::{Preprocess, Scaling};
-use artemis_models::{Architecture, ModelSpec, OnnxGraph};
+use artemis_models::{Architecture, ModelSpec, Network, OnnxGraph};
 use burn::prelude::*;
 use serde::Serialize;
 use std::path::Path;
@@ -89,20 +89,24 @@ fn fixture(dir: &Path) -> Result<Fixture> {
     })
 }
 
-/// `[b, 1000]` logits of the pretrained MobileNetV2 (`weights`) for `batch` on `device`.
-fn burn_logits(weights: &Path, batch: &[f32], device: &Device) -> Result<Vec<f32>> {
-    let spec = ModelSpec::new(Architecture::MobileNetV2, 1000, (224, 224));
-    let model = spec.init_pretrained(weights, device)?.valid();
+/// The network the check runs: MobileNetV2 at 224 px with 1000 classes.
+fn spec() -> ModelSpec {
+    ModelSpec::new(Architecture::MobileNetV2, 1000, (224, 224))
+}
+
+/// `[b, 1000]` logits of `model` (inference mode) for `batch`, on `device` (the model is
+/// moved there).
+fn burn_logits(model: &Network, batch: &[f32], device: &Device) -> Result<Vec<f32>> {
+    let model = model.clone().to_device(device);
     let n = batch.len() / (3 * 224 * 224);
     let x = Tensor::<4>::from_data(TensorData::new(batch.to_vec(), [n, 3, 224, 224]), device);
     crate::dataset::to_vec_f32(model.forward(x))
 }
 
-/// The same through ONNX Runtime on `on` (the CPU, or CUDA's execution provider).
-fn onnx_logits(weights: &Path, batch: &[f32], on: ComputeDevice) -> Result<Vec<f32>> {
-    let spec = ModelSpec::new(Architecture::MobileNetV2, 1000, (224, 224));
-    let model = spec.init_pretrained(weights, &Device::flex())?.valid();
-    let bytes = model.to_onnx(&spec, OnnxGraph::Logits, &[])?;
+/// The same through ONNX Runtime on `on` (the CPU, or CUDA's execution provider), from the
+/// CPU copy of the network.
+fn onnx_logits(model: &Network, batch: &[f32], on: ComputeDevice) -> Result<Vec<f32>> {
+    let bytes = model.to_onnx(&spec(), OnnxGraph::Logits, &[])?;
     let m = OnnxModel::from_bytes_on(&bytes, 0, "MobileNetV2 (ImageNet, in memory)", on)?;
     let n = batch.len() / (3 * 224 * 224);
     Ok(m.run(batch, [n, 3, 224, 224], "logits")?.1)
@@ -150,12 +154,14 @@ pub fn check_device(on: ComputeDevice, fixtures: &Path, weights: &Path) -> Resul
         names,
         logits: want,
     } = fixture(&fixtures.join("imagenet-mobilenetv2"))?;
-    let cpu = burn_logits(weights, &batch, &Device::flex())?;
+    // The checkpoint is read once, on the CPU; the device gets a copy.
+    let model = spec().init_pretrained(weights, &Device::flex())?.valid();
+    let cpu = burn_logits(&model, &batch, &Device::flex())?;
     let mut out = rows("burn cpu", &cpu, &cpu, &names, &want);
     if on.is_gpu() {
         match on.open() {
             Ok(device) => {
-                let got = burn_logits(weights, &batch, &device)?;
+                let got = burn_logits(&model, &batch, &device)?;
                 out.extend(rows(&format!("burn {on}"), &got, &cpu, &names, &want));
             }
             // ONNX Runtime may still reach a CUDA GPU without burn's CUDA backend.
@@ -164,7 +170,7 @@ pub fn check_device(on: ComputeDevice, fixtures: &Path, weights: &Path) -> Resul
         }
     }
     if matches!(on, ComputeDevice::Cuda(_)) {
-        let got = onnx_logits(weights, &batch, on)?;
+        let got = onnx_logits(&model, &batch, on)?;
         out.extend(rows(
             &format!("onnxruntime {on}"),
             &got,

@@ -228,10 +228,7 @@ impl Classifier {
                     d => format!("CUDA execution provider on {d}"),
                 },
                 crate::onnx::EXPORT_DIR,
-                m.source
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or(crate::onnx::MODEL_FILE),
+                m.file_name(),
                 match self.members.len() {
                     0 => String::new(),
                     n => format!(": the mean of an ensemble of {n}"),

@@ -307,6 +307,14 @@ impl OnnxModel {
         Self::from_bytes(&bytes, threads, &path.display().to_string())
     }
 
+    /// The graph's file name (`model.onnx`, `model-int8.onnx`), or the whole source for a
+    /// graph made in memory.
+    pub fn file_name(&self) -> String {
+        Path::new(&self.source)
+            .file_name()
+            .map_or_else(|| self.source.clone(), |n| n.to_string_lossy().into_owned())
+    }
+
     /// A custom metadata value of the graph.
     pub fn metadata(&self, key: &str) -> Option<String> {
         let session = self.session.lock().ok()?;
