@@ -37,15 +37,7 @@ fn the_int8_graph_predicts_like_the_float_one() {
         "{}",
         text(&o)
     );
-    let o = artemis(&[
-        "export",
-        "--run",
-        s(&run),
-        "--quantize",
-        "int8",
-        "--calibration-images",
-        "16",
-    ]);
+    let o = quantize_int8(&run, "16", &[]);
     assert!(o.status.success(), "{}", text(&o));
     let export = run.join("export");
     let (float, int8) = (
@@ -110,6 +102,19 @@ fn the_int8_graph_predicts_like_the_float_one() {
         .filter(|r| r["published"] != serde_json::json!(true))
         .count();
     assert_eq!(ours, 2, "{rows}");
+
+    // --keep-float: recorded; an unknown layer is refused, naming it.
+    let quantize = |keep: &str| quantize_int8(&run, "16", &["--keep-float", keep]);
+    let o = quantize("stem,last");
+    assert!(o.status.success(), "{}", text(&o));
+    let record = json_file(&export.join("export.json"));
+    assert_eq!(
+        record["int8"]["float_layers"],
+        serde_json::json!(["stem", "last"])
+    );
+    let o = quantize("conv_nope");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("conv_nope"), "{}", text(&o));
 
     let o = artemis(&[
         "predict",

@@ -12,6 +12,14 @@ pub const EXIT_FAILURE: u8 = 1;
 /// path and reason (data check, data split, train, eval, predict).
 pub const EXIT_PARTIAL: u8 = 3;
 
+/// ONNX Runtime Web's folder for the in-browser page: `dir`, else where `scripts/setup`
+/// puts it in the artemis cache.
+pub(super) fn ort_web_dir(dir: Option<std::path::PathBuf>) -> std::path::PathBuf {
+    dir.unwrap_or_else(|| {
+        artemis_serve::web::default_ort_web_dir(&artemis_models::weights::cache_dir())
+    })
+}
+
 /// Which engine computes logits, and with how many threads.
 #[derive(Args, Debug, Clone)]
 pub struct EngineArgs {

@@ -1,8 +1,9 @@
 //! `artemis export`: a run's network as ONNX.
 
-use super::common::bounded;
+use super::common::{bounded, ort_web_dir};
 use anyhow::{Context, Result};
 use artemis_engine::run::Run;
+use artemis_serve::ServeConfig;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,9 +13,21 @@ pub struct ExportArgs {
     /// Run folder.
     #[arg(long)]
     pub run: PathBuf,
-    /// Format (ONNX, opset 17, BatchNorm folded).
-    #[arg(long, default_value = "onnx", value_parser = ["onnx"])]
+    /// Format: onnx (opset 17, BatchNorm folded, into RUN/export/), or web: the page that
+    /// classifies in the browser, with the graph and ONNX Runtime Web, as a static folder
+    /// (--out).
+    #[arg(long, default_value = "onnx", value_parser = ["onnx", "web"])]
     pub format: String,
+    /// With --format web: the folder to write (created; the files in it are replaced).
+    #[arg(long, short = 'o', value_name = "DIR", required_if_eq("format", "web"))]
+    pub out: Option<PathBuf>,
+    /// With --format web: ONNX Runtime Web's folder (default: where scripts/setup puts it).
+    #[arg(long, value_name = "DIR")]
+    pub ort_web: Option<PathBuf>,
+    /// With --format web: the graph the page runs, fp32 or int8 (the run's current
+    /// `export/model-int8.onnx`, from an earlier `--quantize int8`).
+    #[arg(long, default_value = "fp32")]
+    pub precision: artemis_engine::onnx::Precision,
     /// Check the export: run both graphs with ONNX Runtime on this many seeded random
     /// inputs and compare with burn (max |difference| printed; fails above 1e-4, relative to
     /// the largest value when that exceeds 1).
@@ -29,10 +42,24 @@ pub struct ExportArgs {
     /// sample).
     #[arg(long, default_value_t = 256, value_parser = bounded::batch)]
     pub calibration_images: usize,
+    /// With --quantize: convolutions kept in float (float weights, unquantized input and
+    /// output), comma-separated: stem (the first), last, depthwise (every grouped one) or
+    /// node names (conv_15); `none` (the default) for none.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "LAYERS",
+        default_value = "none"
+    )]
+    pub keep_float: Vec<String>,
 }
 
 pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
     use artemis_engine::onnx::{export_run, parity};
+    if let (Some(out), "web") = (&a.out, a.format.as_str()) {
+        let int8 = a.precision == artemis_engine::onnx::Precision::Int8;
+        return export_web(&a.run, out, ort_web_dir(a.ort_web.clone()), int8);
+    }
     let run = Run::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
     if artemis_engine::ensemble::is_ensemble(&a.run) {
         return export_ensemble(&run, a.check);
@@ -66,6 +93,10 @@ pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
     if a.quantize.is_some() {
         let cfg = artemis_engine::quantize::QuantizeConfig {
             images: a.calibration_images,
+            keep_float: (a.keep_float.iter())
+                .filter(|l| *l != "none")
+                .cloned()
+                .collect(),
             ..Default::default()
         };
         let q = artemis_engine::quantize::quantize_run(&run, &cfg)
@@ -110,5 +141,34 @@ fn export_ensemble(run: &Run, check: usize) -> Result<ExitCode> {
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The in-browser page as a static folder.
+fn export_web(
+    run: &std::path::Path,
+    out: &std::path::Path,
+    ort: PathBuf,
+    int8: bool,
+) -> Result<ExitCode> {
+    let page = artemis_serve::web::PageOptions {
+        max_pixels: ServeConfig::default().max_pixels,
+        served: false,
+        int8,
+    };
+    let files = artemis_serve::web::export_static(run, out, &ort, page)
+        .with_context(|| format!("exporting {} as a web page", run.display()))?;
+    let bytes: u64 = (files.iter())
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "wrote {} ({} files, {:.1} MB): open index.html from any static file host; the page \
+         classifies in the browser (ONNX Runtime Web {}), the picture never leaves it",
+        out.display(),
+        files.len(),
+        bytes as f64 / 1e6,
+        artemis_serve::web::ORT_WEB_VERSION
+    );
     Ok(ExitCode::SUCCESS)
 }

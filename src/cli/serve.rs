@@ -1,6 +1,6 @@
 //! `artemis serve`: the web page and REST API for a run.
 
-use super::common::EngineArgs;
+use super::common::{EngineArgs, ort_web_dir};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -39,6 +39,14 @@ pub struct ServeArgs {
     /// Seconds requests in flight may still take after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 10.0)]
     pub shutdown_grace: f64,
+    /// ONNX Runtime Web's folder, for the page that classifies in the browser (`/local/`);
+    /// default: where scripts/setup puts it in the artemis cache.
+    #[arg(long, value_name = "DIR")]
+    pub ort_web: Option<PathBuf>,
+    /// Append one line per request to FILE: time, method, path (no query), status,
+    /// milliseconds.
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }
@@ -60,6 +68,8 @@ pub(super) fn run(a: ServeArgs) -> Result<ExitCode> {
         max_connections: a.max_connections,
         max_waiting: a.max_waiting,
         engine: a.engine.single()?,
+        ort_web: Some(ort_web_dir(a.ort_web)),
+        access_log: a.access_log,
         ..ServeConfig::default()
     };
     if let Some(n) = a.max_concurrent {

@@ -147,6 +147,26 @@ pub fn train_baseline(manifest: &Path, run: &Path, size: &str, epochs: &str, ext
     assert!(o.status.success(), "{}", text(&o));
 }
 
+/// `artemis export --run RUN --quantize int8 --calibration-images IMAGES EXTRA...`.
+pub fn quantize_int8(run: &Path, images: &str, extra: &[&str]) -> Output {
+    let args = [
+        "export",
+        "--run",
+        s(run),
+        "--quantize",
+        "int8",
+        "--calibration-images",
+        images,
+    ];
+    artemis(&[&args[..], extra].concat())
+}
+
+/// `artemis export --run RUN --format web -o OUT EXTRA...` (the in-browser page's folder).
+pub fn export_web(run: &Path, out: &Path, extra: &[&str]) -> Output {
+    let args = ["export", "--run", s(run), "--format", "web", "-o", s(out)];
+    artemis(&[&args[..], extra].concat())
+}
+
 /// A JSON file the command wrote (a report, a manifest of folds, an ensemble).
 pub fn json_file(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(path).unwrap()).unwrap()

@@ -152,16 +152,9 @@ pub fn bench_inference(
     on: ComputeDevice,
 ) -> Result<Vec<InferRow>> {
     let run = bench_run(arch, side, dir)?;
-    let device = match (on.open(), on) {
-        (Ok(d), _) => d,
-        (Err(_), ComputeDevice::Cuda(_)) => Device::flex(),
-        (Err(e), _) => return Err(e),
-    };
+    let (device, _) = on.open_for_burn(true)?;
     let network = run.load_best(&device)?;
-    let ort_on = match on {
-        ComputeDevice::Cuda(_) => on,
-        _ => ComputeDevice::Cpu,
-    };
+    let ort_on = on.onnx_device();
     let ort = match crate::onnx::runtime() {
         Ok(_) => {
             let path = crate::onnx::export_paths(&run).0;

@@ -74,6 +74,29 @@ impl ComputeDevice {
         Ok(device)
     }
 
+    /// Where ONNX Runtime runs for this device: CUDA GPUs through its CUDA execution
+    /// provider, everything else on the CPU.
+    pub fn onnx_device(self) -> ComputeDevice {
+        match self {
+            ComputeDevice::Cuda(_) => self,
+            _ => ComputeDevice::Cpu,
+        }
+    }
+
+    /// burn's device for a network, and where it opened: this device, except that a `cuda`
+    /// one whose network ONNX Runtime may serve (`onnx_may_serve`) falls back to the CPU
+    /// when this build has no CUDA backend of burn's (ONNX Runtime's CUDA provider needs
+    /// none; burn's copy is then for heat maps and the fallback).
+    pub fn open_for_burn(self, onnx_may_serve: bool) -> Result<(Device, ComputeDevice)> {
+        match self.open() {
+            Ok(d) => Ok((d, self)),
+            Err(_) if onnx_may_serve && matches!(self, ComputeDevice::Cuda(_)) => {
+                Ok((ComputeDevice::Cpu.open()?, ComputeDevice::Cpu))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn error(self, reason: impl Into<String>) -> EngineError {
         EngineError::Device {
             device: self.to_string(),
@@ -199,9 +222,9 @@ impl TryFrom<String> for ComputeDevice {
     }
 }
 
-/// The devices of a training run: one replica on each (at least one; the first holds the
-/// model between steps and runs validation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The devices of a training run: one replica on each (at least one, made only through
+/// [`Devices::new`]; the first holds the model between steps and runs validation).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Devices(Vec<ComputeDevice>);
 
 /// At most this many replicas.

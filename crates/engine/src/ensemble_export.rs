@@ -47,40 +47,8 @@ pub fn export_ensemble(run: &Run, check: usize) -> Result<EnsembleExport> {
         ..EngineOptions::default()
     };
     let clf = Classifier::open_with(run.clone(), burn)?;
-    let base = run.config.preprocess.scaling;
-    let graphs = (clf.members.iter())
-        .map(|m| {
-            m.network
-                .to_onnx(&m.run.config.model, OnnxGraph::Logits, &[])
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let parts: Vec<Member> = (clf.members.iter().zip(&graphs))
-        .map(|(m, g)| {
-            let (scale, shift) = affine(base, m.run.config.preprocess.scaling);
-            Member {
-                model: g,
-                temperature: m.temperature() as f32,
-                scale,
-                shift,
-            }
-        })
-        .collect();
+    let bytes = ensemble_graph(&clf)?;
     let key = clf.export_key();
-    let pre = &run.config.preprocess;
-    let outputs = "logits [batch, classes]: the log of the members' mean calibrated probabilities";
-    let bytes = average(
-        &parts,
-        (pre.height as usize, pre.width as usize),
-        clf.classes().len(),
-        "artemis ensemble: mean of the members' calibrated probabilities",
-        &run_metadata(run, &key, outputs),
-    )
-    .map_err(|error| {
-        EngineError::Model(artemis_models::ModelError::Export {
-            model: crate::ensemble::model_name(run),
-            error,
-        })
-    })?;
     let dir = run.path(EXPORT_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
     let model = dir.join(MODEL_FILE);
@@ -105,6 +73,60 @@ pub fn export_ensemble(run: &Run, check: usize) -> Result<EnsembleExport> {
         members: clf.members.len(),
         parity,
     })
+}
+
+/// An ensemble's one graph (image -> the log of the members' mean calibrated probabilities),
+/// made from its loaded members.
+fn ensemble_graph(clf: &Classifier) -> Result<Vec<u8>> {
+    let run = &clf.run;
+    let base = run.config.preprocess.scaling;
+    let graphs = (clf.members.iter())
+        .map(|m| {
+            m.network
+                .to_onnx(&m.run.config.model, OnnxGraph::Logits, &[])
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let parts: Vec<Member> = (clf.members.iter().zip(&graphs))
+        .map(|(m, g)| {
+            let (scale, shift) = affine(base, m.run.config.preprocess.scaling);
+            Member {
+                model: g,
+                temperature: m.temperature() as f32,
+                scale,
+                shift,
+            }
+        })
+        .collect();
+    let key = clf.export_key();
+    let pre = &run.config.preprocess;
+    let outputs = "logits [batch, classes]: the log of the members' mean calibrated probabilities";
+    average(
+        &parts,
+        (pre.height as usize, pre.width as usize),
+        clf.classes().len(),
+        "artemis ensemble: mean of the members' calibrated probabilities",
+        &run_metadata(run, &key, outputs),
+    )
+    .map_err(|error| {
+        EngineError::Model(artemis_models::ModelError::Export {
+            model: crate::ensemble::model_name(run),
+            error,
+        })
+    })
+}
+
+/// The classifier's logits graph as ONNX bytes, made from its loaded network (for an
+/// ensemble, its members'): what `artemis export` writes as `export/model.onnx`, for callers
+/// that hand the graph on without writing it (the page that classifies in the browser).
+pub fn logits_graph(clf: &Classifier) -> Result<Vec<u8>> {
+    if !clf.members.is_empty() {
+        return ensemble_graph(clf);
+    }
+    let run = &clf.run;
+    let meta = run_metadata(run, &clf.weights_hash, crate::onnx::LOGITS_OUTPUTS);
+    Ok(clf
+        .network
+        .to_onnx(&run.config.model, OnnxGraph::Logits, &meta)?)
 }
 
 /// Largest |probability difference| between the averaging graph in ONNX Runtime and the

@@ -42,19 +42,6 @@ impl Engine {
     }
 }
 
-/// The device burn's network opens on, and its name: the options' device, except that a
-/// `cuda` classifier that ONNX Runtime may serve keeps burn's copy (for heat maps, and the
-/// fallback) on the CPU when this binary has no CUDA backend of burn's.
-fn burn_device(opts: EngineOptions, export_wanted: bool) -> Result<(Device, ComputeDevice)> {
-    match opts.device.open() {
-        Ok(d) => Ok((d, opts.device)),
-        Err(_) if export_wanted && matches!(opts.device, ComputeDevice::Cuda(_)) => {
-            Ok((ComputeDevice::Cpu.open()?, ComputeDevice::Cpu))
-        }
-        Err(e) => Err(e),
-    }
-}
-
 /// A loaded model ready to classify images.
 pub struct Classifier {
     pub run: Run,
@@ -101,7 +88,7 @@ impl Classifier {
             Backend::Onnx => true,
             Backend::Auto => opts.onnx_runs_on_device(),
         };
-        let (device, burn_on) = burn_device(opts, export_wanted)?;
+        let (device, burn_on) = opts.device.open_for_burn(export_wanted)?;
         let (network, weights_hash) = run.load_best_hashed(&device)?;
         let calibration = Calibration::load_for(&run, &weights_hash)?;
         let export = match export_wanted {

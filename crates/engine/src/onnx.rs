@@ -55,6 +55,9 @@ pub struct Int8Record {
     /// Training pictures the ranges were calibrated on, and the sample's seed.
     pub calibration_images: usize,
     pub seed: u64,
+    /// Convolutions kept in float (empty in records written before this existed).
+    #[serde(default)]
+    pub float_layers: Vec<String>,
 }
 
 /// A run's export, as [`open_export`] finds it.
@@ -374,6 +377,9 @@ pub fn export_paths(run: &Run) -> (PathBuf, PathBuf) {
     (dir.join(MODEL_FILE), dir.join(BACKBONE_FILE))
 }
 
+/// What a run's logits graph outputs, in its metadata.
+pub(crate) const LOGITS_OUTPUTS: &str = "logits [batch, classes]";
+
 /// The metadata written into a run's graphs.
 pub(crate) fn run_metadata(run: &Run, checkpoint: &str, outputs: &str) -> Vec<(String, String)> {
     let c = &run.config;
@@ -428,7 +434,7 @@ pub fn export_run(run: &Run) -> Result<Exported> {
     let logits = network.to_onnx(
         &spec,
         OnnxGraph::Logits,
-        &run_metadata(run, &checkpoint, "logits [batch, classes]"),
+        &run_metadata(run, &checkpoint, LOGITS_OUTPUTS),
     )?;
     let features = network.to_onnx(
         &spec,
@@ -460,22 +466,25 @@ pub fn export_run(run: &Run) -> Result<Exported> {
     })
 }
 
-/// The run's logits graph in an ONNX Runtime session when it exists, is intact, matches the
-/// run's best checkpoint and the runtime loads. A graph whose bytes differ from the hash in the
-/// export's record is an error (a damaged file is never used, nor silently replaced by burn).
+/// A run's exported graph of `precision`, read and checked against the export's record and
+/// the run's weights: `Ok(Err(why))` when there is none or it cannot be used (stale, no
+/// record), an error when it is damaged (never used, nor silently replaced).
 /// `weights_hash` is the BLAKE3 of the run's `model-best.bpk`.
-/// `opts` gives the threads and the device (the CPU, or CUDA through ONNX Runtime's provider).
-pub fn open_export(run: &Run, opts: EngineOptions, weights_hash: &str) -> Result<ExportState> {
-    let file = opts.precision.file();
+pub fn verified_export(
+    run: &Run,
+    precision: Precision,
+    weights_hash: &str,
+) -> Result<std::result::Result<Vec<u8>, ExportState>> {
+    let file = precision.file();
     let path = run.path(EXPORT_DIR).join(file);
     if !path.is_file() {
-        if opts.precision == Precision::Int8 {
-            return Ok(ExportState::Unusable(format!(
+        if precision == Precision::Int8 {
+            return Ok(Err(ExportState::Unusable(format!(
                 "{} has no int8 graph (artemis export --quantize int8)",
                 run.dir.display()
-            )));
+            ))));
         }
-        return Ok(ExportState::Absent);
+        return Ok(Err(ExportState::Absent));
     }
     let again = "run `artemis export` again";
     let record_path = run.path(EXPORT_DIR).join(EXPORT_RECORD);
@@ -483,19 +492,19 @@ pub fn open_export(run: &Run, opts: EngineOptions, weights_hash: &str) -> Result
         Ok(r) => r,
         Err(e) if record_path.exists() => return Err(e),
         Err(_) => {
-            return Ok(ExportState::Unusable(format!(
+            return Ok(Err(ExportState::Unusable(format!(
                 "{} has no {EXPORT_RECORD} (exported by an older artemis, or the export was cut \
                  short), so its integrity cannot be checked ({again})",
                 path.display()
-            )));
+            ))));
         }
     };
     if record.checkpoint_blake3 != weights_hash {
-        return Ok(ExportState::Unusable(format!(
+        return Ok(Err(ExportState::Unusable(format!(
             "{} was exported from other weights than {} ({again})",
             path.display(),
             run.path(BEST).display()
-        )));
+        ))));
     }
     let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
     if record.files.get(file) != Some(&artemis_data::hash::content_hash(&bytes)) {
@@ -507,9 +516,22 @@ pub fn open_export(run: &Run, opts: EngineOptions, weights_hash: &str) -> Result
             ),
         });
     }
+    Ok(Ok(bytes))
+}
+
+/// The run's logits graph in an ONNX Runtime session when it exists, is intact, matches the
+/// run's best checkpoint and the runtime loads ([`verified_export`]).
+/// `opts` gives the precision, the threads and the device (the CPU, or CUDA through ONNX
+/// Runtime's provider).
+pub fn open_export(run: &Run, opts: EngineOptions, weights_hash: &str) -> Result<ExportState> {
+    let bytes = match verified_export(run, opts.precision, weights_hash)? {
+        Ok(bytes) => bytes,
+        Err(state) => return Ok(state),
+    };
     if let Err(e) = runtime() {
         return Ok(ExportState::Unusable(e));
     }
+    let path = run.path(EXPORT_DIR).join(opts.precision.file());
     let source = path.display().to_string();
     match OnnxModel::from_bytes_on(&bytes, opts.threads(), &source, opts.device) {
         Ok(m) => Ok(ExportState::Ready(m)),

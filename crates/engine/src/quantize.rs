@@ -17,13 +17,16 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
 
 /// How a run's int8 graph is calibrated.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct QuantizeConfig {
     /// Training pictures the activation ranges are taken on (a seeded sample).
     pub images: usize,
     pub seed: u64,
     /// ONNX Runtime threads for the calibration passes (0: every core).
     pub threads: usize,
+    /// Convolutions kept in float (`artemis_models::onnx::quantize::float_convs`: `stem`,
+    /// `depthwise`, `last` or node names).
+    pub keep_float: Vec<String>,
 }
 
 impl Default for QuantizeConfig {
@@ -32,6 +35,7 @@ impl Default for QuantizeConfig {
             images: 256,
             seed: 42,
             threads: 0,
+            keep_float: Vec::new(),
         }
     }
 }
@@ -59,8 +63,8 @@ fn calibrate(
     let m = OnnxModel::from_bytes(graph, threads, "calibration graph (in memory)")?;
     let mut sums: HashMap<&str, (f64, f64)> = HashMap::new();
     let per = 3 * side[0] * side[1];
+    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
     for batch in x {
-        let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
         let values = m.run_all(batch, [batch.len() / per, 3, side[0], side[1]], &wanted)?;
         for (n, (_, v)) in names.iter().zip(values) {
             let r = Range::zero().widen(&v);
@@ -133,6 +137,9 @@ pub fn quantize_export(run: &Run, batches: &[Vec<f32>], cfg: &QuantizeConfig) ->
         model: c.model.architecture.name().into(),
         error,
     };
+    let keep = cfg.keep_float.clone();
+    let float_convs =
+        artemis_models::onnx::quantize::float_convs(&float, &keep).map_err(export_err)?;
     let (graph, names) = calibration_graph(&float).map_err(export_err)?;
     let side = [c.preprocess.height as usize, c.preprocess.width as usize];
     let ranges = calibrate(&graph, &names, batches, side, threads)?;
@@ -144,12 +151,13 @@ pub fn quantize_export(run: &Run, batches: &[Vec<f32>], cfg: &QuantizeConfig) ->
             .into(),
         calibration_images: images,
         seed: cfg.seed,
+        float_layers: keep,
     };
     let meta = [(
         "artemis.quantization".to_string(),
         serde_json::to_string(&settings).unwrap_or_default(),
     )];
-    let int8 = quantize(&float, &ranges, &meta).map_err(export_err)?;
+    let int8 = quantize(&float, &ranges, &meta, &float_convs).map_err(export_err)?;
     let path = dir.join(INT8_FILE);
     artemis_data::fsutil::write_atomic(&path, &int8)?;
     let hash = artemis_data::hash::content_hash(&int8);

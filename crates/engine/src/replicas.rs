@@ -73,7 +73,7 @@ pub(crate) fn step(
 ) -> Result<(f64, usize, StepGrads)> {
     let parts = shards(chunk, ctx.replicas.len());
     let total = chunk.len() as f64;
-    let main = ctx.device;
+    let main = ctx.device();
     let shares: Vec<Result<Share>> = std::thread::scope(|s| {
         let handles: Vec<_> = (parts.iter().zip(ctx.replicas))
             .enumerate()
@@ -108,21 +108,20 @@ pub(crate) fn step(
     let (mut loss, mut correct) = (0.0, 0);
     let mut head = GradientsAccumulator::<Network>::new();
     let mut rest = GradientsAccumulator::<Network>::new();
-    let mut was_split = false;
+    let mut has_head = false;
     for (share, &(_, rows)) in shares.into_iter().zip(&parts) {
         let (l, c, g) = share?;
         loss += l * rows.len() as f64 / total;
         correct += c;
-        was_split = g.split;
         if let Some(h) = g.head {
+            has_head = true;
             head.accumulate(model, h);
         }
         rest.accumulate(model, g.rest);
     }
     let grads = StepGrads {
-        head: was_split.then(|| head.grads()),
+        head: has_head.then(|| head.grads()),
         rest: rest.grads(),
-        split: was_split,
     };
     Ok((loss, correct, grads))
 }
@@ -133,7 +132,6 @@ fn to_device(grads: StepGrads, device: &burn::prelude::Device, replica: &Network
     StepGrads {
         head: grads.head.map(move_to),
         rest: move_to(grads.rest),
-        split: grads.split,
     }
 }
 

@@ -66,18 +66,23 @@ pub(crate) struct EpochContext<'a> {
     pub(crate) classes: &'a [usize],
     pub(crate) input_stage: usize,
     pub(crate) loss_fn: CrossEntropyLoss,
-    /// The first replica's device (autodiff): the model lives there between steps.
-    pub(crate) device: &'a Device,
-    /// Every replica's device, the first included.
+    /// Every replica's device (autodiff), at least one; the model lives on the first between
+    /// steps ([`Self::device`]).
     pub(crate) replicas: &'a [Device],
 }
 
-/// A step's gradients, for the optimizer: with `split` (the head and the backbone train at
-/// different rates), the head's in `head` and the rest in `rest`; else all in `rest`.
+impl EpochContext<'_> {
+    /// The first replica's device.
+    pub(crate) fn device(&self) -> &Device {
+        &self.replicas[0]
+    }
+}
+
+/// A step's gradients, for the optimizer: when the head and the backbone train at different
+/// rates, the head's in `head` and the rest in `rest`; else all in `rest` (`head` is `None`).
 pub(crate) struct StepGrads {
     pub head: Option<GradientsParams>,
     pub rest: GradientsParams,
-    pub split: bool,
 }
 
 impl StepGrads {
@@ -90,12 +95,10 @@ impl StepGrads {
             (true, Some(head)) => StepGrads {
                 head: Some(GradientsParams::from_module(&mut grads, head)),
                 rest: GradientsParams::from_grads(grads, model),
-                split,
             },
             _ => StepGrads {
                 head: None,
                 rest: GradientsParams::from_grads(grads, model),
-                split: false,
             },
         }
     }

@@ -73,8 +73,8 @@ pub struct TrainConfig {
     /// Files with more pixels than this are skipped (checked before decoding).
     pub max_pixels: u64,
     /// What computes the feature cache: ONNX Runtime (the frozen stages exported in memory)
-    /// when the runtime loads, unless this says burn. Its `device` is not used: training
-    /// runs on [`Self::devices`].
+    /// when the runtime loads, unless this says burn. Its `device` must be the first of
+    /// [`Self::devices`] ([`Self::validate`] checks).
     pub engine: crate::onnx::EngineOptions,
     /// Where training runs: one replica per device, each step's batch split between them
     /// and their gradients averaged on the first (default: the CPU alone).
@@ -184,6 +184,14 @@ impl TrainConfig {
             c.map_err(EngineError::Config)?;
         }
         self.engine.validate()?;
+        if self.engine.device != self.devices.main() {
+            return Err(EngineError::Config(format!(
+                "the engine options name device {} but training runs first on {}: give both \
+                 the same device (the feature cache runs on the first training device)",
+                self.engine.device,
+                self.devices.main()
+            )));
+        }
         if !self.pretrained && self.weights.is_some() {
             return Err(EngineError::Config(
                 "a weights file was given without pretrained weights being asked for".into(),
@@ -566,7 +574,6 @@ fn run_loop(
         classes: &train_classes,
         input_stage,
         loss_fn: CrossEntropyLossConfig::new().init(&device),
-        device: &device,
         replicas: &replicas,
     };
     let mut epochs_this_call = 0;
@@ -779,7 +786,7 @@ fn train_epoch(
     let (n, bs) = (ctx.inputs.len(), settings.batch_size_at(epoch));
     let batches = n.div_ceil(bs);
     let backbone_scale = settings.backbone_lr.map(|b| b / settings.learning_rate);
-    ctx.device.seed(mix(settings.seed, epoch as u64));
+    ctx.device().seed(mix(settings.seed, epoch as u64));
     if ctx.replicas.len() > 1 {
         // Drawn from the stream one device's first forward pass would draw them from.
         model = crate::replicas::initialised(model);
@@ -801,7 +808,7 @@ fn train_epoch(
         let step = if ctx.replicas.len() > 1 {
             crate::replicas::step(ctx, &model, chunk, epoch, b, split)?
         } else {
-            let (loss, correct) = batch_loss(ctx, &model, chunk, 0, epoch, b, ctx.device)?;
+            let (loss, correct) = batch_loss(ctx, &model, chunk, 0, epoch, b, ctx.device())?;
             let value = f64::from(loss.clone().into_scalar::<f32>());
             let grads = StepGrads::of(loss.backward(), &model, split);
             (value, correct, grads)
@@ -814,13 +821,14 @@ fn train_epoch(
             base_lr,
             (epoch - 1) as f64 + (b + 1) as f64 / batches as f64,
         );
+        // The backbone's rate scale applies only when the head stepped apart.
+        let scale = match grads.head {
+            Some(_) => backbone_scale.unwrap_or(1.0),
+            None => 1.0,
+        };
         if let Some(head) = grads.head {
             model = optim.step(lr, model, head);
         }
-        let scale = match grads.split {
-            true => backbone_scale.unwrap_or(1.0),
-            false => 1.0,
-        };
         if scale > 0.0 {
             model = optim.step(lr * scale, model, grads.rest);
         }
@@ -934,6 +942,53 @@ fn write_metrics_csv(path: &Path, history: &[EpochMetrics]) -> Result<()> {
 mod tests {
     use super::*;
     use burn::optim::GradientsParams;
+
+    /// The engine options' device and the first training device must agree (the CLI fills
+    /// both from one flag; a library caller could set them apart).
+    #[test]
+    fn the_engine_device_must_be_the_first_training_device() {
+        let mut cfg = TrainConfig {
+            run_dir: "run".into(),
+            manifest: "m.tsv".into(),
+            data_root: None,
+            architecture: Architecture::BaselineReluBn,
+            task: Task::TypePlane,
+            input: None,
+            resize: ResizeMode::Squash,
+            scaling: None,
+            augment: Augment::default(),
+            settings: TrainSettings {
+                epochs: 1,
+                batch_size: 8,
+                learning_rate: 1e-3,
+                backbone_lr: None,
+                schedule: Schedule::Plateau,
+                warmup_epochs: 0.0,
+                plateau: crate::run::Plateau::default(),
+                seed: 1,
+                later_batch: None,
+            },
+            resume: false,
+            stop_after: None,
+            pretrained: false,
+            weights: None,
+            strategy: Strategy::Full,
+            width: 1.0,
+            aux_logits: false,
+            feature_cache: false,
+            cache_dir: "cache".into(),
+            cache_copies: 1,
+            max_pixels: artemis_data::image_io::DEFAULT_MAX_PIXELS,
+            engine: Default::default(),
+            devices: Default::default(),
+        };
+        cfg.validate().unwrap();
+        cfg.devices = "vulkan:1,vulkan:0".parse().unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("cpu") && e.contains("vulkan:1"), "{e}");
+        cfg.engine.device = cfg.devices.main();
+        cfg.validate().unwrap();
+    }
 
     /// One real optimisation step on a fixed batch lowers the loss on that batch.
     #[test]

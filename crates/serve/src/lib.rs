@@ -7,6 +7,8 @@
 //! - The model is loaded once. Inference and Grad-CAM run on tokio's blocking pool, at most
 //!   `max_concurrent` at a time; up to `max_waiting` more wait their turn (within the
 //!   timeout); beyond that a request is answered 503 at once, never queued without bound.
+//! - `GET /local/`: the page that classifies in the browser (see [`web`]): the picture never
+//!   reaches the server. `--access-log FILE` records every request, one line each.
 //! - Hostile input: a body cap (413), a pixel cap checked before decoding (400), unknown
 //!   content 415, malformed files 400, each with a JSON `{"error": ...}` that names the upload
 //!   but no server path; a per-request timeout (503).
@@ -14,13 +16,12 @@
 use artemis_data::input::{Format, InputOptions, open_bytes};
 use artemis_engine::infer::Classifier;
 use artemis_engine::predict::{PredictRow, SCHEMA, explain};
-use artemis_engine::run::{Run, read_json};
-use artemis_report::EvalReport;
+use artemis_engine::run::Run;
 use artemis_report::NOTICE;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path as UrlPath, Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
@@ -32,20 +33,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
-/// Errors of the serve crate.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error(transparent)]
-    Engine(#[from] artemis_engine::EngineError),
-    #[error("{addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid configuration: {0}")]
-    Config(String),
-}
+mod access;
+pub mod card;
+mod error;
+pub mod web;
+
+pub use card::ModelCard;
+use card::model_card;
+pub use error::ServeError;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -73,6 +68,11 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// burn or ONNX Runtime for the logits.
     pub engine: artemis_engine::onnx::EngineOptions,
+    /// ONNX Runtime Web's folder for the in-browser page (`None`: the page says it cannot
+    /// classify here).
+    pub ort_web: Option<std::path::PathBuf>,
+    /// A file that gets one line per request (time, method, path, status, milliseconds).
+    pub access_log: Option<std::path::PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -88,6 +88,8 @@ impl Default for ServeConfig {
             max_connections: 256,
             shutdown_grace: Duration::from_secs(10),
             engine: Default::default(),
+            ort_web: None,
+            access_log: None,
         }
     }
 }
@@ -132,68 +134,6 @@ impl ServeConfig {
     }
 }
 
-/// What the page and `GET /api/v1/model` show about the model.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelCard {
-    pub notice: String,
-    pub task: String,
-    pub classes: Vec<String>,
-    pub model: String,
-    pub description: String,
-    /// What computes the logits (burn, or ONNX Runtime from the run's export).
-    pub engine: String,
-    pub input: [u32; 2],
-    /// The training data's folder name and the manifest's file name (never a server path).
-    pub training_data: String,
-    pub manifest: String,
-    pub protocol: Option<String>,
-    pub calibrated: bool,
-    pub temperature: f64,
-    /// Test-split figures from the run's `report.json`, when `artemis eval` has run.
-    pub evaluation: Option<serde_json::Value>,
-}
-
-fn model_card(clf: &Classifier) -> ModelCard {
-    let run = &clf.run;
-    let c = &run.config;
-    let report: Option<EvalReport> = read_json(&run.path("report.json")).ok();
-    let evaluation = report.as_ref().and_then(|r| {
-        let v = r.primary()?;
-        Some(json!({
-            "source": r.source,
-            "n": v.metrics.n,
-            "accuracy": v.metrics.accuracy,
-            "accuracy_ci95": v.bootstrap.as_ref().map(|b| [b.accuracy.low, b.accuracy.high]),
-            "macro_f1": v.metrics.macro_avg.f1,
-            "macro_f1_ci95": v.bootstrap.as_ref().map(|b| [b.macro_f1.low, b.macro_f1.high]),
-            "macro_roc_auc": v.separation.macro_roc_auc,
-            "ece": r.calibration.after.ece,
-        }))
-    });
-    ModelCard {
-        notice: NOTICE.into(),
-        task: c.task.name().into(),
-        classes: c.classes.clone(),
-        model: artemis_engine::ensemble::model_name(run),
-        description: artemis_engine::eval::describe(run),
-        engine: clf.engine(),
-        input: [c.preprocess.width, c.preprocess.height],
-        training_data: last_component(&c.data_root),
-        manifest: last_component(&c.manifest),
-        protocol: report.and_then(|r| r.data.protocol),
-        calibrated: clf.calibrated(),
-        temperature: clf.temperature(),
-        evaluation,
-    }
-}
-
-/// The last component of a path (a folder or file name without where it lies on the server).
-fn last_component(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
 /// Shared state: the model, its card, the concurrency permits and the settings.
 #[derive(Clone)]
 pub struct AppState {
@@ -204,6 +144,9 @@ pub struct AppState {
     /// Admission: slots plus waiting places.
     admission: Arc<Semaphore>,
     cfg: Arc<ServeConfig>,
+    /// The in-browser page's model and runtime.
+    local: Arc<web::LocalSite>,
+    access_log: Option<Arc<access::AccessLog>>,
 }
 
 impl AppState {
@@ -215,9 +158,21 @@ impl AppState {
             tracing::warn!("{notice}");
         }
         let card = model_card(&clf);
+        let page = web::PageOptions {
+            max_pixels: cfg.max_pixels,
+            served: true,
+            int8: cfg.engine.precision == artemis_engine::onnx::Precision::Int8,
+        };
+        let local = web::LocalSite::open(&clf, &card, cfg.ort_web.as_deref(), page)?;
+        let access_log = match &cfg.access_log {
+            Some(path) => Some(Arc::new(access::AccessLog::open(path)?)),
+            None => None,
+        };
         Ok(AppState {
             clf: Arc::new(clf),
             card: Arc::new(card),
+            local: Arc::new(local),
+            access_log,
             permits: Arc::new(Semaphore::new(cfg.max_concurrent)),
             admission: Arc::new(Semaphore::new(cfg.max_concurrent + cfg.max_waiting)),
             cfg: Arc::new(cfg),
@@ -242,7 +197,7 @@ impl AppState {
 }
 
 /// A JSON error response.
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+fn json_error(status: StatusCode, msg: impl Into<String>) -> Response {
     (
         status,
         Json(json!({ "error": msg.into(), "notice": NOTICE })),
@@ -253,18 +208,86 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 /// The router: every endpoint, the body cap and the state.
 pub fn app(state: AppState) -> Router {
     let max_body = state.cfg.max_body;
-    Router::new()
+    let log = state.access_log.clone();
+    let router = Router::new()
         .route("/", get(page))
+        .merge(local_routes())
         .route("/api/v1/health", get(health))
         .route("/api/v1/model", get(model))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/predict", post(predict))
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
+        .with_state(state);
+    match log {
+        Some(log) => router.layer(axum::middleware::from_fn_with_state(log, access::record)),
+        None => router,
+    }
+}
+
+/// `/local/...`: the page and its files. Cross-origin isolation headers let ONNX Runtime Web
+/// use threads (SharedArrayBuffer).
+fn local_routes() -> Router<AppState> {
+    Router::new()
+        .route("/local", get(|| async { Redirect::permanent("/local/") }))
+        .route(
+            "/local/",
+            get(|| async { isolated("text/html; charset=utf-8", web::PAGE.as_str().into()) }),
+        )
+        .route(
+            "/local/preprocess.js",
+            get(|| async { isolated(JS, web::PREPROCESS_JS.into()) }),
+        )
+        .route("/local/model.json", get(local_card))
+        .route("/local/model.onnx", get(local_graph))
+        .route("/local/ort/{file}", get(local_runtime))
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+fn isolated(content_type: &'static str, body: Body) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (
+                header::HeaderName::from_static("cross-origin-opener-policy"),
+                "same-origin",
+            ),
+            (
+                header::HeaderName::from_static("cross-origin-embedder-policy"),
+                "require-corp",
+            ),
+            (
+                header::HeaderName::from_static("cross-origin-resource-policy"),
+                "same-origin",
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn local_card(State(s): State<AppState>) -> Response {
+    isolated("application/json", s.local.card_json.clone().into())
+}
+
+async fn local_graph(State(s): State<AppState>) -> Response {
+    isolated("application/octet-stream", s.local.graph.clone().into())
+}
+
+async fn local_runtime(State(s): State<AppState>, UrlPath(file): UrlPath<String>) -> Response {
+    let Some((_, bytes)) = s.local.ort.iter().find(|(n, _)| *n == file) else {
+        return json_error(StatusCode::NOT_FOUND, format!("no file {file}"));
+    };
+    let kind = if file.ends_with(".wasm") {
+        "application/wasm"
+    } else {
+        JS
+    };
+    isolated(kind, bytes.clone().into())
 }
 
 async fn page() -> Html<&'static str> {
-    Html(include_str!("../assets/index.html"))
+    Html(web::SERVER_PAGE.as_str())
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -285,9 +308,9 @@ async fn openapi() -> impl IntoResponse {
 /// Maps a body-reading error to a response (413 past the body cap, else 400).
 fn body_error(status: StatusCode, text: String, max_body: usize) -> Response {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        error(status, format!("upload larger than {max_body} bytes"))
+        json_error(status, format!("upload larger than {max_body} bytes"))
     } else {
-        error(StatusCode::BAD_REQUEST, text)
+        json_error(StatusCode::BAD_REQUEST, text)
     }
 }
 
@@ -309,7 +332,7 @@ async fn upload(req: Request, state: &AppState) -> Result<(Bytes, String), Respo
     }
     let mut mp = Multipart::from_request(req, state)
         .await
-        .map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+        .map_err(|e| json_error(StatusCode::BAD_REQUEST, e.body_text()))?;
     let mut file: Option<(Bytes, String)> = None;
     let mut others: Vec<String> = Vec::new();
     while let Some(mut field) = mp
@@ -344,7 +367,7 @@ async fn upload(req: Request, state: &AppState) -> Result<(Bytes, String), Respo
         {}
     }
     if !others.is_empty() {
-        return Err(error(
+        return Err(json_error(
             StatusCode::BAD_REQUEST,
             format!(
                 "multipart body with unexpected part(s) {}: send one part named `file`",
@@ -353,7 +376,7 @@ async fn upload(req: Request, state: &AppState) -> Result<(Bytes, String), Respo
         ));
     }
     file.ok_or_else(|| {
-        error(
+        json_error(
             StatusCode::BAD_REQUEST,
             "multipart body without a `file` field",
         )
@@ -442,7 +465,7 @@ async fn predict(State(state): State<AppState>, req: Request) -> Response {
         Ok(Ok(u)) => u,
         Ok(Err(r)) => return r,
         Err(_) => {
-            let mut r = error(
+            let mut r = json_error(
                 StatusCode::REQUEST_TIMEOUT,
                 format!("upload not received within {} s", timeout.as_secs_f32()),
             );
@@ -454,16 +477,16 @@ async fn predict(State(state): State<AppState>, req: Request) -> Response {
         }
     };
     if bytes.is_empty() {
-        return error(StatusCode::BAD_REQUEST, format!("{name}: empty upload"));
+        return json_error(StatusCode::BAD_REQUEST, format!("{name}: empty upload"));
     }
     if !accepted(&bytes) {
-        return error(
+        return json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("{name}: not a JPEG, PNG or DICOM file"),
         );
     }
     let Ok(admitted) = state.admission.clone().try_acquire_owned() else {
-        return error(
+        return json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "server busy: all inference slots and waiting places are taken; try again shortly",
         );
@@ -486,9 +509,9 @@ async fn predict(State(state): State<AppState>, req: Request) -> Response {
     let left = timeout.saturating_sub(started.elapsed());
     match tokio::time::timeout(left, work).await {
         Ok(Ok(Ok(v))) => Json(v).into_response(),
-        Ok(Ok(Err(msg))) => error(StatusCode::BAD_REQUEST, msg),
-        Ok(Err(msg)) => error(StatusCode::INTERNAL_SERVER_ERROR, msg),
-        Err(_) => error(
+        Ok(Ok(Err(msg))) => json_error(StatusCode::BAD_REQUEST, msg),
+        Ok(Err(msg)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, msg),
+        Err(_) => json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("request took longer than {} s", timeout.as_secs_f32()),
         ),

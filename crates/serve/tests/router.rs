@@ -636,3 +636,142 @@ async fn an_ensemble_is_served_like_a_run() {
         assert!((p - (pa[k] + pb[k]) / 2.0).abs() < 1e-5, "class {k}");
     }
 }
+
+/// An answer's status, headers and body bytes.
+async fn raw(state: AppState, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let res = app(state).oneshot(req).await.unwrap();
+    let (status, headers) = (res.status(), res.headers().clone());
+    let bytes = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+    (status, headers, bytes)
+}
+
+#[tokio::test]
+async fn the_in_browser_page_and_its_files() {
+    use artemis_serve::web::{ORT_WEB_FILES, default_ort_web_dir};
+    let tmp = tempfile::tempdir().unwrap();
+    make_run(tmp.path());
+    let log = tmp.path().join("access.log");
+    let cfg = ServeConfig {
+        access_log: Some(log.clone()),
+        ..ServeConfig::default()
+    };
+    let st = state(tmp.path(), cfg);
+    let (code, headers, _) = raw(st.clone(), get("/local")).await;
+    assert_eq!(code, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(headers[header::LOCATION], "/local/");
+    let (code, headers, page) = raw(st.clone(), get("/local/")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        String::from_utf8(page)
+            .unwrap()
+            .contains("no byte of it is sent anywhere")
+    );
+    assert_eq!(headers["cross-origin-opener-policy"], "same-origin");
+    assert_eq!(headers["cross-origin-embedder-policy"], "require-corp");
+    let (code, headers, _) = raw(st.clone(), get("/local/preprocess.js")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    // The model: the run's preprocessing and its table of input values, the graph's hash.
+    let (_, card, _) = call(st.clone(), get("/local/model.json")).await;
+    let (code, _, graph) = raw(st.clone(), get("/local/model.onnx")).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        card["graph"]["blake3"],
+        artemis_data::hash::content_hash(&graph)
+    );
+    assert_eq!(card["graph"]["bytes"], graph.len());
+    assert_eq!(card["preprocess"]["width"], 96);
+    assert_eq!(card["preprocess"]["resize"], "squash");
+    let table = Scaling::Imagenet.table();
+    for c in 0..3 {
+        for v in [0usize, 1, 77, 255] {
+            let got = card["input_table"][c][v].as_f64().unwrap() as f32;
+            assert_eq!(
+                got.to_bits(),
+                table[c][v].to_bits(),
+                "channel {c} value {v}"
+            );
+        }
+    }
+    assert!(
+        card["notice"]
+            .as_str()
+            .unwrap()
+            .contains("not a medical device")
+    );
+    // The graph is the one `artemis export` writes.
+    let run = artemis_engine::run::Run::open(tmp.path()).unwrap();
+    let exported = artemis_engine::onnx::export_run(&run).unwrap();
+    assert_eq!(std::fs::read(&exported.model).unwrap(), graph);
+    // No ONNX Runtime Web folder given: the page says so, its files are 404.
+    assert!(
+        card["unavailable"]
+            .as_str()
+            .unwrap()
+            .contains("ONNX Runtime Web"),
+        "{card}"
+    );
+    let (code, _, _) = raw(st.clone(), get("/local/ort/ort.wasm.bundle.min.mjs")).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    // Every request is in the access log, one line each.
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert!(lines.contains(" GET /local/model.onnx 200 "), "{lines}");
+    assert!(
+        lines.contains(" GET /local/ort/ort.wasm.bundle.min.mjs 404 "),
+        "{lines}"
+    );
+    assert_eq!(lines.lines().count(), 6, "{lines}");
+
+    // A damaged runtime file is refused, named.
+    let bad = tmp.path().join("ort-bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for (name, _) in ORT_WEB_FILES {
+        std::fs::write(bad.join(name), b"not the runtime").unwrap();
+    }
+    let cfg = ServeConfig {
+        ort_web: Some(bad),
+        ..ServeConfig::default()
+    };
+    let (_, card, _) = call(state(tmp.path(), cfg), get("/local/model.json")).await;
+    let why = card["unavailable"].as_str().unwrap();
+    assert!(
+        why.contains(ORT_WEB_FILES[0].0) && why.contains("sha256"),
+        "{why}"
+    );
+
+    // The real runtime (scripts/setup) is served with its types.
+    let dir = default_ort_web_dir(&artemis_models::weights::cache_dir());
+    if !dir.join(ORT_WEB_FILES[1].0).is_file() {
+        eprintln!(
+            "skipping the runtime files: {} is missing (scripts/setup)",
+            dir.display()
+        );
+        return;
+    }
+    let cfg = ServeConfig {
+        ort_web: Some(dir.clone()),
+        ..ServeConfig::default()
+    };
+    let st = state(tmp.path(), cfg);
+    let (_, card, _) = call(st.clone(), get("/local/model.json")).await;
+    assert!(card["unavailable"].is_null(), "{card}");
+    for (name, kind) in [
+        (ORT_WEB_FILES[0].0, "text/javascript"),
+        (ORT_WEB_FILES[1].0, "application/wasm"),
+    ] {
+        let (code, headers, body) = raw(st.clone(), get(&format!("/local/ort/{name}"))).await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
+        assert_eq!(body, std::fs::read(dir.join(name)).unwrap());
+    }
+}

@@ -239,12 +239,45 @@ fn quantize_conv(
     Ok(())
 }
 
+/// The Conv nodes of `model` that `keep` names, to be kept in float: `stem` (the first
+/// convolution), `depthwise` (every grouped one), `last` (the last one), or a node's name
+/// (e.g. `conv_15`). An unknown name is an error listing what there is.
+pub fn float_convs(model: &[u8], keep: &[String]) -> Result<HashSet<String>> {
+    let m = decode(model)?;
+    let g = m
+        .graph
+        .as_ref()
+        .ok_or_else(|| OnnxError::Unsupported("the model has no graph".into()))?;
+    let convs: Vec<&NodeProto> = g.node.iter().filter(|n| n.op_type == "Conv").collect();
+    let grouped = |n: &NodeProto| n.attribute.iter().any(|a| a.name == "group" && a.i > 1);
+    let mut out = HashSet::new();
+    for k in keep {
+        let picked: Vec<&NodeProto> = match k.as_str() {
+            "stem" => convs.first().copied().into_iter().collect(),
+            "last" => convs.last().copied().into_iter().collect(),
+            "depthwise" => convs.iter().copied().filter(|n| grouped(n)).collect(),
+            name => convs.iter().copied().filter(|n| n.name == name).collect(),
+        };
+        if picked.is_empty() {
+            let names: Vec<&str> = convs.iter().map(|n| n.name.as_str()).collect();
+            return Err(OnnxError::Unsupported(format!(
+                "no convolution '{k}' to keep in float (stem, depthwise, last, or one of {})",
+                names.join(", ")
+            )));
+        }
+        out.extend(picked.into_iter().map(|n| n.name.clone()));
+    }
+    Ok(out)
+}
+
 /// The QDQ graph of `model` with activation `ranges` from calibration (every name
-/// [`calibration_graph`] listed must have one); `metadata` is added to the graph's own.
+/// [`calibration_graph`] listed must have one); `metadata` is added to the graph's own. The
+/// Conv nodes named in `float` keep float weights and a float output.
 pub fn quantize(
     model: &[u8],
     ranges: &HashMap<String, Range>,
     metadata: &[(String, String)],
+    float: &HashSet<String>,
 ) -> Result<Vec<u8>> {
     let mut m = decode(model)?;
     m.metadata_props
@@ -253,7 +286,13 @@ pub fn quantize(
             value: value.clone(),
         }));
     let g = graph_of(&mut m)?;
-    let names = quantized_tensors(g);
+    let float_outputs: HashSet<&str> = (g.node.iter())
+        .filter(|n| float.contains(&n.name))
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .collect();
+    let names: Vec<String> = (quantized_tensors(g).into_iter())
+        .filter(|t| !float_outputs.contains(t.as_str()))
+        .collect();
     let mut qparams: HashMap<String, (f32, u8)> = HashMap::new();
     for n in &names {
         let r = ranges
@@ -294,12 +333,16 @@ pub fn quantize(
         }
     }
     for mut node in g.node.drain(..) {
+        // A float convolution reads its input unquantized: with a DequantizeLinear before it
+        // (and a QuantizeLinear after), ONNX Runtime's WeightBiasQuantization would quantize
+        // its float weights itself, per tensor, which ruins depthwise layers.
+        let keep_float = float.contains(&node.name);
         for input in node.input.iter_mut() {
-            if qparams.contains_key(input.as_str()) {
+            if qparams.contains_key(input.as_str()) && !keep_float {
                 *input = format!("{input}.dq");
             }
         }
-        if node.op_type == "Conv" {
+        if node.op_type == "Conv" && !float.contains(&node.name) {
             let x = node.input[0].trim_end_matches(".dq").to_string();
             if let Some(&(x_scale, _)) = qparams.get(&x) {
                 quantize_conv(&mut node, &mut inits, x_scale, &mut nodes)?;
