@@ -4,6 +4,7 @@
 //! decompression bomb (a small file claiming a huge image) is refused cheaply.
 
 use crate::error::{DataError, Result};
+use crate::jpeg;
 use fast_image_resize as fr;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
 use std::io::Cursor;
@@ -27,66 +28,6 @@ pub fn read_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage> {
 pub fn read_rgb_checked(path: &Path, max_pixels: u64) -> Result<(RgbImage, Option<String>)> {
     let bytes = read_limited(path, max_file_bytes(max_pixels))?;
     decode_rgb_checked(&bytes, path, max_pixels)
-}
-
-/// Decodes a JPEG strictly: any damage the lenient decoder would paper over (a marker inside
-/// the entropy-coded data, a bad Huffman code, data ending early) is an error. The output
-/// colour space is the one `image`'s own JPEG decoder asks zune-jpeg for, so an intact file
-/// decodes to the same pixels either way.
-/// How a strict JPEG decode ended short of a picture.
-enum Strict {
-    /// Refused for good (over the pixel limit): the error to report.
-    Refused(DataError),
-    /// The strict decoder stopped at damage the lenient one may read past: why.
-    Damaged(String),
-}
-
-fn decode_jpeg_strict(
-    bytes: &[u8],
-    path: &Path,
-    max_pixels: u64,
-) -> std::result::Result<DynamicImage, Strict> {
-    use zune_core::colorspace::ColorSpace as Cs;
-    let options = zune_core::options::DecoderOptions::default()
-        .set_strict_mode(true)
-        .set_max_width(usize::MAX)
-        .set_max_height(usize::MAX);
-    let mut d = zune_jpeg::JpegDecoder::new_with_options(
-        zune_core::bytestream::ZCursor::new(bytes),
-        options,
-    );
-    let damaged = |e: &dyn std::fmt::Display| Strict::Damaged(e.to_string());
-    d.decode_headers().map_err(|e| damaged(&e))?;
-    let (w, h) = d
-        .dimensions()
-        .ok_or_else(|| damaged(&"no dimensions in the header"))?;
-    check_size(path, w as u32, h as u32, max_pixels).map_err(Strict::Refused)?;
-    let input = d
-        .input_colorspace()
-        .ok_or_else(|| damaged(&"no colour space in the header"))?;
-    let out = match input {
-        Cs::RGB | Cs::RGBA | Cs::Luma | Cs::LumaA => input,
-        _ => Cs::RGB,
-    };
-    let opts = d.options().jpeg_set_out_colorspace(out);
-    d.set_options(opts);
-    let pixels = d.decode().map_err(|e| damaged(&e))?;
-    let (w, h) = (w as u32, h as u32);
-    let short = || damaged(&"decoder returned fewer pixels than the header declares");
-    let img = match out {
-        Cs::Luma => image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8),
-        Cs::LumaA => image::GrayAlphaImage::from_raw(w, h, pixels).map(DynamicImage::ImageLumaA8),
-        Cs::RGBA => image::RgbaImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgba8),
-        _ => RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8),
-    };
-    let mut img = img.ok_or_else(short)?;
-    if let Some(o) = d
-        .exif()
-        .and_then(|exif| image::metadata::Orientation::from_exif_chunk(exif))
-    {
-        img.apply_orientation(o);
-    }
-    Ok(img)
 }
 
 /// The pixel count of a `width x height` picture, refused over `max_pixels` or when empty.
@@ -173,8 +114,9 @@ pub fn decode_rgb_checked(
         };
         return Err(decode_err(what.into()));
     };
-    // JPEG: the strict decoder reads an intact file (its header checked against our limits
-    // before any pixel is decoded); only a damaged one goes on to the lenient decoder below.
+    // JPEG: libjpeg-turbo reads it (see `jpeg`), its header checked against our limits before
+    // any pixel is decoded. What it cannot give as RGB (CMYK/YCCK colour, or a file it refuses
+    // as malformed) goes on to `image`'s decoder (zune-jpeg) below.
     let mut warning = None;
     if format == image::ImageFormat::Jpeg {
         if !jpeg_is_complete(bytes) {
@@ -183,13 +125,17 @@ pub fn decode_rgb_checked(
                 bytes.len()
             )));
         }
-        match decode_jpeg_strict(bytes, path, max_pixels) {
-            Ok(img) => return Ok((img.into_rgb8(), None)),
-            Err(Strict::Refused(e)) => return Err(e),
-            Err(Strict::Damaged(e)) => {
-                warning = Some(format!(
-                    "JPEG is damaged ({e}); decoded leniently, so part of the picture may be wrong"
-                ))
+        let damaged = |what: &str| {
+            format!(
+                "JPEG is damaged ({what}); decoded leniently, so part of the picture may be wrong"
+            )
+        };
+        match jpeg::decode(bytes, |w, h| check_size(path, w, h, max_pixels)) {
+            Ok(d) => return Ok((d.image, d.warning.map(damaged))),
+            Err(jpeg::Failure::Refused(e)) => return Err(e),
+            Err(jpeg::Failure::Colour) => {}
+            Err(jpeg::Failure::Fatal(why)) => {
+                warning = Some(damaged(&format!("libjpeg-turbo refused it: {why}")))
             }
         }
     }

@@ -19,6 +19,7 @@ pub mod fsutil;
 pub mod hash;
 pub mod image_io;
 pub mod input;
+mod jpeg;
 pub mod labels;
 pub mod manifest;
 pub mod scan;
