@@ -7,6 +7,7 @@
 //! per channel, taken in image order: it does not depend on the thread count at all.
 
 use crate::act::{self, Activation};
+use crate::dw_blocked;
 use crate::geom::ConvGeom;
 use crate::lanes;
 use crate::simd::vectorized;
@@ -59,6 +60,9 @@ pub fn forward(
     bias: Option<&[f32]>,
     act: Activation,
 ) -> Vec<f32> {
+    if dw_blocked::applies(g) {
+        return dw_blocked::forward(g, x, w, bias, act);
+    }
     let (taps, kk) = (taps(g), g.kh * g.kw);
     let mut y = vec![0.0; g.n * g.c * g.out_plane()];
     y.par_chunks_mut(g.out_plane())
@@ -92,6 +96,9 @@ fn plane_forward(g: &ConvGeom, taps: &[Tap], w: &[f32], x: &[f32], y: &mut [f32]
 
 /// `dx [n, c, h, w]` from `dy [n, c, oh, ow]` and the weight.
 pub fn backward_input(g: &ConvGeom, w: &[f32], dy: &[f32]) -> Vec<f32> {
+    if dw_blocked::applies(g) {
+        return dw_blocked::backward_input(g, w, dy);
+    }
     let (taps, kk) = (taps(g), g.kh * g.kw);
     let mut dx = vec![0.0; g.n * g.c * g.in_plane()];
     dx.par_chunks_mut(g.in_plane())
@@ -120,6 +127,9 @@ fn plane_backward_input(g: &ConvGeom, taps: &[Tap], w: &[f32], dy: &[f32], dx: &
 
 /// `dW [c, 1, kh, kw]` from the input and `dy`.
 pub fn backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    if dw_blocked::applies(g) {
+        return dw_blocked::backward_weight(g, x, dy);
+    }
     let (taps, kk, sx) = (taps(g), g.kh * g.kw, g.stride[1]);
     let mut dw = vec![0.0; g.c * kk];
     dw.par_chunks_mut(kk).enumerate().for_each(|(c, dw)| {

@@ -27,6 +27,7 @@ mod batchnorm;
 mod conv;
 mod conv_pool;
 mod depthwise;
+mod dw_blocked;
 mod gemm;
 mod geom;
 mod lanes;
