@@ -75,12 +75,14 @@ fn pack_input(g: &ConvGeom, p: &Padded, planes: &[f32], k: usize, dst: &mut [f32
     }
 }
 
-/// Weights of channels `c0 .. c0 + k` as `[kh * kw, 8]`, zero past `k`.
-fn pack_weights(w: &[f32], kk: usize, c0: usize, k: usize) -> Vec<f32> {
-    let mut out = vec![0.0; kk * L];
-    for l in 0..k {
+/// Every block's weights, packed once per call: `[c / 8 (rounded up), kh * kw, 8]`, lanes
+/// past `c` zero. Block `b` is `packed[b * kk * 8..][..kk * 8]`.
+fn pack_weights(w: &[f32], c: usize, kk: usize) -> Vec<f32> {
+    let mut out = vec![0.0; c.div_ceil(L) * kk * L];
+    for ch in 0..c {
+        let (b, l) = (ch / L, ch % L);
         for t in 0..kk {
-            out[t * L + l] = w[(c0 + l) * kk + t];
+            out[(b * kk + t) * L + l] = w[ch * kk + t];
         }
     }
     out
@@ -90,7 +92,7 @@ fn pack_weights(w: &[f32], kk: usize, c0: usize, k: usize) -> Vec<f32> {
 fn forward_image(
     g: &ConvGeom,
     x_n: &[f32],
-    w: &[f32],
+    wp: &[f32],
     bias: Option<&[f32]>,
     act: Activation,
     y_n: &mut [f32],
@@ -101,7 +103,11 @@ fn forward_image(
     scratch.resize(p.len(), 0.0);
     for c0 in (0..g.c).step_by(L) {
         let k = L.min(g.c - c0);
-        let wb = pack_weights(w, kk, c0, k);
+        let wb = &wp[c0 * kk..][..kk * L];
+        let b: [f32; L] = std::array::from_fn(|l| match bias {
+            Some(b) if l < k => b[c0 + l],
+            _ => 0.0,
+        });
         pack_input(g, &p, &x_n[c0 * g.h * g.w..], k, scratch);
         let y_b = &mut y_n[c0 * ohw..][..k * ohw];
         vectorized(
@@ -119,8 +125,7 @@ fn forward_image(
                             }
                         }
                         for (l, a) in acc.iter().enumerate().take(k) {
-                            let b = bias.map_or(0.0, |b| b[c0 + l]);
-                            y_b[l * ohw + oy * g.ow + ox] = b + a;
+                            y_b[l * ohw + oy * g.ow + ox] = b[l] + a;
                         }
                     }
                 }
@@ -138,11 +143,12 @@ pub(crate) fn forward(
     bias: Option<&[f32]>,
     act: Activation,
 ) -> Vec<f32> {
+    let wp = pack_weights(w, g.c, g.kh * g.kw);
     let mut y = vec![0.0; g.n * g.c * g.oh * g.ow];
     y.par_chunks_mut(g.c * g.oh * g.ow)
         .zip(x.par_chunks(g.c * g.h * g.w))
         .for_each_init(Vec::new, |scratch, (y_n, x_n)| {
-            forward_image(g, x_n, w, bias, act, y_n, scratch)
+            forward_image(g, x_n, &wp, bias, act, y_n, scratch)
         });
     y
 }
@@ -164,7 +170,7 @@ fn pack_output(g: &ConvGeom, dy_n: &[f32], c0: usize, k: usize, dst: &mut [f32])
 /// gradient scattered to the padded block, then the block's inside copied out.
 pub(crate) fn backward_input(g: &ConvGeom, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let (p, kk, ohw) = (Padded::of(g), g.kh * g.kw, g.oh * g.ow);
-    let taps = p.taps(g);
+    let (taps, wp) = (p.taps(g), pack_weights(w, g.c, kk));
     let mut dx = vec![0.0; g.n * g.c * g.h * g.w];
     dx.par_chunks_mut(g.c * g.h * g.w)
         .zip(dy.par_chunks(g.c * ohw))
@@ -173,12 +179,12 @@ pub(crate) fn backward_input(g: &ConvGeom, w: &[f32], dy: &[f32]) -> Vec<f32> {
             |(dp, db), (dx_n, dy_n)| {
                 for c0 in (0..g.c).step_by(L) {
                     let k = L.min(g.c - c0);
-                    let wb = pack_weights(w, kk, c0, k);
+                    let wb = &wp[c0 * kk..][..kk * L];
                     pack_output(g, dy_n, c0, k, db);
                     dp.fill(0.0);
                     vectorized(
                         #[inline(always)]
-                        || scatter(g, &p, &taps, &wb, db, dp),
+                        || scatter(g, &p, &taps, wb, db, dp),
                     );
                     unpack_input(g, &p, dp, &mut dx_n[c0 * g.h * g.w..], k);
                 }
