@@ -3,9 +3,9 @@
 //! `/local/` and as the static folder of `artemis export --format web` behind a plain static
 //! file server (Python's `http.server`):
 //!
-//! - the tensor the page builds equals artemis's bit for bit (PNG: up- and downscaled, odd
-//!   sizes, keep-aspect padding, ImageNet scaling; JPEG real scans, which the browser and
-//!   artemis both decode with libjpeg-turbo);
+//! - the tensor the page builds equals artemis's bit for bit (head framing: crop and
+//!   stretch; PNG: up- and downscaled, odd sizes, keep-aspect padding, ImageNet scaling; JPEG
+//!   real scans, which the browser and artemis both decode with libjpeg-turbo);
 //! - the page's probabilities for real scans of `../shared/data` match `artemis predict` to
 //!   1e-3;
 //! - the server's access log shows the page, its model and runtime fetched, and no POST;
@@ -205,8 +205,8 @@ fn pictures(dir: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
 }
 
 /// MobileNetV2 from ImageNet, its head trained on a few real scans (a network that has
-/// learned something, as a user's would), with
-/// keep-aspect resizing and ImageNet scaling, the paths the page must copy exactly.
+/// learned something, as a user's would), with head framing (crop and stretch), keep-aspect
+/// resizing and ImageNet scaling, the paths the page must copy exactly.
 fn trained_run(dir: &Path, run: &Path) {
     let weights = artemis_models::mobilenetv2::weights::CHECKPOINT.default_path();
     assert!(weights.is_file(), "{} (scripts/setup)", weights.display());
@@ -220,7 +220,7 @@ fn trained_run(dir: &Path, run: &Path) {
         &["--val-fraction", "0.2", "--test-fraction", "0.1"],
     );
     let cache = dir.join("cache");
-    let extra = ["--resize", "keep-aspect"];
+    let extra = ["--resize", "keep-aspect", "--framing", "head"];
     let o = artemis(&head_args(&manifest, run, &weights, &cache, "4", &extra));
     assert!(o.status.success(), "{}", text(&o));
 }

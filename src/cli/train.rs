@@ -2,6 +2,7 @@
 
 use super::common::{EngineArgs, bounded, partial_if};
 use anyhow::{Context, Result};
+use artemis_data::framing::Framing;
 use artemis_data::image_io::DEFAULT_MAX_PIXELS;
 use artemis_data::image_io::ResizeMode;
 use artemis_data::labels::Task;
@@ -79,6 +80,11 @@ pub struct TrainArgs {
     /// squash (like the reference) or keep-aspect.
     #[arg(long, default_value = "squash")]
     pub resize: ResizeMode,
+    /// Before the resize: as-is (like the reference), or head: cropped to the head and its
+    /// intensities stretched, so the network cannot learn a collection's framing and exposure
+    /// (see README "Framing").
+    #[arg(long, default_value = "as-is")]
+    pub framing: Framing,
     /// raw255 (like the reference), unit, imagenet, inception (-1..1) or lite ((x-127)/128)
     /// (default: what the model's ImageNet weights expect: imagenet for mobilenetv2,
     /// inception for inceptionv3, lite for efficientnet-lite0; raw255 for the baselines).
@@ -143,6 +149,7 @@ pub(super) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         task: a.task,
         input: a.input_size.map(|s| (s, s)),
         resize: a.resize,
+        framing: a.framing,
         scaling: a.scaling,
         augment,
         settings: TrainSettings {

@@ -57,6 +57,9 @@ pub struct CheckReport {
     /// Per split (`-` without splits), per class folder: file counts.
     pub counts: BTreeMap<String, BTreeMap<String, usize>>,
     pub sizes: SizeSummary,
+    /// Per split and class folder, the share of its decoded files at the data set's most
+    /// common size: a class far from the others may be told apart by its source.
+    pub common_size_share: BTreeMap<String, BTreeMap<String, f64>>,
     /// Files that could not be read or decoded, with the reason.
     pub unreadable: Vec<Problem>,
     /// Folders or files the scan skipped (unknown classes, links, odd names).
@@ -144,6 +147,7 @@ pub fn check(idx: &Indexed, cfg: &CheckConfig) -> CheckReport {
         .filter_map(|&i| idx.fingerprints[i].as_ref().ok())
         .collect();
     let sizes = size_summary(&fps);
+    let common_size_share = size_share(&readable, &fps, samples, &sizes);
     let g = idx.groups(&readable, cfg.near_threshold);
 
     // Exact groups.
@@ -207,6 +211,7 @@ pub fn check(idx: &Indexed, cfg: &CheckConfig) -> CheckReport {
         decoded: readable.len(),
         counts,
         sizes,
+        common_size_share,
         unreadable,
         skipped: idx.scan.problems.clone(),
         distinct_contents: g.n_contents,
@@ -225,15 +230,47 @@ pub fn check(idx: &Indexed, cfg: &CheckConfig) -> CheckReport {
     }
 }
 
+/// The class folder of a sample (`<split>/<class>/...` or `<class>/...`).
+fn class_of(s: &crate::scan::Sample) -> &str {
+    s.rel
+        .split('/')
+        .nth(usize::from(s.split.is_some()))
+        .unwrap_or("?")
+}
+
+/// [`CheckReport::common_size_share`]: `readable[i]` is the sample of `fps[i]`.
+fn size_share(
+    readable: &[usize],
+    fps: &[&Fingerprint],
+    samples: &[crate::scan::Sample],
+    sizes: &SizeSummary,
+) -> BTreeMap<String, BTreeMap<String, f64>> {
+    let Some(&(w, h, _)) = sizes.most_common.first() else {
+        return BTreeMap::new();
+    };
+    let mut tally: BTreeMap<String, BTreeMap<String, (usize, usize)>> = BTreeMap::new();
+    for (&i, f) in readable.iter().zip(fps) {
+        let s = &samples[i];
+        let t = tally.entry(split_name(s)).or_default();
+        let e = t.entry(class_of(s).to_string()).or_default();
+        e.0 += usize::from((f.width, f.height) == (w, h));
+        e.1 += 1;
+    }
+    (tally.into_iter())
+        .map(|(split, classes)| {
+            let shares = classes
+                .into_iter()
+                .map(|(c, (k, n))| (c, k as f64 / n as f64));
+            (split, shares.collect())
+        })
+        .collect()
+}
+
 /// Files per split and class folder.
 fn class_counts(samples: &[crate::scan::Sample]) -> BTreeMap<String, BTreeMap<String, usize>> {
     let mut counts: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     for s in samples {
-        let class = s
-            .rel
-            .split('/')
-            .nth(usize::from(s.split.is_some()))
-            .unwrap_or("?");
+        let class = class_of(s);
         *counts
             .entry(split_name(s))
             .or_default()
@@ -315,6 +352,38 @@ fn size_summary(fps: &[&Fingerprint]) -> SizeSummary {
 }
 
 impl CheckReport {
+    /// The class-by-size lines of [`Self::to_text`], with a warning where, within one split,
+    /// one class has at least 90% of its files at the common size and another at most 10%.
+    fn size_share_text(&self) -> String {
+        let Some((w, h, _)) = self.sizes.most_common.first() else {
+            return String::new();
+        };
+        let mut o = format!("share of each class's files at the most common size ({w}x{h}):\n");
+        let mut confounded = Vec::new();
+        for (split, classes) in &self.common_size_share {
+            let cells: Vec<String> = (classes.iter())
+                .map(|(c, v)| format!("{c} {:.0}%", v * 100.0))
+                .collect();
+            let _ = writeln!(o, "  {split:<10} {}", cells.join(", "));
+            let (lo, hi) = classes
+                .values()
+                .fold((1.0f64, 0.0f64), |(l, u), &v| (l.min(v), u.max(v)));
+            if hi >= 0.9 && lo <= 0.1 {
+                confounded.push(split.as_str());
+            }
+        }
+        if !confounded.is_empty() {
+            let _ = writeln!(
+                o,
+                "  warning: in {}, image size alone tells some classes apart: they likely come \
+                 from different sources, and a network can learn the source's framing and \
+                 exposure instead of the anatomy (train with --framing head; README \"Framing\")",
+                confounded.join(", ")
+            );
+        }
+        o
+    }
+
     /// The human-readable table printed by `artemis data check`.
     pub fn to_text(&self) -> String {
         let mut o = String::new();
@@ -351,6 +420,7 @@ impl CheckReport {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        o.push_str(&self.size_share_text());
         let _ = writeln!(o, "\nduplicates:");
         let _ = writeln!(
             o,
@@ -492,6 +562,21 @@ mod tests {
         assert_eq!(rep.exact_label_conflicts.len(), 1);
         assert_eq!(rep.exact_label_conflicts[0].kind, "plane");
         assert_eq!(rep.counts["Testing"]["no_sagittal"], 4);
+        // Five of the six decoded files are 200x200; b's resized copy is not.
+        assert_eq!(rep.common_size_share["Testing"]["glioma_coronal"], 0.5);
+        assert_eq!(rep.common_size_share["Training"]["no_coronal"], 1.0);
+        let text = rep.to_text();
+        assert!(text.contains("glioma_coronal 50%"), "{text}");
+        assert!(!text.contains("image size alone"), "{text}");
+        // A class all at the common size beside one never at it: the confound warning.
+        let mut confounded = rep.clone();
+        (confounded.common_size_share.get_mut("Training").unwrap())
+            .insert("no_coronal".into(), 0.0);
+        let text = confounded.to_text();
+        assert!(
+            text.contains("warning: in Training, image size alone"),
+            "{text}"
+        );
         let text = rep.to_text();
         assert!(text.contains("cut.png"));
     }

@@ -15,6 +15,7 @@ pub mod check;
 pub mod dedup;
 pub mod dicom;
 pub mod error;
+pub mod framing;
 pub mod fsutil;
 pub mod hash;
 pub mod image_io;

@@ -2,6 +2,7 @@
 //! serialisable steps saved with each run so that eval and predict apply the same ones.
 
 use crate::error::{DataError, Result};
+use crate::framing::Framing;
 use crate::image_io::{ResizeMode, resize_rgb};
 use image::RgbImage;
 use rand::Rng;
@@ -72,6 +73,9 @@ pub struct Preprocess {
     pub height: u32,
     pub resize: ResizeMode,
     pub scaling: Scaling,
+    /// What happens before the resize (runs made before it existed: as decoded).
+    #[serde(default)]
+    pub framing: Framing,
 }
 
 impl Preprocess {
@@ -85,9 +89,19 @@ impl Preprocess {
         Ok(())
     }
 
-    /// Resizes an image to the input size.
+    /// Frames an image (see [`Framing`]) and resizes it to the input size.
     pub fn resize(&self, img: &RgbImage) -> RgbImage {
-        resize_rgb(img, self.width, self.height, self.resize)
+        resize_rgb(
+            &self.framing.apply(img),
+            self.width,
+            self.height,
+            self.resize,
+        )
+    }
+
+    /// The picture the network sees before the resize: what heat maps are drawn over.
+    pub fn framed<'a>(&self, img: &'a RgbImage) -> std::borrow::Cow<'a, RgbImage> {
+        self.framing.apply(img)
     }
 
     /// The preprocessing in words, for people reading an exported model's metadata.
@@ -106,9 +120,13 @@ impl Preprocess {
             Scaling::Lite => "(x - 127) / 128".to_string(),
         };
         format!(
-            "decoded to 8-bit RGB, {resize} {}x{} (bilinear, antialiased), {values} per channel, \
-             float32 NCHW [batch, 3, {}, {}] in RGB order",
-            self.width, self.height, self.height, self.width
+            "decoded to 8-bit RGB, {}{resize} {}x{} (bilinear, antialiased), {values} per \
+             channel, float32 NCHW [batch, 3, {}, {}] in RGB order",
+            self.framing.describe(),
+            self.width,
+            self.height,
+            self.height,
+            self.width
         )
     }
 
@@ -262,6 +280,7 @@ mod tests {
             height: 1,
             resize: ResizeMode::Squash,
             scaling: Scaling::Raw255,
+            framing: Default::default(),
         };
         p.write_chw(&img, &mut out);
         assert_eq!(out, [255.0, 255.0, 0.0, 0.0, 128.0, 128.0]);

@@ -161,6 +161,7 @@ pub fn time_to_accuracy(
         task: Task::TypePlane,
         input: None,
         resize: ResizeMode::Squash,
+        framing: Default::default(),
         scaling: Some(Scaling::Imagenet),
         augment: Augment::default(),
         settings: TrainSettings {

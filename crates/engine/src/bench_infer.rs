@@ -91,6 +91,7 @@ pub fn bench_run(arch: Architecture, side: usize, dir: &Path) -> Result<Run> {
             height: side as u32,
             resize: ResizeMode::Squash,
             scaling: native_scaling(arch),
+            framing: Default::default(),
         },
         augment: Augment::default(),
         train: TrainSettings {

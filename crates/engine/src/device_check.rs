@@ -61,6 +61,7 @@ fn fixture(dir: &Path) -> Result<Fixture> {
         height: 224,
         resize: ResizeMode::Squash,
         scaling: Scaling::Imagenet,
+        framing: Default::default(),
     };
     let (mut batch, mut names, mut logits) = (Vec::new(), Vec::new(), Vec::new());
     for (name, v) in images {

@@ -290,6 +290,7 @@ mod tests {
                 height: 32,
                 resize: artemis_data::image_io::ResizeMode::Squash,
                 scaling: artemis_data::transform::Scaling::Unit,
+                framing: Default::default(),
             },
             augment: None,
             inputs: vec![(PathBuf::from("a.png"), tag, 0)],

@@ -281,7 +281,8 @@ fn style(clf: &Classifier, class: usize, p: f32, opacity: f32) -> OverlayStyle {
     }
 }
 
-/// Classifies one decoded picture (as the user gave it) and draws its Grad-CAM heat map.
+/// Classifies one decoded picture (as the user gave it) and draws its Grad-CAM heat map over
+/// the picture the network saw before its resize (cropped, for a run with `--framing head`).
 pub fn explain(
     clf: &Classifier,
     image: &RgbImage,
@@ -298,7 +299,8 @@ pub fn explain(
         .ok_or_else(|| EngineError::Tensor("no map".into()))?;
     let class = cam.class;
     let st = style(clf, class, probabilities[class], opacity);
-    let png = overlay_png(image, &cam, (pre.width, pre.height), pre.resize, &st)
+    let framed = pre.framed(image);
+    let png = overlay_png(&framed, &cam, (pre.width, pre.height), pre.resize, &st)
         .map_err(|e| EngineError::Tensor(e.to_string()))?;
     Ok(Explanation {
         class,
@@ -343,7 +345,8 @@ fn classify(
         let targets: Vec<usize> = cams.iter().map(|c| c.class).collect();
         for (i, (u, cam)) in units.iter().zip(&cams).enumerate() {
             let st = style(clf, targets[i], probs[i][targets[i]], cfg.opacity);
-            let png = overlay_png(&u.image, cam, (pre.width, pre.height), pre.resize, &st)
+            let framed = pre.framed(&u.image);
+            let png = overlay_png(&framed, cam, (pre.width, pre.height), pre.resize, &st)
                 .map_err(|e| EngineError::Tensor(e.to_string()))?;
             let path = dir.join(heatmap_name(u, taken));
             artemis_data::fsutil::write_atomic(&path, &png)?;

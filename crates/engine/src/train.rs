@@ -16,6 +16,7 @@ use crate::run::{
 };
 pub use crate::step::argmax_rows;
 use crate::step::{EpochContext, Inputs, StepGrads, batch_loss, mix};
+use artemis_data::framing::Framing;
 use artemis_data::image_io::ResizeMode;
 use artemis_data::labels::Task;
 use artemis_data::manifest::{Manifest, Split};
@@ -43,6 +44,8 @@ pub struct TrainConfig {
     /// `(height, width)`; defaults to the architecture's reference size.
     pub input: Option<(usize, usize)>,
     pub resize: ResizeMode,
+    /// Cropping and intensity stretching before the resize ([`Framing`]).
+    pub framing: Framing,
     /// Pixel scaling; defaults to what the architecture's ImageNet weights expect
     /// ([`native_scaling`]: imagenet, inception, lite; raw 0-255 for the baselines).
     pub scaling: Option<Scaling>,
@@ -319,6 +322,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
             height: input.0 as u32,
             resize: cfg.resize,
             scaling: cfg.scaling(),
+            framing: cfg.framing,
         };
         pre.validate()?;
         let trainable_from = cfg.strategy.trainable_from(cfg.architecture)?;
@@ -955,6 +959,7 @@ mod tests {
             task: Task::TypePlane,
             input: None,
             resize: ResizeMode::Squash,
+            framing: Framing::AsIs,
             scaling: None,
             augment: Augment::default(),
             settings: TrainSettings {

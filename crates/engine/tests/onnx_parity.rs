@@ -137,6 +137,7 @@ fn check(arch: Architecture) {
         height: side as u32,
         resize: ResizeMode::Squash,
         scaling: native_scaling(arch),
+        framing: Default::default(),
     };
     let resized: Vec<RgbImage> = images().iter().map(|i| pre.resize(i)).collect();
     let refs: Vec<&RgbImage> = resized.iter().collect();

@@ -61,6 +61,7 @@ fn imagenet_logits_match(arch: Architecture, fixture: &str, env_var: &str, scali
         height: 224,
         resize: ResizeMode::Squash,
         scaling,
+        framing: Default::default(),
     };
     let images = expected["images"].as_object().unwrap();
     assert_eq!(images.len(), 4);

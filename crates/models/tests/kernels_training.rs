@@ -54,6 +54,7 @@ fn scans(side: u32, scaling: Scaling) -> Vec<(Vec<f32>, usize)> {
         height: side,
         resize: ResizeMode::Squash,
         scaling,
+        framing: Default::default(),
     };
     let mut out = Vec::new();
     for (label, dir) in classes.iter().enumerate() {

@@ -1,5 +1,6 @@
 // artemis's preprocessing in the browser, value for value: a decoded 8-bit RGB picture is
-// resized to the network's input exactly as crates/data/src/image_io.rs `resize_rgb` does it,
+// framed (for a run trained with `--framing head`: cropped and stretched as
+// crates/data/src/framing.rs does it, in the same integer steps) and resized to the network's input exactly as crates/data/src/image_io.rs `resize_rgb` does it,
 // then turned into a float32 [3, height, width] tensor with the run's own table of the 3 x 256
 // input values (`input_table` of model.json, computed by artemis's `Scaling::table`).
 //
@@ -144,14 +145,79 @@ export function resizeRgb(rgb, sw, sh, width, height, mode) {
   return out;
 }
 
+/** `framing::percentile`: the k-th smallest, k = max(1, ceil(n * num / den)), of a histogram. */
+function percentile(hist, num, den) {
+  const n = hist.reduce((a, b) => a + b, 0);
+  const k = Math.max(1, Math.ceil((n * num) / den));
+  let seen = 0;
+  for (let v = 0; v < 256; v++) {
+    seen += hist[v];
+    if (seen >= k) return v;
+  }
+  return 255;
+}
+
+/** `framing::head`: cropped to the head, its intensities stretched (crates/data/src/framing.rs). */
+export function frameHead(rgb, w, h) {
+  const value = new Uint8Array(w * h);
+  const hist = new Array(256).fill(0);
+  for (let i = 0; i < w * h; i++) {
+    value[i] = Math.max(rgb[i * 3], rgb[i * 3 + 1], rgb[i * 3 + 2]);
+    hist[value[i]]++;
+  }
+  const t = Math.floor(percentile(hist, 995, 1000) / 10);
+  const rows = new Array(h).fill(0);
+  const cols = new Array(w).fill(0);
+  for (let i = 0; i < w * h; i++) {
+    if (value[i] > t) {
+      rows[Math.floor(i / w)]++;
+      cols[i % w]++;
+    }
+  }
+  const span = (counts, len) => {
+    const inside = (c) => c * 50 > len;
+    const first = counts.findIndex(inside);
+    const last = counts.findLastIndex(inside);
+    return first >= 0 && last + 1 - first >= 16 ? [first, last + 1] : null;
+  };
+  let [r, c] = [span(rows, w), span(cols, h)];
+  if (!r || !c) [r, c] = [[0, h], [0, w]];
+  const [cw, ch] = [c[1] - c[0], r[1] - r[0]];
+  const out = new Uint8Array(cw * ch * 3);
+  for (let y = 0; y < ch; y++) {
+    const from = ((r[0] + y) * w + c[0]) * 3;
+    out.set(rgb.subarray(from, from + cw * 3), y * cw * 3);
+  }
+  const fg = new Array(256).fill(0);
+  for (let i = 0; i < cw * ch; i++) {
+    const v = Math.max(out[i * 3], out[i * 3 + 1], out[i * 3 + 2]);
+    if (v > t) fg[v]++;
+  }
+  if (fg.some((n) => n > 0)) {
+    const [lo, hi] = [percentile(fg, 1, 100), percentile(fg, 99, 100)];
+    if (hi > lo) {
+      const d = hi - lo;
+      const map = Array.from({ length: 256 }, (_, x) => {
+        const v = Math.min(Math.max(x, lo), hi);
+        return Math.floor(((v - lo) * 255 + Math.floor(d / 2)) / d);
+      });
+      for (let i = 0; i < out.length; i++) out[i] = map[out[i]];
+    }
+  }
+  return { rgb: out, w: cw, h: ch };
+}
+
 /**
- * The network input of a decoded picture: `Preprocess::resize` then `write_chw`.
+ * The network input of a decoded picture: `Preprocess::resize` (framing, then the resize) then
+ * `write_chw`.
  * @param {Uint8Array} rgb packed RGB, `w * h * 3` bytes
- * @param {{width: number, height: number, resize: string}} pre the run's preprocessing
+ * @param {{width: number, height: number, resize: string, framing?: string}} pre the run's
+ *   preprocessing
  * @param {number[][]} table `input_table`: 3 channels x 256 values
  * @returns {Float32Array} [3, height, width]
  */
 export function toTensor(rgb, w, h, pre, table) {
+  if (pre.framing === "head") ({ rgb, w, h } = frameHead(rgb, w, h));
   const px = resizeRgb(rgb, w, h, pre.width, pre.height, pre.resize);
   const plane = pre.width * pre.height;
   const out = new Float32Array(3 * plane);

@@ -421,16 +421,18 @@ fn classify(state: &AppState, bytes: Bytes, name: &str) -> Result<serde_json::Va
             base64::engine::general_purpose::STANDARD.encode(bytes)
         )
     };
-    // The picture as decoded (at most 640 px) and the coloured map at the same size, for the
-    // page's opacity slider.
+    // The picture as the network saw it before its resize (cropped for a run with
+    // `--framing head`), at most 640 px, and the coloured map at the same size, for the page's
+    // opacity slider.
+    let pre = &state.clf.run.config.preprocess;
+    let image = pre.framed(&image);
     let (w, h) = image.dimensions();
     let k = (640.0 / w.max(h) as f32).min(1.0);
     let (sw, sh) = (
         ((w as f32 * k) as u32).max(1),
         ((h as f32 * k) as u32).max(1),
     );
-    let shown = image::imageops::resize(&image, sw, sh, image::imageops::FilterType::Triangle);
-    let pre = &state.clf.run.config.preprocess;
+    let shown = image::imageops::resize(&*image, sw, sh, image::imageops::FilterType::Triangle);
     let layer = artemis_explain::heat_layer(&e.cam, sw, sh, (pre.width, pre.height), pre.resize);
     let png = |img: &image::RgbImage| -> Result<Vec<u8>, String> {
         let mut out = std::io::Cursor::new(Vec::new());

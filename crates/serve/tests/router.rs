@@ -33,6 +33,7 @@ fn make_run(dir: &Path) {
             height: 96,
             resize: ResizeMode::Squash,
             scaling: Scaling::Imagenet,
+            framing: Default::default(),
         },
         augment: Augment::default(),
         train: TrainSettings {
