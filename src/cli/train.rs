@@ -90,8 +90,9 @@ pub struct TrainArgs {
     /// inception for inceptionv3, lite for efficientnet-lite0; raw255 for the baselines).
     #[arg(long)]
     pub scaling: Option<Scaling>,
-    /// Training augmentation: none, or standard (flip, +-10 deg, +-10% zoom, +-10%
-    /// brightness and contrast).
+    /// Training augmentation: none, standard (flip, +-10 deg, +-10% zoom, +-10% brightness
+    /// and contrast) or strong (flip, +-15 deg, +-20% zoom, +-10% shift, +-20% brightness,
+    /// +-30% contrast, gamma 1/1.5 to 1.5, uniform noise up to +-3%).
     #[arg(long, default_value = "none")]
     pub augment: AugmentChoice,
     /// Epochs in all (default 30; with --resume: what the run was started with, or more).
@@ -133,6 +134,7 @@ pub enum PretrainedChoice {
 pub enum AugmentChoice {
     None,
     Standard,
+    Strong,
 }
 
 /// The library's training configuration from the `train` flags (shared with `cv`).
@@ -140,6 +142,7 @@ pub(super) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
     let augment = match a.augment {
         AugmentChoice::None => Augment::default(),
         AugmentChoice::Standard => Augment::standard(),
+        AugmentChoice::Strong => Augment::strong(),
     };
     let cfg = TrainConfig {
         run_dir: a.out.clone(),

@@ -167,6 +167,15 @@ pub struct Augment {
     pub brightness: f32,
     /// Multiply contrast around mid-grey by a uniform factor in `[1 - c, 1 + c]`.
     pub contrast: f32,
+    /// Shift by a uniform fraction of the side in `[-t, t]`, each axis (0 in older runs).
+    #[serde(default)]
+    pub shift: f32,
+    /// Gamma `v = 255 (v / 255)^g` with `ln g` uniform in `[-ln(1 + a), ln(1 + a)]`.
+    #[serde(default)]
+    pub gamma: f32,
+    /// Add per-pixel uniform noise in `[-n, n] * 255`, `n` itself uniform in `[0, noise]`.
+    #[serde(default)]
+    pub noise: f32,
 }
 
 impl Augment {
@@ -178,6 +187,22 @@ impl Augment {
             scale: 0.1,
             brightness: 0.1,
             contrast: 0.1,
+            ..Augment::default()
+        }
+    }
+
+    /// Stronger, for other sources' scans: more rotation, zoom and exposure change, plus shift,
+    /// gamma and noise.
+    pub fn strong() -> Self {
+        Augment {
+            hflip: true,
+            rotate_deg: 15.0,
+            scale: 0.2,
+            brightness: 0.2,
+            contrast: 0.3,
+            shift: 0.1,
+            gamma: 0.5,
+            noise: 0.03,
         }
     }
 
@@ -187,16 +212,23 @@ impl Augment {
             && self.scale == 0.0
             && self.brightness == 0.0
             && self.contrast == 0.0
+            && self.shift == 0.0
+            && self.gamma == 0.0
+            && self.noise == 0.0
     }
 
     pub fn validate(&self) -> Result<()> {
         let bad = !(0.0..=45.0).contains(&self.rotate_deg)
             || !(0.0..0.9).contains(&self.scale)
             || !(0.0..=1.0).contains(&self.brightness)
-            || !(0.0..=1.0).contains(&self.contrast);
+            || !(0.0..=1.0).contains(&self.contrast)
+            || !(0.0..=0.5).contains(&self.shift)
+            || !(0.0..=2.0).contains(&self.gamma)
+            || !(0.0..=0.5).contains(&self.noise);
         if bad {
             return Err(DataError::Config(format!(
-                "augmentation out of range: {self:?} (rotate 0-45 deg, scale 0-0.9, brightness and contrast 0-1)"
+                "augmentation out of range: {self:?} (rotate 0-45 deg, scale 0-0.9, brightness \
+                 and contrast 0-1, shift 0-0.5, gamma 0-2, noise 0-0.5)"
             )));
         }
         Ok(())
@@ -230,6 +262,19 @@ impl Augment {
             1.0
         };
         let (w, h) = img.dimensions();
+        let mut uniform = |a: f32| {
+            if a > 0.0 {
+                rng.random_range(-a..=a)
+            } else {
+                0.0
+            }
+        };
+        let (tx, ty) = (
+            uniform(self.shift) * w as f32,
+            uniform(self.shift) * h as f32,
+        );
+        let gamma = uniform((1.0 + self.gamma).ln()).exp();
+        let noise = uniform(self.noise).abs() * 255.0;
         let (cx, cy) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
         let (sin, cos) = angle.sin_cos();
         let src = img.as_raw();
@@ -248,8 +293,13 @@ impl Augment {
             if flip {
                 dx = -dx;
             }
-            let sx = (cos * dx + sin * dy) / zoom + cx;
-            let sy = (-sin * dx + cos * dy) / zoom + cy;
+            let sx = (cos * dx + sin * dy) / zoom + cx - tx;
+            let sy = (-sin * dx + cos * dy) / zoom + cy - ty;
+            let n = if noise > 0.0 {
+                rng.random_range(-noise..=noise)
+            } else {
+                0.0
+            };
             let (x0, y0) = (sx.floor(), sy.floor());
             let (fx, fy) = (sx - x0, sy - y0);
             let (x0, y0) = (x0 as i64, y0 as i64);
@@ -258,8 +308,13 @@ impl Augment {
                     + sample(x0 + 1, y0, c) * fx * (1.0 - fy)
                     + sample(x0, y0 + 1, c) * (1.0 - fx) * fy
                     + sample(x0 + 1, y0 + 1, c) * fx * fy;
-                let v = (v - 127.5) * contrast + 127.5 + bright;
-                px.0[c] = v.round().clamp(0.0, 255.0) as u8;
+                let v = ((v - 127.5) * contrast + 127.5 + bright).clamp(0.0, 255.0);
+                let v = if gamma == 1.0 {
+                    v
+                } else {
+                    255.0 * (v / 255.0).powf(gamma)
+                };
+                px.0[c] = (v + n).round().clamp(0.0, 255.0) as u8;
             }
         }
         out
@@ -340,5 +395,54 @@ mod tests {
         }
         assert!(saw_flip);
         assert_eq!(Augment::default().apply(&img, &mut rng), img);
+    }
+
+    #[test]
+    fn shift_gamma_and_noise_do_what_they_say() {
+        let grey = RgbImage::from_pixel(20, 20, image::Rgb([128; 3]));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        // Gamma alone: a flat picture stays flat, and over draws it gets both darker and
+        // lighter (g above and below 1).
+        let gamma = Augment {
+            gamma: 1.0,
+            ..Augment::default()
+        };
+        let values: Vec<u8> = (0..16)
+            .map(|_| gamma.apply(&grey, &mut rng).get_pixel(3, 3).0[0])
+            .collect();
+        assert!(
+            values.iter().any(|&v| v < 120) && values.iter().any(|&v| v > 136),
+            "{values:?}"
+        );
+        // Noise alone: values spread around 128 by at most 0.1 * 255.
+        let noisy = Augment {
+            noise: 0.1,
+            ..Augment::default()
+        }
+        .apply(&grey, &mut rng);
+        let (lo, hi) = noisy
+            .pixels()
+            .fold((255, 0), |(l, h), p| (p.0[0].min(l), p.0[0].max(h)));
+        assert!(lo < 128 && hi > 128 && lo >= 102 && hi <= 154, "{lo} {hi}");
+        // Shift alone: a bright column moves and black comes in from the edge.
+        let bar = RgbImage::from_fn(20, 20, |x, _| {
+            image::Rgb([if x == 10 { 255 } else { 0 }; 3])
+        });
+        let shifted = Augment {
+            shift: 0.3,
+            ..Augment::default()
+        }
+        .apply(&bar, &mut rng);
+        let column = (0..20).find(|&x| shifted.get_pixel(x, 10).0[0] > 128);
+        assert_ne!(column, Some(10), "{column:?}");
+        assert!(Augment::strong().validate().is_ok());
+        assert!(
+            Augment {
+                noise: 0.9,
+                ..Augment::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

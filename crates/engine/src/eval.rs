@@ -191,8 +191,12 @@ pub fn describe(run: &Run) -> String {
             format!(", {} epoch{plural} (best {})", s.epochs_done, s.best_epoch)
         })
         .unwrap_or_default();
+    let framing = match c.preprocess.framing {
+        artemis_data::framing::Framing::AsIs => "",
+        artemis_data::framing::Framing::Head => ", head framing",
+    };
     format!(
-        "{} {}x{}, {start}{how}{epochs}, augment {}",
+        "{} {}x{}{framing}, {start}{how}{epochs}, augment {}",
         c.model.architecture.name(),
         c.preprocess.width,
         c.preprocess.height,
