@@ -32,8 +32,9 @@ CLASSES = 12
 DEFAULT_CASES = ["mobilenetv2:160", "mobilenetv2:224", "baseline:150", "baseline:224"]
 
 
-def median_rate(batch, fn, steps):
-    fn()  # warm-up (graph tracing, allocator)
+def median_rate(batch, fn, steps, warmup):
+    for _ in range(max(warmup, 1)):
+        fn()  # warm-up (graph tracing, allocator, first-touch page faults)
     rates = []
     for _ in range(steps):
         t = time.perf_counter()
@@ -82,7 +83,7 @@ def w_torch(args):
                 loss_fn(model(x), y).backward()
                 opt.step()
 
-            out[f"{case}|{layout}"] = median_rate(args.batch, step, args.steps)
+            out[f"{case}|{layout}"] = median_rate(args.batch, step, args.steps, args.warmup)
     return out
 
 
@@ -105,7 +106,7 @@ def w_keras(args):
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         x = np.random.default_rng(0).uniform(0, 255, (args.batch, side, side, 3)).astype(np.float32)
         y = np.arange(args.batch) % CLASSES
-        out[case] = median_rate(args.batch, lambda: model.train_on_batch(x, y), args.steps)
+        out[case] = median_rate(args.batch, lambda: model.train_on_batch(x, y), args.steps, args.warmup)
     return out
 
 
@@ -115,7 +116,7 @@ def w_artemis(args, kernels):
     for case in args.cases:
         name, side = case.split(":")
         cmd = [args.artemis, "bench", "--json", "--train-only", "--model", name, "--input-size", side,
-               "--batch-size", str(args.batch), "--steps", str(args.steps)]
+               "--batch-size", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
         rows = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
         rates[case] = next(r["images_per_s"] for r in rows if r["mode"] == "train")
     return rates
@@ -123,7 +124,7 @@ def w_artemis(args, kernels):
 
 def run_worker(name, args):
     cmd = [sys.executable, __file__, "--worker", name, "--threads", str(args.threads), "--steps", str(args.steps),
-           "--batch", str(args.batch), "--artemis", args.artemis, "--cases", *args.cases]
+           "--warmup", str(args.warmup), "--batch", str(args.batch), "--artemis", args.artemis, "--cases", *args.cases]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         print(f"peer {name} failed (exit {out.returncode}):\n{out.stderr[-3000:]}", flush=True)
@@ -150,6 +151,9 @@ def main():
     ap.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help="model:side pairs")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=3,
+                    help="untimed steps before each measurement, for every peer (the first steps of a "
+                         "process fault in their buffers' pages and trace graphs)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--peers", nargs="+", default=list(WORKERS), help="which of " + ", ".join(WORKERS))
@@ -162,7 +166,7 @@ def main():
                                "print(f'torch {torch.__version__}, tensorflow {tensorflow.__version__}')"],
                               capture_output=True, text=True).stdout.strip()
     print(f"python {sys.version.split()[0]}; {versions}; {args.threads} threads; batch {args.batch}; "
-          f"{args.steps} steps a round; {time.strftime('%Y-%m-%d')}", flush=True)
+          f"{args.steps} steps a round after {args.warmup} warm-up; {time.strftime('%Y-%m-%d')}", flush=True)
     rounds = []
     for i in range(args.rounds):
         r = {}

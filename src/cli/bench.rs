@@ -2,7 +2,7 @@
 
 use super::common::bounded;
 use anyhow::{Context, Result};
-use artemis_engine::bench::{bench_model, time_to_accuracy};
+use artemis_engine::bench::{Timing, bench_model, time_to_accuracy};
 use artemis_engine::device::ComputeDevice;
 use artemis_engine::train::Strategy;
 use artemis_models::Architecture;
@@ -15,6 +15,10 @@ pub struct BenchArgs {
     /// Timed steps per measurement (median reported).
     #[arg(long, default_value_t = 5, value_parser = bounded::steps)]
     pub steps: usize,
+    /// Untimed steps before each measurement (the first training steps of a process also
+    /// fault in their buffers' pages).
+    #[arg(long, default_value_t = 1, value_parser = bounded::steps)]
+    pub warmup: usize,
     #[arg(long, default_value_t = 32, value_parser = bounded::batch)]
     pub batch_size: usize,
     /// Models to measure (repeat or comma-separate; default: the two baselines, with
@@ -315,7 +319,10 @@ pub(super) fn run(a: BenchArgs) -> Result<ExitCode> {
                 arch,
                 side,
                 a.batch_size,
-                a.steps,
+                Timing {
+                    steps: a.steps,
+                    warmup: a.warmup,
+                },
                 a.train_only,
                 a.device,
             )?);
@@ -327,9 +334,10 @@ pub(super) fn run(a: BenchArgs) -> Result<ExitCode> {
     }
     println!("device: {}", a.device);
     println!(
-        "threads: {} (RAYON_NUM_THREADS), median of {} steps after 1 warm-up",
+        "threads: {} (RAYON_NUM_THREADS), median of {} steps after {} warm-up",
         rayon::current_num_threads(),
-        a.steps
+        a.steps,
+        a.warmup
     );
     println!(
         "{:<18} {:>6} {:>6} {:>14} {:>12} {:>16}",

@@ -38,9 +38,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Median images/s of `steps` calls of `step` (each on `batch` images) after one warm-up call.
-fn timed(steps: usize, batch: usize, mut step: impl FnMut()) -> f64 {
-    step();
+/// How many calls a measurement times, after how many untimed ones.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub steps: usize,
+    /// Untimed calls first (at least one): the first training steps of a process also fault
+    /// in the pages of their buffers, which later steps reuse.
+    pub warmup: usize,
+}
+
+/// Median images/s of `t.steps` calls of `step` (each on `batch` images) after `t.warmup`.
+fn timed(t: Timing, batch: usize, mut step: impl FnMut()) -> f64 {
+    (0..t.warmup.max(1)).for_each(|_| step());
+    let steps = t.steps.max(1);
     let rates = (0..steps)
         .map(|_| {
             let t = Instant::now();
@@ -52,17 +62,17 @@ fn timed(steps: usize, batch: usize, mut step: impl FnMut()) -> f64 {
 }
 
 /// Times `steps` training steps and (unless `train_only`) `steps` inference batches, frozen
-/// stage extractions and cached-map training steps, each after one warm-up call, on `on`.
+/// stage extractions and cached-map training steps, each after `timing.warmup` calls, on `on`.
 pub fn bench_model(
     arch: Architecture,
     input: usize,
     batch: usize,
-    steps: usize,
+    timing: Timing,
     train_only: bool,
     on: ComputeDevice,
 ) -> Result<Vec<BenchRow>> {
     let spec = ModelSpec::new(arch, 12, (input, input));
-    let steps = steps.max(1);
+    let steps = timing.steps.max(1);
     let mut rows = Vec::new();
     // Training.
     let plain = on.open()?;
@@ -85,7 +95,7 @@ pub fn bench_model(
         images_per_s,
         steps,
     };
-    let train_rate = timed(steps, batch, || {
+    let train_rate = timed(timing, batch, || {
         let loss = loss_fn.forward(model.forward(x.clone()), y.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-3, model.clone(), grads);
@@ -102,7 +112,7 @@ pub fn bench_model(
         Distribution::Uniform(0.0, 255.0),
         &plain,
     );
-    let infer_rate = timed(steps, batch, || {
+    let infer_rate = timed(timing, batch, || {
         let _ = model.forward(x.clone()).into_data();
     });
     rows.push(row("infer", infer_rate));
@@ -111,14 +121,14 @@ pub fn bench_model(
     if let Some(top) = arch.top_stage() {
         for from in [top, arch.stages()] {
             let acts = model.forward_stages(x.clone(), 0, from);
-            let extract_rate = timed(steps, batch, || {
+            let extract_rate = timed(timing, batch, || {
                 let _ = model.forward_stages(x.clone(), 0, from).into_data();
             });
             rows.push(row(&format!("extract:{from}"), extract_rate));
             let mut tm = spec.init(&device)?.freeze_below(from);
             let mut optim = AdamConfig::new().init();
             let acts = Tensor::<4>::from_data(acts.into_data(), &device);
-            let rate = timed(steps, batch, || {
+            let rate = timed(timing, batch, || {
                 let loss = loss_fn.forward(tm.forward_from(acts.clone(), from), y.clone());
                 let grads = GradientsParams::from_grads(loss.backward(), &tm);
                 tm = optim.step(1e-3, tm.clone(), grads);
