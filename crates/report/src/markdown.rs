@@ -280,6 +280,13 @@ impl EvalReport {
                     ", included"
                 }
             );
+            if let Some((n, acc)) = ov.unseen_accuracy(&self.predictions) {
+                let _ = writeln!(
+                    o,
+                    "  task accuracy on the {n} files that copy no training or validation image: {acc:.4} \
+                     (--exclude-duplicates for the full report on them)"
+                );
+            }
         }
         if !self.skipped.is_empty() {
             let _ = writeln!(o, "  {} files skipped (see report.md)", self.skipped.len());

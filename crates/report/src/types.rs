@@ -229,6 +229,19 @@ impl OverlapReport {
             }
         )
     }
+
+    /// `(n, share correct)` of the rows whose file copies no training or validation image;
+    /// `None` when no file was left out of the comparison or no row is new.
+    pub fn unseen_accuracy(&self, rows: &[EvalRow]) -> Option<(usize, f64)> {
+        if self.excluded || self.files.is_empty() {
+            return None;
+        }
+        let copies: std::collections::HashSet<&PathBuf> =
+            self.files.iter().map(|f| &f.path).collect();
+        let new: Vec<&EvalRow> = rows.iter().filter(|r| !copies.contains(&r.path)).collect();
+        let right = new.iter().filter(|r| r.correct).count();
+        (!new.is_empty()).then(|| (new.len(), right as f64 / new.len() as f64))
+    }
 }
 
 /// One epoch's figures.
@@ -241,4 +254,51 @@ pub struct EpochMetrics {
     pub val_loss: f64,
     pub val_accuracy: f64,
     pub seconds: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(path: &str, correct: bool) -> EvalRow {
+        EvalRow {
+            path: path.into(),
+            truth: "glioma".into(),
+            predicted: "glioma".into(),
+            confidence: 0.9,
+            correct,
+            top3: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn unseen_accuracy_counts_only_the_files_without_a_copy() {
+        let copy = Overlap {
+            path: "t/a.jpg".into(),
+            matches: "Training/x.jpg".into(),
+            split: Split::Train,
+            kind: "exact".into(),
+            distance: 0,
+        };
+        let mut o = OverlapReport {
+            checked: 4,
+            threshold: 16,
+            exact: 1,
+            near: 0,
+            excluded: false,
+            files: vec![copy],
+        };
+        let rows = [
+            row("t/a.jpg", true),
+            row("t/b.jpg", false),
+            row("t/c.jpg", true),
+            row("t/d.jpg", false),
+        ];
+        assert_eq!(o.unseen_accuracy(&rows), Some((3, 1.0 / 3.0)));
+        o.excluded = true;
+        assert_eq!(o.unseen_accuracy(&rows), None, "already left out");
+        o.excluded = false;
+        o.files.clear();
+        assert_eq!(o.unseen_accuracy(&rows), None, "nothing overlaps");
+    }
 }
