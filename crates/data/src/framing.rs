@@ -61,7 +61,7 @@ impl Framing {
             Framing::Head => {
                 "cropped to the head (rows and columns with more than 2% of pixels above a \
                  tenth of the 99.5th percentile) and stretched (its 1st-99th percentile to \
-                 0-255), "
+                 0-255)"
             }
         }
     }
@@ -117,25 +117,23 @@ pub fn head(img: &RgbImage) -> RgbImage {
         (y1 - y0) as u32,
     )
     .to_image();
-    stretch(&mut out, t);
+    // The crop's values above the threshold, read from the values already computed.
+    let mut fg = [0u64; 256];
+    for row in value[y0 * w..y1 * w].chunks_exact(w) {
+        (row[x0..x1].iter().filter(|&&v| v > t)).for_each(|&v| fg[usize::from(v)] += 1);
+    }
+    stretch(&mut out, &fg);
     out
 }
 
-/// Maps the 1st..99th percentile of the values above `t` to 0..255, in place.
-fn stretch(img: &mut RgbImage, t: u8) {
-    let mut hist = [0u64; 256];
-    for p in img.pixels() {
-        let v = p.0[0].max(p.0[1]).max(p.0[2]);
-        if v > t {
-            hist[usize::from(v)] += 1;
-        }
-    }
+/// Maps the 1st..99th percentile of the histogram `hist` to 0..255, in place.
+fn stretch(img: &mut RgbImage, hist: &[u64; 256]) {
     if hist.iter().all(|&c| c == 0) {
         return;
     }
     let (lo, hi) = (
-        u32::from(percentile(&hist, 1, 100)),
-        u32::from(percentile(&hist, 99, 100)),
+        u32::from(percentile(hist, 1, 100)),
+        u32::from(percentile(hist, 99, 100)),
     );
     if hi <= lo {
         return;

@@ -91,17 +91,17 @@ impl Preprocess {
 
     /// Frames an image (see [`Framing`]) and resizes it to the input size.
     pub fn resize(&self, img: &RgbImage) -> RgbImage {
-        resize_rgb(
-            &self.framing.apply(img),
-            self.width,
-            self.height,
-            self.resize,
-        )
+        self.fit(&self.framed(img))
     }
 
     /// The picture the network sees before the resize: what heat maps are drawn over.
     pub fn framed<'a>(&self, img: &'a RgbImage) -> std::borrow::Cow<'a, RgbImage> {
         self.framing.apply(img)
+    }
+
+    /// Resizes an already [framed](Self::framed) picture to the input size.
+    pub fn fit(&self, framed: &RgbImage) -> RgbImage {
+        resize_rgb(framed, self.width, self.height, self.resize)
     }
 
     /// The preprocessing in words, for people reading an exported model's metadata.
@@ -122,7 +122,10 @@ impl Preprocess {
         format!(
             "decoded to 8-bit RGB, {}{resize} {}x{} (bilinear, antialiased), {values} per \
              channel, float32 NCHW [batch, 3, {}, {}] in RGB order",
-            self.framing.describe(),
+            match self.framing.describe() {
+                "" => String::new(),
+                text => format!("{text}, "),
+            },
             self.width,
             self.height,
             self.height,

@@ -289,8 +289,24 @@ pub fn explain(
     class: Option<usize>,
     opacity: f32,
 ) -> Result<Explanation> {
-    let prepared = clf.prepare(image);
+    explain_framed(
+        clf,
+        &clf.run.config.preprocess.framed(image),
+        class,
+        opacity,
+    )
+}
+
+/// [`explain`] of a picture already framed by the run's preprocessing
+/// (`Preprocess::framed`), for a caller that shows the framed picture too.
+pub fn explain_framed(
+    clf: &Classifier,
+    framed: &RgbImage,
+    class: Option<usize>,
+    opacity: f32,
+) -> Result<Explanation> {
     let pre = &clf.run.config.preprocess;
+    let prepared = pre.fit(framed);
     let (mut cams, mut probs) =
         clf.explain(&[&prepared], |p| class.unwrap_or_else(|| top1(p).0))?;
     let (cam, probabilities) = cams
@@ -299,8 +315,7 @@ pub fn explain(
         .ok_or_else(|| EngineError::Tensor("no map".into()))?;
     let class = cam.class;
     let st = style(clf, class, probabilities[class], opacity);
-    let framed = pre.framed(image);
-    let png = overlay_png(&framed, &cam, (pre.width, pre.height), pre.resize, &st)
+    let png = overlay_png(framed, &cam, (pre.width, pre.height), pre.resize, &st)
         .map_err(|e| EngineError::Tensor(e.to_string()))?;
     Ok(Explanation {
         class,

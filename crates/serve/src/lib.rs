@@ -15,7 +15,7 @@
 
 use artemis_data::input::{Format, InputOptions, open_bytes};
 use artemis_engine::infer::Classifier;
-use artemis_engine::predict::{PredictRow, SCHEMA, explain};
+use artemis_engine::predict::{PredictRow, SCHEMA, explain_framed};
 use artemis_engine::run::Run;
 use artemis_report::NOTICE;
 use axum::body::{Body, Bytes};
@@ -414,18 +414,19 @@ fn classify(state: &AppState, bytes: Bytes, name: &str) -> Result<serde_json::Va
     let image = (opened.pictures.into_iter().next())
         .map(|p| p.image)
         .ok_or_else(|| format!("{name}: no picture in the file"))?;
-    let e = explain(&state.clf, &image, None, 0.45).map_err(|e| format!("{name}: {e}"))?;
+    // The picture as the network saw it before its resize (cropped for a run with
+    // `--framing head`): classified, and shown under its map.
+    let image = state.clf.run.config.preprocess.framed(&image);
+    let e = explain_framed(&state.clf, &image, None, 0.45).map_err(|e| format!("{name}: {e}"))?;
     let uri = |bytes: &[u8]| {
         format!(
             "data:image/png;base64,{}",
             base64::engine::general_purpose::STANDARD.encode(bytes)
         )
     };
-    // The picture as the network saw it before its resize (cropped for a run with
-    // `--framing head`), at most 640 px, and the coloured map at the same size, for the page's
+    // That picture at most 640 px, and the coloured map at the same size, for the page's
     // opacity slider.
     let pre = &state.clf.run.config.preprocess;
-    let image = pre.framed(&image);
     let (w, h) = image.dimensions();
     let k = (640.0 / w.max(h) as f32).min(1.0);
     let (sw, sh) = (
