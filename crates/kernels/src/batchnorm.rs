@@ -11,6 +11,7 @@
 //! Statistics are taken per channel over images in order: results do not depend on threads.
 
 use crate::act::{self, Activation};
+use crate::fresh::{init_map, par_init};
 use crate::lanes;
 use crate::simd::vectorized;
 use rayon::prelude::*;
@@ -125,22 +126,19 @@ fn normalise(
     maps: &[Norm],
     f: impl Fn(f32) -> f32 + Sync + Copy,
 ) -> Vec<f32> {
-    let mut y = vec![0.0; x.len()];
-    y.par_chunks_mut(s.plane)
-        .zip(x.par_chunks(s.plane))
-        .enumerate()
-        .for_each(|(p, (y, x))| {
+    par_init(
+        x.len(),
+        s.plane,
+        || (),
+        |_, p, y| {
             let norm = maps[p % s.c];
+            let x = &x[p * s.plane..][..s.plane];
             vectorized(
                 #[inline(always)]
-                || {
-                    for (y, x) in y.iter_mut().zip(x) {
-                        *y = f(norm.z(*x));
-                    }
-                },
+                || init_map(y, x, |x| f(norm.z(x))),
             )
-        });
-    y
+        },
+    )
 }
 
 /// Inputs of [`backward`] besides the shape and the activation.

@@ -12,7 +12,8 @@
 //! uses the input plane as its im2col matrix: no copy.
 
 use crate::act::{self, Activation};
-use crate::gemm::{Mat, gemm};
+use crate::fresh::{init_zeros, par_init};
+use crate::gemm::{Mat, gemm, gemm_into};
 use crate::geom::ConvGeom;
 use crate::lanes;
 use rayon::prelude::*;
@@ -113,7 +114,7 @@ pub(crate) fn columns<'a>(
 }
 
 /// `act(y) [n, o, oh, ow]` of `x [n, c, h, w]`, `w [o, c / groups, kh, kw]` and an optional
-/// bias.
+/// bias. Each image's output is written by its GEMMs, never zeroed first (`fresh.rs`).
 pub fn forward(
     g: &ConvGeom,
     x: &[f32],
@@ -122,60 +123,65 @@ pub fn forward(
     act: Activation,
 ) -> Vec<f32> {
     let (ohw, og, ckk) = (g.out_plane(), g.og(), g.ckk());
-    let mut y = vec![0.0; g.n * g.o * ohw];
-    y.par_chunks_mut(g.o * ohw)
-        .zip(x.par_chunks(g.c * g.in_plane()))
-        .for_each_init(
-            || col_buffer(g),
-            |col, (y_n, x_n)| {
+    let x_n = |n: usize| &x[n * g.c * g.in_plane()..][..g.c * g.in_plane()];
+    par_init(
+        g.n * g.o * ohw,
+        g.o * ohw,
+        || col_buffer(g),
+        |col, n, y_n| {
+            let y_n = if g.groups == 1 {
+                let cols = Mat::rows(columns(g, x_n(n), 0, col), ohw);
+                gemm_into(og, ohw, ckk, y_n, Mat::rows(w, ckk), cols)
+            } else {
+                let y_n = init_zeros(y_n);
                 for grp in 0..g.groups {
-                    let cols = columns(g, x_n, grp, col);
-                    let w_g = &w[grp * og * ckk..][..og * ckk];
-                    let y_g = &mut y_n[grp * og * ohw..][..og * ohw];
-                    gemm(
-                        og,
-                        ohw,
-                        ckk,
-                        y_g,
-                        Mat::rows(w_g, ckk),
-                        Mat::rows(cols, ohw),
-                        false,
-                    );
+                    let cols = Mat::rows(columns(g, x_n(n), grp, col), ohw);
+                    let (w_g, y_g) = (&w[grp * og * ckk..][..og * ckk], &mut y_n[grp * og * ohw..]);
+                    gemm(og, ohw, ckk, y_g, Mat::rows(w_g, ckk), cols, false);
                 }
-                if let Some(b) = bias {
-                    for (row, b) in y_n.chunks_mut(ohw).zip(b) {
-                        row.iter_mut().for_each(|v| *v += b);
-                    }
+                y_n
+            };
+            if let Some(b) = bias {
+                for (row, b) in y_n.chunks_mut(ohw).zip(b) {
+                    row.iter_mut().for_each(|v| *v += b);
                 }
-                act::apply(y_n, act);
-            },
-        );
-    y
+            }
+            act::apply(y_n, act);
+            y_n
+        },
+    )
 }
 
-/// `dx [n, c, h, w]` from `dy [n, o, oh, ow]` and the weight.
+/// `dx [n, c, h, w]` from `dy [n, o, oh, ow]` and the weight. A pointwise convolution's
+/// `dx` is written by one GEMM per image; the others' are zeroed per image (in cache) and
+/// accumulated by `col2im`.
 pub fn backward_input(g: &ConvGeom, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let (ohw, og, ckk, cg) = (g.out_plane(), g.og(), g.ckk(), g.cg());
-    let mut dx = vec![0.0; g.n * g.c * g.in_plane()];
-    dx.par_chunks_mut(g.c * g.in_plane())
-        .zip(dy.par_chunks(g.o * ohw))
-        .for_each_init(
-            || col_buffer(g),
-            |col, (dx_n, dy_n)| {
-                for grp in 0..g.groups {
-                    let w_t = Mat::transposed(&w[grp * og * ckk..][..og * ckk], ckk);
-                    let dy_g = Mat::rows(&dy_n[grp * og * ohw..][..og * ohw], ohw);
-                    let dx_g = &mut dx_n[grp * cg * g.in_plane()..][..cg * g.in_plane()];
-                    if g.is_pointwise() {
-                        gemm(cg, ohw, og, dx_g, w_t, dy_g, false);
-                    } else {
-                        gemm(ckk, ohw, og, col, w_t, dy_g, false);
-                        col2im(g, col, dx_g);
-                    }
+    par_init(
+        g.n * g.c * g.in_plane(),
+        g.c * g.in_plane(),
+        || col_buffer(g),
+        |col, n, dx_n| {
+            let dy_n = &dy[n * g.o * ohw..][..g.o * ohw];
+            if g.is_pointwise() && g.groups == 1 {
+                let w_t = Mat::transposed(w, ckk);
+                return gemm_into(cg, ohw, og, dx_n, w_t, Mat::rows(dy_n, ohw));
+            }
+            let dx_n = init_zeros(dx_n);
+            for grp in 0..g.groups {
+                let w_t = Mat::transposed(&w[grp * og * ckk..][..og * ckk], ckk);
+                let dy_g = Mat::rows(&dy_n[grp * og * ohw..][..og * ohw], ohw);
+                let dx_g = &mut dx_n[grp * cg * g.in_plane()..][..cg * g.in_plane()];
+                if g.is_pointwise() {
+                    gemm(cg, ohw, og, dx_g, w_t, dy_g, false);
+                } else {
+                    gemm(ckk, ohw, og, col, w_t, dy_g, false);
+                    col2im(g, col, dx_g);
                 }
-            },
-        );
-    dx
+            }
+            dx_n
+        },
+    )
 }
 
 /// `dW [o, c / groups, kh, kw]` from the input and `dy`.

@@ -8,6 +8,7 @@
 
 use crate::act::{self, Activation};
 use crate::dw_blocked;
+use crate::fresh::{init_fill, init_zeros, par_init};
 use crate::geom::ConvGeom;
 use crate::lanes;
 use crate::simd::vectorized;
@@ -64,22 +65,23 @@ pub fn forward(
         return dw_blocked::forward(g, x, w, bias, act);
     }
     let (taps, kk) = (taps(g), g.kh * g.kw);
-    let mut y = vec![0.0; g.n * g.c * g.out_plane()];
-    y.par_chunks_mut(g.out_plane())
-        .enumerate()
-        .for_each(|(p, y)| {
+    let planes = g.n * g.c * g.out_plane();
+    par_init(
+        planes,
+        g.out_plane(),
+        || (),
+        |_, p, y| {
             let c = p % g.c;
             let x = &x[p * g.in_plane()..][..g.in_plane()];
-            if let Some(b) = bias {
-                y.fill(b[c]);
-            }
+            let y = init_fill(y, bias.map_or(0.0, |b| b[c]));
             vectorized(
                 #[inline(always)]
                 || plane_forward(g, &taps, &w[c * kk..][..kk], x, y),
             );
             act::apply(y, act);
-        });
-    y
+            y
+        },
+    )
 }
 
 /// One output plane, row by row: every tap that reaches a row adds into it while it is hot.
@@ -100,18 +102,21 @@ pub fn backward_input(g: &ConvGeom, w: &[f32], dy: &[f32]) -> Vec<f32> {
         return dw_blocked::backward_input(g, w, dy);
     }
     let (taps, kk) = (taps(g), g.kh * g.kw);
-    let mut dx = vec![0.0; g.n * g.c * g.in_plane()];
-    dx.par_chunks_mut(g.in_plane())
-        .enumerate()
-        .for_each(|(p, dx)| {
-            let c = p % g.c;
+    let planes = g.n * g.c * g.in_plane();
+    par_init(
+        planes,
+        g.in_plane(),
+        || (),
+        |_, p, dx| {
+            let (c, dx) = (p % g.c, init_zeros(dx));
             let dy = &dy[p * g.out_plane()..][..g.out_plane()];
             vectorized(
                 #[inline(always)]
                 || plane_backward_input(g, &taps, &w[c * kk..][..kk], dy, dx),
             );
-        });
-    dx
+            dx
+        },
+    )
 }
 
 #[inline(always)]

@@ -15,6 +15,7 @@
 //! the thread count.
 
 use crate::act::{self, Activation};
+use crate::fresh::{init_zeros, par_init};
 use crate::geom::ConvGeom;
 use crate::simd::vectorized;
 use rayon::prelude::*;
@@ -144,13 +145,14 @@ pub(crate) fn forward(
     act: Activation,
 ) -> Vec<f32> {
     let wp = pack_weights(w, g.c, g.kh * g.kw);
-    let mut y = vec![0.0; g.n * g.c * g.oh * g.ow];
-    y.par_chunks_mut(g.c * g.oh * g.ow)
-        .zip(x.par_chunks(g.c * g.h * g.w))
-        .for_each_init(Vec::new, |scratch, (y_n, x_n)| {
-            forward_image(g, x_n, &wp, bias, act, y_n, scratch)
-        });
-    y
+    let image = g.c * g.oh * g.ow;
+    par_init(g.n * image, image, Vec::new, |scratch, n, y_n| {
+        // Every element is written below; zeroed here, in cache, as safe code must.
+        let y_n = init_zeros(y_n);
+        let x_n = &x[n * g.c * g.h * g.w..][..g.c * g.h * g.w];
+        forward_image(g, x_n, &wp, bias, act, y_n, scratch);
+        y_n
+    })
 }
 
 /// Copies `dy_n`'s planes of channels `c0 .. c0 + k` into `dst [oh * ow, 8]`.
@@ -171,26 +173,27 @@ fn pack_output(g: &ConvGeom, dy_n: &[f32], c0: usize, k: usize, dst: &mut [f32])
 pub(crate) fn backward_input(g: &ConvGeom, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let (p, kk, ohw) = (Padded::of(g), g.kh * g.kw, g.oh * g.ow);
     let (taps, wp) = (p.taps(g), pack_weights(w, g.c, kk));
-    let mut dx = vec![0.0; g.n * g.c * g.h * g.w];
-    dx.par_chunks_mut(g.c * g.h * g.w)
-        .zip(dy.par_chunks(g.c * ohw))
-        .for_each_init(
-            || (vec![0.0; p.len()], vec![0.0; ohw * L]),
-            |(dp, db), (dx_n, dy_n)| {
-                for c0 in (0..g.c).step_by(L) {
-                    let k = L.min(g.c - c0);
-                    let wb = &wp[c0 * kk..][..kk * L];
-                    pack_output(g, dy_n, c0, k, db);
-                    dp.fill(0.0);
-                    vectorized(
-                        #[inline(always)]
-                        || scatter(g, &p, &taps, wb, db, dp),
-                    );
-                    unpack_input(g, &p, dp, &mut dx_n[c0 * g.h * g.w..], k);
-                }
-            },
-        );
-    dx
+    let image = g.c * g.h * g.w;
+    par_init(
+        g.n * image,
+        image,
+        || (vec![0.0; p.len()], vec![0.0; ohw * L]),
+        |(dp, db), n, dx_n| {
+            let (dx_n, dy_n) = (init_zeros(dx_n), &dy[n * g.c * ohw..][..g.c * ohw]);
+            for c0 in (0..g.c).step_by(L) {
+                let k = L.min(g.c - c0);
+                let wb = &wp[c0 * kk..][..kk * L];
+                pack_output(g, dy_n, c0, k, db);
+                dp.fill(0.0);
+                vectorized(
+                    #[inline(always)]
+                    || scatter(g, &p, &taps, wb, db, dp),
+                );
+                unpack_input(g, &p, dp, &mut dx_n[c0 * g.h * g.w..], k);
+            }
+            dx_n
+        },
+    )
 }
 
 /// `dp[origin + tap] += w[tap] * db[pixel]` over every output pixel and tap.

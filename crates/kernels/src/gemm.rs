@@ -1,10 +1,12 @@
-//! A bounds-checked front to the `gemm` crate (the GEMM burn-flex uses): the one place in
-//! artemis that calls `unsafe` code.
+//! A bounds-checked front to the `gemm` crate (the GEMM burn-flex uses). With `fresh.rs`
+//! (output buffers that are not zeroed first), the only places in artemis that use `unsafe`.
 //!
 //! Matrices are views of `f32` slices with element strides: element `(i, j)` of a view is
 //! `data[i * rs + j * cs]`. Every view is checked against its slice before the call, so the
 //! pointers the `gemm` crate reads and writes stay inside the slices it was given.
 #![allow(unsafe_code)]
+
+use std::mem::MaybeUninit;
 
 /// A read-only `rows x cols` view of a slice.
 #[derive(Clone, Copy)]
@@ -61,6 +63,52 @@ pub(crate) fn gemm(
         "gemm: destination {} < {m}x{n}",
         dst.len()
     );
+    if k == 0 && !accumulate {
+        dst[..m * n].fill(0.0);
+    }
+    // SAFETY: `dst` holds `m x n` elements (checked above) and is borrowed mutably, so
+    // nothing else aliases it.
+    unsafe { raw(m, n, k, dst.as_mut_ptr(), a, b, accumulate) }
+}
+
+/// `dst = a x b` into a destination that need not be initialised (a chunk of a
+/// [`crate::fresh::par_init`] buffer): `dst` is exactly `m x n`, row-major, and comes back as
+/// the floats written.
+///
+/// # Panics
+/// If `dst` is not `m * n` long or a view does not fit its slice.
+pub(crate) fn gemm_into<'d>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &'d mut [MaybeUninit<f32>],
+    a: Mat,
+    b: Mat,
+) -> &'d mut [f32] {
+    assert_eq!(dst.len(), m * n, "gemm_into: destination is not {m}x{n}");
+    if k == 0 || dst.is_empty() {
+        return crate::fresh::init_zeros(dst);
+    }
+    // SAFETY: `dst` holds `m x n` elements and is borrowed mutably. With `accumulate` false
+    // the `gemm` crate sets its `alpha` to zero and never reads the destination
+    // (gemm-common 0.19, `gemm_basic_generic`: `if !read_dst { alpha.set_zero() }`; its
+    // microkernels store `beta * a x b` when alpha is zero), and with k > 0 it writes every
+    // one of the `m x n` elements before returning.
+    unsafe {
+        raw(m, n, k, dst.as_mut_ptr().cast::<f32>(), a, b, false);
+        &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32])
+    }
+}
+
+/// The `gemm` crate's call, once the views are checked to fit their slices.
+///
+/// # Safety
+/// `dst` must be valid for writes (and, with `accumulate`, reads) of `m x n` floats, row
+/// stride `n`, and alias neither view.
+///
+/// # Panics
+/// If a view does not fit its slice.
+unsafe fn raw(m: usize, n: usize, k: usize, dst: *mut f32, a: Mat, b: Mat, accumulate: bool) {
     assert!(
         a.data.len() >= extent(m, k, a.rs, a.cs),
         "gemm: lhs does not fit"
@@ -69,24 +117,18 @@ pub(crate) fn gemm(
         b.data.len() >= extent(k, n, b.rs, b.cs),
         "gemm: rhs does not fit"
     );
-    if m == 0 || n == 0 {
+    if m == 0 || n == 0 || k == 0 {
         return;
     }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    // SAFETY: the three views were checked above to lie inside their slices (the largest
-    // index each can reach is below its length); `dst` is borrowed mutably, so no other view
-    // aliases it; strides fit in isize because they index allocated slices.
+    // SAFETY: the two views were checked above to lie inside their slices (the largest
+    // index each can reach is below its length); the caller vouches for `dst`; strides fit
+    // in isize because they index allocated slices.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
             accumulate,

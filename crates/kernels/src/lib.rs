@@ -28,6 +28,7 @@ mod conv;
 mod conv_pool;
 mod depthwise;
 mod dw_blocked;
+mod fresh;
 mod gemm;
 mod geom;
 mod lanes;
