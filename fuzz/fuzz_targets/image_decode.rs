@@ -1,12 +1,22 @@
 //! JPEG/PNG decoding as every command does it: header check against the pixel limit, decode,
-//! EXIF orientation, resize to a network input. Any panic, abort or runaway allocation is a bug.
+//! EXIF orientation, resize to a network input. Any panic that escapes, abort or runaway
+//! allocation is a bug.
 #![no_main]
 
 use artemis_data::image_io::{ResizeMode, decode_rgb, resize_rgb};
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
+use std::sync::Once;
+
+/// libfuzzer-sys installs a panic hook that aborts at once, before any `catch_unwind` can act.
+/// `decode_rgb` deliberately catches a panic inside the fallback JPEG decoder (a dependency
+/// meeting hostile bytes) and reports the file instead, so here the hook only prints. A panic
+/// that escapes `decode_rgb` still ends the run: libfuzzer-sys aborts on any panic that
+/// reaches it.
+static PRINT_ONLY: Once = Once::new();
 
 fuzz_target!(|data: &[u8]| {
+    PRINT_ONLY.call_once(|| std::panic::set_hook(Box::new(|info| eprintln!("caught: {info}"))));
     // 4 megapixels: enough for any real slice, small enough that libFuzzer's memory limit
     // is never the first thing to trip.
     if let Ok(img) = decode_rgb(data, Path::new("fuzz-input"), 1 << 22) {

@@ -79,6 +79,22 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
     }
 }
 
+/// Runs `image`'s decoder, turning a panic inside it into an error naming the file: that is a
+/// dependency meeting hostile bytes, and one such file must not end a run over thousands.
+/// (zune-jpeg 0.5.15 indexes past its buffers on some malformed JPEGs that libjpeg-turbo
+/// refuses; the fuzzer finds them within seconds.)
+fn guarded<T>(path: &Path, decode: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
+        let what = (panic.downcast_ref::<String>().map(String::as_str))
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(DataError::Decode {
+            path: path.to_path_buf(),
+            reason: format!("the image decoder failed on it ({what})"),
+        })
+    })
+}
+
 /// Decodes image bytes to 8-bit RGB. `path` is only used in messages; a decoder warning is
 /// logged ([`decode_rgb_checked`] returns it).
 pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage> {
@@ -103,7 +119,7 @@ pub fn decode_rgb_checked(
     if bytes.is_empty() {
         return Err(decode_err("file is empty (0 bytes)".into()));
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
+    let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| decode_err(e.to_string()))?;
     let Some(format) = reader.format() else {
@@ -115,8 +131,9 @@ pub fn decode_rgb_checked(
         return Err(decode_err(what.into()));
     };
     // JPEG: libjpeg-turbo reads it (see `jpeg`), its header checked against our limits before
-    // any pixel is decoded. What it cannot give as RGB (CMYK/YCCK colour, or a file it refuses
-    // as malformed) goes on to `image`'s decoder (zune-jpeg) below.
+    // any pixel is decoded. A file it refuses as malformed (or in a colour space it does not
+    // give as RGB) goes on to `image`'s decoder (zune-jpeg) below, which reads some damaged
+    // files leniently.
     let mut warning = None;
     if format == image::ImageFormat::Jpeg {
         if !jpeg_is_complete(bytes) {
@@ -139,21 +156,26 @@ pub fn decode_rgb_checked(
             }
         }
     }
+    guarded(path, || decode_with_image(reader, path, max_pixels)).map(|img| (img, warning))
+}
+
+/// Decodes with `image`'s own decoders (PNG; JPEG that libjpeg-turbo did not read).
+fn decode_with_image(
+    mut reader: ImageReader<Cursor<&[u8]>>,
+    path: &Path,
+    max_pixels: u64,
+) -> Result<RgbImage> {
+    let png = reader.format() == Some(image::ImageFormat::Png);
+    let decode_err = |e: image::ImageError| DataError::Decode {
+        path: path.to_path_buf(),
+        reason: if png { png_reason(&e) } else { e.to_string() },
+    };
     // One decoder: its header gives the size, checked against our limit (with our message)
     // before any pixel is decoded; the decoder's own limits follow from that size.
     reader.no_limits();
-    let mut decoder = reader.into_decoder().map_err(|e| {
-        decode_err(if format == image::ImageFormat::Png {
-            png_reason(&e)
-        } else {
-            e.to_string()
-        })
-    })?;
+    let mut decoder = reader.into_decoder().map_err(decode_err)?;
     let (width, height) = decoder.dimensions();
     let pixels = check_size(path, width, height, max_pixels)?;
-    let png = format == image::ImageFormat::Png;
-    let decode_err =
-        |e: image::ImageError| decode_err(if png { png_reason(&e) } else { e.to_string() });
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(width);
     limits.max_image_height = Some(height);
@@ -167,7 +189,7 @@ pub fn decode_rgb_checked(
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
-    Ok((img.into_rgb8(), warning))
+    Ok(img.into_rgb8())
 }
 
 /// How an image is brought to the network's input size.
@@ -304,6 +326,72 @@ mod tests {
         assert!(truncated.is_err());
         let big = decode_rgb(&png_bytes(100, 100), p, 99 * 100).unwrap_err();
         assert!(matches!(big, DataError::TooLarge { pixels: 10000, .. }));
+    }
+
+    /// A small CMYK JPEG written by jpeg-encoder, component 1's sampling factors (`h << 4 |
+    /// v`) set to `sampling` and, when `split`, the scan header cut to the first three of the
+    /// four components (a malformed file on which zune-jpeg 0.5.15 panics).
+    fn cmyk_jpeg(sampling: u8, split: bool) -> Vec<u8> {
+        let px: Vec<u8> = (0..24 * 16 * 4).map(|i| (i * 37 % 251) as u8).collect();
+        let mut out = Vec::new();
+        let enc = jpeg_encoder::Encoder::new(&mut out, 90);
+        enc.encode(&px, 24, 16, jpeg_encoder::ColorType::Cmyk)
+            .unwrap();
+        let sof = out.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        assert_eq!(out[sof + 9], 4, "four components");
+        out[sof + 10 + 3 + 1] = sampling;
+        if split {
+            let sos = out.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+            assert_eq!(out[sos + 4], 4);
+            out[sos + 3] -= 2;
+            out[sos + 4] = 3;
+            out.drain(sos + 11..sos + 13);
+        }
+        out
+    }
+
+    #[test]
+    fn cmyk_is_read_by_libjpeg_as_image_reads_it() {
+        let bytes = cmyk_jpeg(0x11, false);
+        let ours = match jpeg::decode(&bytes, |w, h| Ok(u64::from(w * h))) {
+            Ok(d) => d.image,
+            Err(_) => panic!("libjpeg-turbo did not read the CMYK file"),
+        };
+        let theirs = image::load_from_memory(&bytes).unwrap().into_rgb8();
+        assert_eq!(ours.dimensions(), (24, 16));
+        let worst = ours.as_raw().iter().zip(theirs.as_raw());
+        let worst = worst.map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        // The two decoders' IDCTs differ by a level or two; a wrong colour rule (ink not
+        // inverted, black ignored) would be off by up to 255.
+        assert!(
+            worst <= 4,
+            "largest difference {worst} grey levels (measured: 2)"
+        );
+    }
+
+    #[test]
+    fn a_decoder_panic_on_a_malformed_jpeg_is_an_error_naming_the_file() {
+        let p = Path::new("split.jpg");
+        let split = cmyk_jpeg(0x22, true);
+        // What the guard is for: zune-jpeg 0.5.15 panics on these bytes.
+        let raw = guarded(p, || Ok(image::load_from_memory(&split).map(|i| i.width())));
+        assert!(raw.is_err(), "{raw:?}");
+        match decode_rgb_checked(&split, p, DEFAULT_MAX_PIXELS) {
+            Ok((img, warning)) => assert!(warning.is_some(), "{:?}", img.dimensions()),
+            Err(e) => assert!(e.to_string().contains("split.jpg"), "{e}"),
+        }
+    }
+
+    #[test]
+    fn a_panic_in_the_decoder_becomes_an_error_naming_the_file() {
+        let p = Path::new("scan.jpg");
+        let out: Result<()> = guarded(p, || panic!("index 120 out of range"));
+        let text = out.unwrap_err().to_string();
+        assert!(
+            text.contains("scan.jpg") && text.contains("index 120 out of range"),
+            "{text}"
+        );
+        assert_eq!(guarded(p, || Ok(7)).unwrap(), 7);
     }
 
     #[test]

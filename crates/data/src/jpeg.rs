@@ -8,6 +8,10 @@
 //! libjpeg-turbo's, unchanged), with its SIMD code where `nasm` is installed and plain C
 //! otherwise; both give the same pixels.
 //!
+//! CMYK and YCCK files (print-world JPEGs, stored the Adobe way with inverted ink amounts) are
+//! read as CMYK and brought to RGB here, with the same rule as `image`'s decoder (each ink
+//! value times the black one, [`blinn`]).
+//!
 //! libjpeg reports a fatal error through `error_exit`, which must not return: ours unwinds (the
 //! `C-unwind` ABI), and the unwind is caught here. Damaged entropy-coded data is not fatal:
 //! libjpeg warns and decodes on (grey where data is missing); the first such warning comes back
@@ -26,7 +30,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 pub(crate) enum Failure {
     /// Refused for good (over the pixel limit): the error to report.
     Refused(DataError),
-    /// Colour that libjpeg does not convert to RGB (CMYK, YCCK).
+    /// A colour space artemis does not read through libjpeg (none of grey, YCbCr, RGB, CMYK
+    /// or YCCK).
     Colour,
     /// libjpeg refused the file as malformed: why.
     Fatal(String),
@@ -130,6 +135,22 @@ fn orientation(d: &Decompress<&[u8]>) -> Option<image::metadata::Orientation> {
     })
 }
 
+/// `value * black / 255`, rounded as `image`'s decoder (zune-jpeg) does it, for stored (Adobe,
+/// inverted) ink amounts: no ink (255) leaves the other value as it is.
+fn blinn(value: u8, black: u8) -> u8 {
+    let t = i32::from(value) * i32::from(black) + 128;
+    ((t + (t >> 8)) >> 8) as u8
+}
+
+/// Interleaved CMYK samples as libjpeg gives them (inverted, the Adobe way) to RGB.
+fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
+    let rgb = cmyk.chunks_exact(4).flat_map(|p| {
+        let [c, m, y, k] = [p[0], p[1], p[2], p[3]];
+        [blinn(c, k), blinn(m, k), blinn(y, k)]
+    });
+    rgb.collect()
+}
+
 /// Decodes JPEG bytes to 8-bit RGB (grey replicated to three channels, the EXIF orientation
 /// applied), checking the header's size against `check_size` before any pixel is decoded.
 pub(crate) fn decode(
@@ -142,17 +163,26 @@ pub(crate) fn decode(
             .with_markers(&[Marker::APP(1)])
             .from_mem(bytes)
             .map_err(|e| Failure::Fatal(e.to_string()))?;
-        match d.color_space() {
-            ColorSpace::JCS_GRAYSCALE | ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB => {}
+        let cmyk = match d.color_space() {
+            ColorSpace::JCS_GRAYSCALE | ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB => false,
+            ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK => true,
             _ => return Err(Failure::Colour),
-        }
+        };
         let (w, h) = (d.width() as u32, d.height() as u32);
         check_size(w, h).map_err(Failure::Refused)?;
         let turn = orientation(&d);
-        let mut started = d.rgb().map_err(|e| Failure::Fatal(e.to_string()))?;
-        let pixels: Vec<u8> = started
+        let started = if cmyk {
+            d.to_colorspace(ColorSpace::JCS_CMYK)
+        } else {
+            d.rgb()
+        };
+        let mut started = started.map_err(|e| Failure::Fatal(e.to_string()))?;
+        let mut pixels: Vec<u8> = started
             .read_scanlines()
             .map_err(|e| Failure::Fatal(e.to_string()))?;
+        if cmyk {
+            pixels = cmyk_to_rgb(&pixels);
+        }
         started
             .finish()
             .map_err(|e| Failure::Fatal(e.to_string()))?;
