@@ -237,6 +237,25 @@ fn build_corpus(
         Expect::Used,
         "image_decode",
     );
+    // A CMYK frame whose scan carries three of its four components, behind an extension
+    // marker (JPG0) that libjpeg-turbo refuses: it goes on to `image`'s decoder, whose panic
+    // on it (zune-jpeg 0.5.15; found by the fuzzer) must come back as a skipped file.
+    let mut split = jpeg_encoder(&grey(0, 23), true, false, None);
+    let at = |b: &[u8], m: u8| b.windows(2).position(|w| w == [0xFF, m]).unwrap();
+    let sof = at(&split, 0xC0);
+    split[sof + 14] = 0x22;
+    let sos = at(&split, 0xDA);
+    split[sos + 3] -= 2;
+    split[sos + 4] = 3;
+    split.drain(sos + 11..sos + 13);
+    split.splice(sos..sos, [0xFF, 0xF0, 0, 4, 0, 0]);
+    add(
+        "JPEG that image's decoder panics on",
+        "glioma_coronal/decoder-panic.jpg",
+        &split,
+        Expect::Skipped(&["the image decoder failed"]),
+        "image_decode",
+    );
     add(
         "progressive JPEG",
         "pituitary_transverse/ok-progressive.jpg",

@@ -83,6 +83,7 @@ fn fatal(code: c_int) -> String {
         | ffi::JERR_BAD_PRECISION
         | ffi::JERR_COMPONENT_COUNT => "a malformed header".into(),
         ffi::JERR_INPUT_EOF => "the data ends early".into(),
+        ffi::JERR_UNKNOWN_MARKER => "an unsupported marker".into(),
         _ => format!("libjpeg error code {code}"),
     }
 }
