@@ -16,12 +16,7 @@ fn main() -> std::process::ExitCode {
         .init();
     // A panic inside an image decoder on hostile bytes comes back as an error naming the file
     // (artemis-data catches it); print nothing for it here.
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if !artemis_data::image_io::in_guarded_decode() {
-            default_hook(info)
-        }
-    }));
+    artemis_data::guard::skip_guarded_panics(std::panic::take_hook());
     let args = cli::Cli::parse();
     if args.command.keeps_freed_memory() {
         alloc::keep_freed_memory();

@@ -257,12 +257,20 @@ pub fn decode_dicom(bytes: Vec<u8>, path: &Path, opts: &DicomOptions) -> Result<
         .transfer_syntax()
         .trim_end_matches('\0')
         .to_string();
-    let decoded = obj.decode_pixel_data().map_err(|e| {
-        bad(
-            path,
-            format!("cannot decode pixel data (transfer syntax {ts}): {e}"),
-        )
-    })?;
+    // The pixel data decoders (JPEG, RLE, ...) are others' code meeting the file's bytes.
+    let decoded = crate::guard::catch_panic(|| obj.decode_pixel_data())
+        .map_err(|what| {
+            bad(
+                path,
+                format!("the pixel data decoder failed on it ({what})"),
+            )
+        })?
+        .map_err(|e| {
+            bad(
+                path,
+                format!("cannot decode pixel data (transfer syntax {ts}): {e}"),
+            )
+        })?;
     let photometric = decoded.photometric_interpretation().as_ref().to_string();
     let mut out = Vec::with_capacity(decoded.number_of_frames() as usize);
     for f in 0..decoded.number_of_frames() {

@@ -7,7 +7,6 @@ use crate::error::{DataError, Result};
 use crate::jpeg;
 use fast_image_resize as fr;
 use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
-use std::cell::Cell;
 use std::io::Cursor;
 use std::path::Path;
 
@@ -80,30 +79,13 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
     }
 }
 
-thread_local! {
-    /// Whether this thread is inside [`guarded`].
-    static GUARDED: Cell<bool> = const { Cell::new(false) };
-}
+pub use crate::guard::in_guarded_decode;
 
-/// Whether the current thread is decoding inside the guard that turns a decoder's panic into
-/// an error naming the file. A panic hook (the binary's, the fuzz target's) leaves such a
-/// panic unprinted: the error that follows says what happened, and where.
-pub fn in_guarded_decode() -> bool {
-    GUARDED.with(Cell::get)
-}
-
-/// Runs `image`'s decoder, turning a panic inside it into an error naming the file: that is a
-/// dependency meeting hostile bytes, and one such file must not end a run over thousands.
-/// (zune-jpeg 0.5.15 indexes past its buffers on some malformed JPEGs that libjpeg-turbo
-/// refuses; the fuzzer finds them within seconds.)
+/// Runs `image`'s decoder, turning a panic inside it into an error naming the file
+/// ([`crate::guard`]). zune-jpeg 0.5.15 indexes past its buffers on some malformed JPEGs that
+/// libjpeg-turbo refuses; the fuzzer finds them within seconds.
 fn guarded<T>(path: &Path, decode: impl FnOnce() -> Result<T>) -> Result<T> {
-    GUARDED.with(|g| g.set(true));
-    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode));
-    GUARDED.with(|g| g.set(false));
-    run.unwrap_or_else(|panic| {
-        let what = (panic.downcast_ref::<String>().map(String::as_str))
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("no message");
+    crate::guard::catch_panic(decode).unwrap_or_else(|what| {
         Err(DataError::Decode {
             path: path.to_path_buf(),
             reason: format!("the image decoder failed on it ({what})"),

@@ -17,6 +17,7 @@ pub mod dicom;
 pub mod error;
 pub mod framing;
 pub mod fsutil;
+pub mod guard;
 pub mod hash;
 pub mod image_io;
 pub mod input;
