@@ -79,8 +79,6 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
     }
 }
 
-pub use crate::guard::in_guarded_decode;
-
 /// Runs `image`'s decoder, turning a panic inside it into an error naming the file
 /// ([`crate::guard`]). zune-jpeg 0.5.15 indexes past its buffers on some malformed JPEGs that
 /// libjpeg-turbo refuses; the fuzzer finds them within seconds.
@@ -381,7 +379,7 @@ mod tests {
             text.contains("split.jpg") && text.contains("the image decoder failed"),
             "{text}"
         );
-        assert!(!in_guarded_decode());
+        assert!(!crate::guard::in_guarded_decode());
     }
 
     #[test]
