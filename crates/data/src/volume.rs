@@ -298,12 +298,15 @@ type Grid = (ArrayD<f32>, &'static str, [(usize, bool); 3]);
 
 /// Reads the voxels of a checked header ([`Grid`]).
 fn read_grid(path: &Path, raw: &[u8], grid: [usize; 3]) -> Result<Grid> {
-    let obj = InMemNiftiObject::from_reader(std::io::Cursor::new(raw)).map_err(|e| bad(path, e))?;
-    let (m, source) = orientation(obj.header());
-    let mut data: ArrayD<f32> = obj
-        .into_volume()
-        .into_ndarray::<f32>()
-        .map_err(|e| bad(path, e))?;
+    // The `nifti` crate is others' code meeting the file's bytes: a panic in it (one was found
+    // by fuzzing, now refused in `checked_grid`) is an error for this file.
+    let read = crate::guard::catch_panic(|| -> std::result::Result<_, nifti::NiftiError> {
+        let obj = InMemNiftiObject::from_reader(std::io::Cursor::new(raw))?;
+        let (m, source) = orientation(obj.header());
+        Ok((m, source, obj.into_volume().into_ndarray::<f32>()?))
+    });
+    let read = read.map_err(|what| bad(path, format!("the reader failed on it ({what})")))?;
+    let (m, source, mut data): (_, _, ArrayD<f32>) = read.map_err(|e| bad(path, e))?;
     // The crate gives the array in the header's dimension order (any memory layout): drop
     // trailing singleton axes, add a third for a 2-D image.
     while data.ndim() > 3 && data.shape()[data.ndim() - 1] == 1 {
