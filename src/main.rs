@@ -16,7 +16,7 @@ fn main() -> std::process::ExitCode {
         .init();
     // A panic inside an image decoder on hostile bytes comes back as an error naming the file
     // (artemis-data catches it); print nothing for it here.
-    artemis_data::guard::skip_guarded_panics(std::panic::take_hook());
+    artemis_data::guard::skip_guarded_panics();
     let args = cli::Cli::parse();
     if args.command.keeps_freed_memory() {
         alloc::keep_freed_memory();

@@ -18,14 +18,20 @@ pub fn in_guarded_decode() -> bool {
     GUARDED.with(Cell::get)
 }
 
-/// Installs a panic hook that passes every panic to `other` except those [`catch_panic`] is
-/// about to turn into an error.
-pub fn skip_guarded_panics(other: Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync>) {
-    std::panic::set_hook(Box::new(move |info| {
-        if !in_guarded_decode() {
-            other(info)
-        }
-    }));
+/// Wraps the current panic hook (the first call only; later calls do nothing) so that it runs
+/// for every panic except those [`catch_panic`] is about to turn into an error. The binary
+/// calls it at start; a fuzz target calls it on each input, after libFuzzer has installed its
+/// aborting hook.
+pub fn skip_guarded_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let other = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !in_guarded_decode() {
+                other(info)
+            }
+        }));
+    });
 }
 
 /// `decode()`, or the message of the panic that ended it.
