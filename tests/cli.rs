@@ -74,6 +74,12 @@ fn check_split_train_resume_eval_predict() {
             "0.003",
             "--augment",
             "standard",
+            "--blur",
+            "1",
+            "--weight-decay",
+            "0.05",
+            "--label-smoothing",
+            "0.1",
             "--seed",
             "9",
         ];
@@ -85,6 +91,12 @@ fn check_split_train_resume_eval_predict() {
     let state: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
     assert_eq!(state["epochs_done"], 1);
+    // The regularisation is recorded, so --resume (which reads the run's config) keeps it.
+    let config: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["train"]["weight_decay"], 0.05, "{config}");
+    assert_eq!(config["train"]["label_smoothing"], 0.1, "{config}");
+    assert_eq!(config["augment"]["blur"], 1.0, "{config}");
     // ... a second training into the same folder without --resume is refused ...
     let o = train(&["-o", s(&run)]);
     assert!(!o.status.success());
@@ -146,6 +158,14 @@ fn check_split_train_resume_eval_predict() {
     assert!(report["plane_view"]["accuracy"].is_number());
     assert!(report["metrics"]["separation"]["macro_roc_auc"].is_number());
     assert!(report["metrics"]["bootstrap"]["accuracy"]["low"].is_number());
+    let recipe = report["description"].as_str().unwrap();
+    for part in [
+        "blur up to 1 px",
+        "AdamW (weight decay 0.05)",
+        "label smoothing 0.1",
+    ] {
+        assert!(recipe.contains(part), "{recipe}");
+    }
     for f in [
         "report.md",
         "report.html",

@@ -95,6 +95,16 @@ pub struct TrainArgs {
     /// +-30% contrast, gamma 1/1.5 to 1.5, uniform noise up to +-3%).
     #[arg(long, default_value = "none")]
     pub augment: AugmentChoice,
+    /// Add to the augmentation: on half the pictures a Gaussian blur of standard deviation up
+    /// to this many pixels at the input size (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    pub blur: f32,
+    /// AdamW's decoupled weight decay (0: Adam, the reference's optimizer).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Label smoothing of the training loss (0: plain cross-entropy; 0.1 is common).
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
     /// Epochs in all (default 30; with --resume: what the run was started with, or more).
     #[arg(long, value_parser = bounded::epochs)]
     pub epochs: Option<usize>,
@@ -144,6 +154,10 @@ pub(super) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
         AugmentChoice::Standard => Augment::standard(),
         AugmentChoice::Strong => Augment::strong(),
     };
+    let augment = Augment {
+        blur: a.blur,
+        ..augment
+    };
     let cfg = TrainConfig {
         run_dir: a.out.clone(),
         manifest: a.manifest.clone().unwrap_or_default(),
@@ -169,6 +183,8 @@ pub(super) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
             },
             seed: a.seed,
             later_batch: a.batch_size_from,
+            weight_decay: a.weight_decay,
+            label_smoothing: a.label_smoothing,
         },
         resume: a.resume,
         stop_after: a.stop_after,

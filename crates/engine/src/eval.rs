@@ -195,8 +195,19 @@ pub fn describe(run: &Run) -> String {
         artemis_data::framing::Framing::AsIs => "",
         artemis_data::framing::Framing::Head => ", head framing",
     };
+    let t = &c.train;
+    let mut regular = String::new();
+    if c.augment.blur > 0.0 {
+        regular += &format!(" (blur up to {} px)", c.augment.blur);
+    }
+    if t.weight_decay > 0.0 {
+        regular += &format!(", AdamW (weight decay {})", t.weight_decay);
+    }
+    if t.label_smoothing > 0.0 {
+        regular += &format!(", label smoothing {}", t.label_smoothing);
+    }
     format!(
-        "{} {}x{}{framing}, {start}{how}{epochs}, augment {}",
+        "{} {}x{}{framing}, {start}{how}{epochs}, augment {}{regular}",
         c.model.architecture.name(),
         c.preprocess.width,
         c.preprocess.height,

@@ -99,6 +99,14 @@ pub struct TrainSettings {
     /// 50 at 64).
     #[serde(default)]
     pub later_batch: Option<LaterBatch>,
+    /// Decoupled weight decay (AdamW: each step takes `lr x weight_decay` of every weight);
+    /// 0 is Adam, the reference's optimizer (and every run before the field existed).
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Label smoothing of the training loss: the target puts `1 - s + s / classes` on the
+    /// label and `s / classes` on every other class; 0 is plain cross-entropy.
+    #[serde(default)]
+    pub label_smoothing: f64,
 }
 
 impl Default for TrainSettings {
@@ -114,6 +122,8 @@ impl Default for TrainSettings {
             plateau: Plateau::default(),
             seed: 42,
             later_batch: None,
+            weight_decay: 0.0,
+            label_smoothing: 0.0,
         }
     }
 }
@@ -470,7 +480,7 @@ mod tests {
             warmup_epochs: warmup,
             plateau: Plateau::default(),
             seed: 0,
-            later_batch: None,
+            ..TrainSettings::default()
         }
     }
 

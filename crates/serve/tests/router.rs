@@ -45,7 +45,7 @@ fn make_run(dir: &Path) {
             warmup_epochs: 0.0,
             plateau: Plateau::default(),
             seed: 1,
-            later_batch: None,
+            ..TrainSettings::default()
         },
         manifest,
         manifest_hash: "x".into(),
