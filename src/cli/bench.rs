@@ -143,7 +143,7 @@ fn print_infer_row(r: &artemis_engine::bench_infer::InferRow) {
         show(r.onnxruntime),
         ratio(r.onnxruntime, Some(r.burn)),
         show(r.onnxruntime_int8),
-        ratio(r.onnxruntime_int8, r.onnxruntime)
+        r.int8_speedup.map_or("-".into(), |x| format!("{x:.2}x"))
     );
 }
 

@@ -33,7 +33,8 @@ pub struct BenchRow {
     pub steps: usize,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The middle value (the upper one of an even count).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
@@ -183,7 +184,7 @@ pub fn time_to_accuracy(
             warmup_epochs: 0.0,
             plateau: Plateau::default(),
             seed: 42,
-            later_batch: None,
+            ..TrainSettings::default()
         },
         resume: false,
         stop_after: None,

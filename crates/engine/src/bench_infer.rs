@@ -5,6 +5,7 @@
 //! fixed input size, written into a temporary run folder and exported there, so the figures
 //! need no trained run.
 
+use crate::bench::median;
 use crate::device::ComputeDevice;
 use crate::error::{EngineError, Result};
 use crate::infer::Classifier;
@@ -46,6 +47,9 @@ pub struct InferRow {
     /// The same for the int8 graph (`artemis export --quantize int8`; ranges calibrated on
     /// random inputs, as the weights are random too).
     pub onnxruntime_int8: Option<f64>,
+    /// int8 over float images/s: the median over [`ROUNDS`] alternating rounds of each
+    /// round's ratio (a change of load on a shared machine hits both graphs of a round).
+    pub int8_speedup: Option<f64>,
     pub threads: usize,
 }
 
@@ -65,8 +69,30 @@ fn rate(
         step()?;
         rates.push(batch as f64 / t.elapsed().as_secs_f64());
     }
-    rates.sort_by(f64::total_cmp);
-    Ok(rates[rates.len() / 2])
+    Ok(median(rates))
+}
+
+/// Alternating rounds of ONNX Runtime's float and int8 graphs per batch size.
+pub const ROUNDS: usize = 5;
+
+/// Images/s of the float graph, of the int8 graph, and the median of the rounds' int8/float
+/// ratios: [`ROUNDS`] rounds, float then int8 in each, `budget` split over them.
+fn float_and_int8<M>(
+    float: &M,
+    int8: &M,
+    batch: usize,
+    steps: usize,
+    budget: Duration,
+    mut call: impl FnMut(&M) -> Result<()>,
+) -> Result<(f64, f64, f64)> {
+    let per_round = budget / (2 * ROUNDS) as u32;
+    let (mut f, mut q) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        f.push(rate(batch, steps, per_round, || call(float))?);
+        q.push(rate(batch, steps, per_round, || call(int8))?);
+    }
+    let ratios = f.iter().zip(&q).map(|(f, q)| q / f).collect();
+    Ok((median(f), median(q), median(ratios)))
 }
 
 fn spec_for(arch: Architecture, side: usize) -> ModelSpec {
@@ -103,7 +129,7 @@ pub fn bench_run(arch: Architecture, side: usize, dir: &Path) -> Result<Run> {
             warmup_epochs: 0.0,
             plateau: Plateau::default(),
             seed: 7,
-            later_batch: None,
+            ..TrainSettings::default()
         },
         manifest: PathBuf::from("(benchmark: no manifest)"),
         manifest_hash: String::new(),
@@ -182,16 +208,14 @@ pub fn bench_inference(
         // ONNX Runtime first, burn second. Timed after burn (its rayon pool and allocations
         // still around), MobileNetV2's batch 32 ran at a median 0.92x Python's onnxruntime over
         // five alternating rounds here; timed first, at 1.00x.
-        let timed = |m: &Option<OnnxModel>| -> Result<Option<f64>> {
-            match m {
-                Some(m) => Ok(Some(rate(batch, steps, budget, || {
-                    m.run(&data, [batch, 3, side, side], "logits").map(|_| ())
-                })?)),
-                None => Ok(None),
+        let call = |m: &OnnxModel| m.run(&data, [batch, 3, side, side], "logits").map(|_| ());
+        let (onnxruntime, onnxruntime_int8, int8_speedup) = match (&ort, &int8) {
+            (Some(f), Some(q)) => {
+                let (f, q, r) = float_and_int8(f, q, batch, steps, 2 * budget, call)?;
+                (Some(f), Some(q), Some(r))
             }
+            _ => (None, None, None),
         };
-        let onnxruntime = timed(&ort)?;
-        let onnxruntime_int8 = timed(&int8)?;
         let burn = rate(batch, steps, budget, || {
             crate::dataset::to_vec_f32(network.forward(x.clone())).map(|_| ())
         })?;
@@ -202,6 +226,7 @@ pub fn bench_inference(
             burn,
             onnxruntime,
             onnxruntime_int8,
+            int8_speedup,
             threads,
         });
     }
@@ -277,4 +302,34 @@ pub fn bench_decode(run_dir: &Path, files: &[PathBuf]) -> Result<f64> {
         })
         .count();
     Ok(ok as f64 / t.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two graphs alternate round by round (each round: a warm-up call, then timed calls).
+    #[test]
+    fn float_and_int8_alternate_in_rounds() {
+        let mut calls = Vec::new();
+        let budget = Duration::from_millis(1);
+        let (f, q, r) = float_and_int8(&'f', &'q', 4, 3, budget, |m| {
+            calls.push(*m);
+            Ok(())
+        })
+        .unwrap();
+        assert!(f > 0.0 && q > 0.0 && r > 0.0);
+        let mut blocks: Vec<(char, usize)> = Vec::new();
+        for c in calls {
+            match blocks.last_mut() {
+                Some((b, n)) if *b == c => *n += 1,
+                _ => blocks.push((c, 1)),
+            }
+        }
+        assert_eq!(blocks.len(), 2 * ROUNDS, "{blocks:?}");
+        for (i, (c, n)) in blocks.iter().enumerate() {
+            assert_eq!(*c, if i % 2 == 0 { 'f' } else { 'q' });
+            assert!(*n >= 4, "warm-up and at least 3 timed calls: {blocks:?}");
+        }
+    }
 }
