@@ -11,7 +11,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(map) = LabelMap::parse(text) {
         for line in text.lines() {
             let line = line.split('#').next().unwrap_or("").trim();
-            if let Some(folder) = line.split(|c: char| c == ',' || c.is_whitespace()).find(|p| !p.is_empty()) {
+            if let Some(folder) = line
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .find(|p| !p.is_empty())
+            {
                 assert_ne!(map.resolve(folder), Resolved::Unknown, "{folder}");
             }
         }
