@@ -595,6 +595,41 @@ fn cross_validation_tests_every_image_once_and_continues_where_it_stopped() {
     assert_eq!(ensemble["members"].as_array().unwrap().len(), 3);
     assert_eq!(ensemble["members"][0]["run"], "../fold-1/run");
 
+    // compare --paired reads the out-of-fold predictions: the recipe against itself differs
+    // on no image; the same pair given twice pools each image's two rows as one group.
+    let paired = |dirs: &[&Path]| {
+        let mut args = vec!["compare", "--paired", "--json"];
+        args.extend(dirs.iter().map(|d| d.to_str().unwrap()));
+        artemis(&args)
+    };
+    let o = paired(&[&out, &out]);
+    assert!(o.status.success(), "{}", text(&o));
+    let views: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let score = &views[0]["score"];
+    assert_eq!(score["n"].as_u64(), Some(pooled_rows as u64), "{views}");
+    assert_eq!(
+        (score["a_only"].as_u64(), score["b_only"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(
+        score["a_accuracy"].as_f64(),
+        Some(correct as f64 / pooled_rows as f64)
+    );
+    assert_eq!(score["mcnemar_p"].as_f64(), Some(1.0));
+    assert_eq!(
+        views[1]["view"], "tumor type",
+        "12-class rows get a type view"
+    );
+    let o = paired(&[&out, &out, &out, &out]);
+    let views: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let score = &views[0]["score"];
+    assert_eq!(score["n"].as_u64(), Some(2 * pooled_rows as u64), "{views}");
+    assert_eq!(score["groups"].as_u64(), Some(pooled_rows as u64));
+    assert!(score["mcnemar_p"].is_null());
+    let o = paired(&[&out, &out, &out]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("two at a time"), "{}", text(&o));
+
     // The same command again keeps the finished folds; other folds are refused.
     let again = cv("3");
     assert!(again.status.success(), "{}", text(&again));

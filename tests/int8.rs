@@ -102,6 +102,31 @@ fn the_int8_graph_predicts_like_the_float_one() {
         .filter(|r| r["published"] != serde_json::json!(true))
         .count();
     assert_eq!(ours, 2, "{rows}");
+    // The same two reports image by image: the paired figures are each report's accuracy.
+    let o = artemis(&[
+        "compare",
+        "--paired",
+        s(&run),
+        s(&run.join("int8")),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let views: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let acc = |p: &Path| json_file(&p.join("report.json"))["metrics"]["accuracy"].as_f64();
+    let score = &views[0]["score"];
+    assert_eq!(score["a_accuracy"].as_f64(), acc(&run), "{views}");
+    assert_eq!(
+        score["b_accuracy"].as_f64(),
+        acc(&run.join("int8")),
+        "{views}"
+    );
+    let (a_only, b_only) = (
+        score["a_only"].as_f64().unwrap(),
+        score["b_only"].as_f64().unwrap(),
+    );
+    let n = score["n"].as_f64().unwrap();
+    let d = score["difference"]["estimate"].as_f64().unwrap();
+    assert!((d - (b_only - a_only) / n).abs() < 1e-12, "{views}");
 
     // --keep-float: recorded; an unknown layer is refused, naming it.
     let quantize = |keep: &str| quantize_int8(&run, "16", &["--keep-float", keep]);

@@ -21,6 +21,7 @@ pub mod infer;
 pub mod limits;
 pub mod onnx;
 pub mod overlap;
+pub mod paired;
 pub mod predict;
 pub mod progress;
 pub mod quantize;

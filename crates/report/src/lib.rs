@@ -10,6 +10,7 @@ pub mod html;
 pub mod markdown;
 pub mod metrics;
 pub mod notice;
+pub mod paired;
 pub mod plot;
 pub mod prob;
 pub mod stats;
