@@ -604,7 +604,8 @@ fn cross_validation_tests_every_image_once_and_continues_where_it_stopped() {
     };
     let o = paired(&[&out, &out]);
     assert!(o.status.success(), "{}", text(&o));
-    let views: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let views = &doc["views"];
     let score = &views[0]["score"];
     assert_eq!(score["n"].as_u64(), Some(pooled_rows as u64), "{views}");
     assert_eq!(
@@ -621,11 +622,13 @@ fn cross_validation_tests_every_image_once_and_continues_where_it_stopped() {
         "12-class rows get a type view"
     );
     let o = paired(&[&out, &out, &out, &out]);
-    let views: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let views = &doc["views"];
     let score = &views[0]["score"];
     assert_eq!(score["n"].as_u64(), Some(2 * pooled_rows as u64), "{views}");
     assert_eq!(score["groups"].as_u64(), Some(pooled_rows as u64));
     assert!(score["mcnemar_p"].is_null());
+    assert_eq!(doc["pairs"].as_array().map(Vec::len), Some(2), "{doc}");
     let o = paired(&[&out, &out, &out]);
     assert!(!o.status.success());
     assert!(text(&o).contains("two at a time"), "{}", text(&o));

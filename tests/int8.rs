@@ -111,7 +111,8 @@ fn the_int8_graph_predicts_like_the_float_one() {
         "--json",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    let views: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let views = &doc["views"];
     let acc = |p: &Path| json_file(&p.join("report.json"))["metrics"]["accuracy"].as_f64();
     let score = &views[0]["score"];
     assert_eq!(score["a_accuracy"].as_f64(), acc(&run), "{views}");

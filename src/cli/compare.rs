@@ -46,13 +46,13 @@ fn write_all(out: &std::path::Path, files: &[(&str, &str)]) -> Result<()> {
 
 fn run_paired(a: &CompareArgs) -> Result<ExitCode> {
     use artemis_engine::paired::{paired, to_markdown};
-    let views = paired(&a.runs, a.resamples, a.seed).context("comparing image by image")?;
-    let md = to_markdown(&views);
+    let p = paired(&a.runs, a.resamples, a.seed).context("comparing image by image")?;
+    let md = to_markdown(&p);
     if let Some(out) = &a.out {
         write_all(out, &[("paired.md", &md)])?;
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&views)?);
+        println!("{}", serde_json::to_string_pretty(&p)?);
     } else {
         print!("{md}");
     }

@@ -182,18 +182,16 @@ pub fn bench_inference(
     let (device, _) = on.open_for_burn(true)?;
     let network = run.load_best(&device)?;
     let ort_on = on.onnx_device();
-    let ort = match crate::onnx::runtime() {
+    // ONNX Runtime's float and int8 graphs, both or neither (without the library).
+    let graphs = match crate::onnx::runtime() {
         Ok(_) => {
             let path = crate::onnx::export_paths(&run).0;
             let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
             let source = path.display().to_string();
-            Some(OnnxModel::from_bytes_on(&bytes, threads, &source, ort_on)?)
+            let float = OnnxModel::from_bytes_on(&bytes, threads, &source, ort_on)?;
+            Some((float, int8_model(&run, side, threads, ort_on)?))
         }
         Err(_) => None,
-    };
-    let int8 = match &ort {
-        Some(_) => Some(int8_model(&run, side, threads, ort_on)?),
-        None => None,
     };
     let mut rows = Vec::new();
     for &batch in batches {
@@ -209,12 +207,12 @@ pub fn bench_inference(
         // still around), MobileNetV2's batch 32 ran at a median 0.92x Python's onnxruntime over
         // five alternating rounds here; timed first, at 1.00x.
         let call = |m: &OnnxModel| m.run(&data, [batch, 3, side, side], "logits").map(|_| ());
-        let (onnxruntime, onnxruntime_int8, int8_speedup) = match (&ort, &int8) {
-            (Some(f), Some(q)) => {
+        let (onnxruntime, onnxruntime_int8, int8_speedup) = match &graphs {
+            Some((f, q)) => {
                 let (f, q, r) = float_and_int8(f, q, batch, steps, 2 * budget, call)?;
                 (Some(f), Some(q), Some(r))
             }
-            _ => (None, None, None),
+            None => (None, None, None),
         };
         let burn = rate(batch, steps, budget, || {
             crate::dataset::to_vec_f32(network.forward(x.clone())).map(|_| ())

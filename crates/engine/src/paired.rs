@@ -18,15 +18,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// One view of a paired comparison (pooled over every pair of folders given).
+/// A paired comparison, pooled over every pair of folders given.
 #[derive(Debug, Clone, Serialize)]
-pub struct PairedView {
-    /// `as scored` (the folders' own classes) or `tumor type` (the predicted class's type).
-    pub view: String,
+pub struct Paired {
     /// The folders, `(A, B)` for each pair.
     pub pairs: Vec<(PathBuf, PathBuf)>,
     /// Rows scored by only one side of a pair.
     pub left_out: usize,
+    pub views: Vec<PairedView>,
+}
+
+/// One view of the comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairedView {
+    /// `as scored` (the folders' own classes) or `tumor type` (the predicted class's type).
+    pub view: String,
     pub score: PairedScore,
 }
 
@@ -87,7 +93,7 @@ fn match_rows(a: (&Path, Vec<EvalRow>), b: (&Path, Vec<EvalRow>)) -> Result<Matc
 /// B against A for each pair `(dirs[0], dirs[1])`, `(dirs[2], dirs[3])`, ..., pooled: one
 /// view as scored and, when every class name carries a tumor type and some carry a plane
 /// too, one by tumor type.
-pub fn paired(dirs: &[PathBuf], resamples: usize, seed: u64) -> Result<Vec<PairedView>> {
+pub fn paired(dirs: &[PathBuf], resamples: usize, seed: u64) -> Result<Paired> {
     if dirs.len() < 2 || !dirs.len().is_multiple_of(2) {
         return Err(EngineError::Config(format!(
             "--paired takes folders two at a time (A B, or A1 B1 A2 B2 ...), got {}",
@@ -133,15 +139,17 @@ pub fn paired(dirs: &[PathBuf], resamples: usize, seed: u64) -> Result<Vec<Paire
     }
     let view = |name: &str, rows: &[PairedRow]| PairedView {
         view: name.into(),
-        pairs: pairs.clone(),
-        left_out,
         score: compare(rows, resamples, seed),
     };
     let mut views = vec![view("as scored", &scored)];
     if all_typed && any_plane {
         views.push(view("tumor type", &typed));
     }
-    Ok(views)
+    Ok(Paired {
+        pairs,
+        left_out,
+        views,
+    })
 }
 
 fn pct(x: f64) -> String {
@@ -149,26 +157,23 @@ fn pct(x: f64) -> String {
 }
 
 /// The comparison as Markdown.
-pub fn to_markdown(views: &[PairedView]) -> String {
+pub fn to_markdown(p: &Paired) -> String {
     let mut o = String::new();
-    if let Some(v) = views.first() {
-        for (i, (a, b)) in v.pairs.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "- pair {}: A = `{}`, B = `{}`",
-                i + 1,
-                a.display(),
-                b.display()
-            );
-        }
-        let _ = writeln!(o);
+    for (i, (a, b)) in p.pairs.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "- pair {}: A = `{}`, B = `{}`",
+            i + 1,
+            a.display(),
+            b.display()
+        );
     }
     let _ = writeln!(
         o,
-        "| view | rows (images) | A | B | B - A, points [95% CI] | right only in A | right only in B | McNemar p |"
+        "\n| view | rows (images) | A | B | B - A, points [95% CI] | right only in A | right only in B | McNemar p |"
     );
     let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    for v in views {
+    for v in &p.views {
         let s = &v.score;
         let _ = writeln!(
             o,
@@ -187,13 +192,13 @@ pub fn to_markdown(views: &[PairedView]) -> String {
                 .map_or("– (images repeat)".into(), |p| format!("{p:.3}"))
         );
     }
-    if let Some(v) = views.first() {
+    if let Some(v) = p.views.first() {
         let _ = writeln!(
             o,
             "\nPaired percentile bootstrap, {} resamples of the images (seed {}; an image \
              scored by several pairs moves with all its rows). {} rows scored by one side only \
              were left out.",
-            v.score.resamples, v.score.seed, v.left_out
+            v.score.resamples, v.score.seed, p.left_out
         );
     }
     o

@@ -12,7 +12,7 @@
 //! - McNemar's exact test (two-sided, binomial on the discordant images, p = 1/2) is given
 //!   when every group holds one row; with repeated rows its independence does not hold.
 
-use crate::stats::{Interval, quantile};
+use crate::stats::{Interval, interval};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -62,7 +62,7 @@ pub fn compare(rows: &[PairedRow], resamples: usize, seed: u64) -> PairedScore {
     let groups: Vec<(usize, i64)> = per.into_values().collect();
     let estimate = (b_ok as f64 - a_ok as f64) / n.max(1) as f64;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut samples: Vec<f64> = (0..resamples)
+    let samples: Vec<f64> = (0..resamples)
         .map(|_| {
             let (mut count, mut diff) = (0usize, 0i64);
             for _ in 0..groups.len() {
@@ -73,7 +73,6 @@ pub fn compare(rows: &[PairedRow], resamples: usize, seed: u64) -> PairedScore {
             diff as f64 / count.max(1) as f64
         })
         .collect();
-    samples.sort_by(f64::total_cmp);
     PairedScore {
         n,
         groups: groups.len(),
@@ -81,11 +80,7 @@ pub fn compare(rows: &[PairedRow], resamples: usize, seed: u64) -> PairedScore {
         b_accuracy: b_ok as f64 / n.max(1) as f64,
         a_only,
         b_only,
-        difference: Interval {
-            estimate,
-            low: quantile(&samples, 0.025),
-            high: quantile(&samples, 0.975),
-        },
+        difference: interval(estimate, samples),
         resamples,
         seed,
         mcnemar_p: (groups.len() == n).then(|| mcnemar_exact(a_only, b_only)),

@@ -188,7 +188,8 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
-fn interval(estimate: f64, mut samples: Vec<f64>) -> Interval {
+/// `estimate` with the 2.5% and 97.5% quantiles of its bootstrap `samples`.
+pub(crate) fn interval(estimate: f64, mut samples: Vec<f64>) -> Interval {
     samples.sort_by(f64::total_cmp);
     Interval {
         estimate,
