@@ -643,6 +643,120 @@ fn cross_validation_tests_every_image_once_and_continues_where_it_stopped() {
     assert!(text(&other).contains("differs"), "{}", text(&other));
 }
 
+/// `train --members N`: N runs of the recipe with consecutive seeds in OUT/member-K, and OUT
+/// their ensemble, scored on the split they all held out; the same command again keeps the
+/// finished members; a folder holding a single run is refused. `cv --members` makes each
+/// fold's model an ensemble of seeds, and the folds' ensemble lists every member.
+#[test]
+fn members_train_one_recipe_with_several_seeds_as_one_ensemble() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, manifest) = tiny_split(tmp.path(), "4");
+    let ens = tmp.path().join("seeds");
+    let o = artemis(&baseline_args(
+        &manifest,
+        &ens,
+        "96",
+        "1",
+        &["--members", "2"],
+    ));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("2 members"), "{}", text(&o));
+    let file = json_file(&ens.join("ensemble.json"));
+    let runs: Vec<&str> = (file["members"].as_array().unwrap().iter())
+        .map(|m| m["run"].as_str().unwrap())
+        .collect();
+    assert_eq!(runs, ["member-1", "member-2"]);
+    let seed = |k: usize| {
+        json_file(&ens.join(format!("member-{k}/config.json")))["train"]["seed"].as_u64()
+    };
+    assert_eq!((seed(1), seed(2)), (Some(42), Some(43)));
+    let weights = |k: usize| fs::read(ens.join(format!("member-{k}/model-best.bpk"))).unwrap();
+    assert_ne!(weights(1), weights(2), "the seeds train different networks");
+    for k in [1, 2] {
+        let cal = ens.join(format!("member-{k}/calibration.json"));
+        assert!(
+            cal.exists(),
+            "member {k} calibrated when the ensemble is made"
+        );
+    }
+    let before = weights(2);
+    // Exported with the members' temperatures, the graph is still current after eval.
+    let o = artemis(&["export", "--run", s(&ens)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = artemis(&["eval", s(&ens), "--bootstrap", "0"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let report = json_file(&ens.join("report.json"));
+    assert!(
+        report["model"]
+            .as_str()
+            .unwrap()
+            .starts_with("ensemble: baseline-relu-bn x2")
+    );
+    assert!(
+        report["engine"]
+            .as_str()
+            .unwrap()
+            .contains("the mean of an ensemble of 2"),
+        "{report}"
+    );
+    let o = artemis(&baseline_args(
+        &manifest,
+        &ens,
+        "96",
+        "1",
+        &["--members", "2"],
+    ));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(weights(2), before, "a finished member is kept as it is");
+    let single = tmp.path().join("single");
+    train_baseline(&manifest, &single, "96", "1", &[]);
+    let o = artemis(&baseline_args(
+        &manifest,
+        &single,
+        "96",
+        "1",
+        &["--members", "2"],
+    ));
+    assert!(!o.status.success());
+    assert!(text(&o).contains("single run"), "{}", text(&o));
+    let o = artemis(&baseline_args(
+        &manifest,
+        &ens,
+        "96",
+        "1",
+        &["--members", "0"],
+    ));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+
+    let cv = tmp.path().join("cv");
+    let mut args = baseline_args(&manifest, &cv, "96", "1", &["--members", "2"]);
+    args[0] = "cv";
+    args.extend(["--folds", "2", "--bootstrap", "20"]);
+    let o = artemis(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let report = json_file(&cv.join("cv.json"));
+    assert_eq!(report["members"].as_u64(), Some(2));
+    assert!(
+        report["recipe"]
+            .as_str()
+            .unwrap()
+            .starts_with("ensemble of 2")
+    );
+    let all = json_file(&cv.join("ensemble/ensemble.json"));
+    let runs: Vec<&str> = (all["members"].as_array().unwrap().iter())
+        .map(|m| m["run"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            "../fold-1/run/member-1",
+            "../fold-1/run/member-2",
+            "../fold-2/run/member-1",
+            "../fold-2/run/member-2"
+        ]
+    );
+}
+
 /// Probabilities of the first row of a predict document.
 fn first_probabilities(doc: &serde_json::Value) -> Vec<f64> {
     doc["rows"][0]["probabilities"]

@@ -92,6 +92,7 @@ pub(super) mod bounded {
         export_check => EXPORT_CHECK,
         steps => STEPS,
         folds => FOLDS,
+        members => MEMBERS,
     }
     pub fn max_pixels(s: &str) -> Result<u64, String> {
         limits::MAX_PIXELS.parse(s)

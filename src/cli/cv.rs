@@ -24,6 +24,7 @@ pub(super) fn run(a: CvArgs) -> Result<ExitCode> {
     let mut cfg = artemis_engine::cv::CvConfig::new(recipe, a.train.out.clone());
     cfg.folds = a.folds;
     cfg.bootstrap = a.bootstrap;
+    cfg.members = a.train.members;
     cfg.engine = a.train.engine.options();
     let r = artemis_engine::cv::cross_validate(&cfg)
         .with_context(|| format!("cross-validation in {}", a.train.out.display()))?;

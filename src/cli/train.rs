@@ -124,6 +124,11 @@ pub struct TrainArgs {
     pub plateau_patience: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Train the recipe this many times, with seeds --seed, --seed + 1, ..., into
+    /// OUT/member-K, and make OUT their ensemble (eval, predict, serve and export take it like
+    /// a run). 1: a single run in OUT.
+    #[arg(long, default_value_t = 1, value_parser = bounded::members)]
+    pub members: usize,
     /// Continue the run in --out from its last completed epoch.
     #[arg(long)]
     pub resume: bool,
@@ -208,7 +213,25 @@ pub(super) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
 
 pub(super) fn run(a: TrainArgs) -> Result<ExitCode> {
     let cfg = train_config(&a)?;
+    if a.members > 1 {
+        let all = artemis_engine::members::train_members(&cfg, a.members)
+            .with_context(|| format!("training the ensemble of seeds {}", a.out.display()))?;
+        let skipped = all.iter().any(|s| !s.skipped_files.is_empty());
+        all.iter().for_each(print_summary);
+        println!(
+            "ensemble {}: {} members (mean of their calibrated probabilities)",
+            a.out.display(),
+            all.len()
+        );
+        return Ok(partial_if(skipped));
+    }
     let s = train(&cfg).with_context(|| format!("training run {}", a.out.display()))?;
+    print_summary(&s);
+    Ok(partial_if(!s.skipped_files.is_empty()))
+}
+
+/// The files a run skipped (on stderr) and its closing line.
+fn print_summary(s: &artemis_engine::train::TrainSummary) {
     for (p, why) in &s.skipped_files {
         eprintln!("skipped {}: {why}", p.display());
     }
@@ -222,5 +245,4 @@ pub(super) fn run(a: TrainArgs) -> Result<ExitCode> {
         s.val_images,
         s.seconds
     );
-    Ok(partial_if(!s.skipped_files.is_empty()))
 }

@@ -48,6 +48,9 @@ pub struct CvConfig {
     pub bootstrap: usize,
     pub eval_batch: usize,
     pub engine: crate::onnx::EngineOptions,
+    /// Runs of the recipe per fold, with seeds `seed`, `seed + 1`, ... (1: one run; more: each
+    /// fold's model is an ensemble of seeds, see [`crate::members`]).
+    pub members: usize,
 }
 
 impl CvConfig {
@@ -62,6 +65,7 @@ impl CvConfig {
             bootstrap: 1000,
             eval_batch: 64,
             engine: Default::default(),
+            members: 1,
         }
     }
 
@@ -78,6 +82,9 @@ impl CvConfig {
         crate::limits::BOOTSTRAP
             .check(self.bootstrap as u64)
             .map_err(EngineError::Config)?;
+        crate::limits::MEMBERS
+            .check(self.members as u64)
+            .map_err(EngineError::Config)?;
         self.recipe.validate()
     }
 }
@@ -90,7 +97,9 @@ pub struct FoldResult {
     pub train_images: usize,
     pub val_images: usize,
     pub test_images: usize,
+    /// The best epoch (of the first member, when the fold's model is an ensemble of seeds).
     pub best_epoch: usize,
+    /// Wall time of the training epochs (of every member).
     pub train_seconds: f64,
     pub accuracy: f64,
     pub macro_f1: f64,
@@ -164,6 +173,9 @@ pub struct CvReport {
     pub manifest: PathBuf,
     pub protocol: String,
     pub recipe: String,
+    /// Runs of the recipe (seeds) per fold; each fold's model is their ensemble when above 1.
+    #[serde(default = "one")]
+    pub members: usize,
     pub folds: Vec<FoldResult>,
     pub pooled: Pooled,
     pub accuracy_over_folds: Spread,
@@ -183,6 +195,10 @@ pub struct CvReport {
 }
 
 pub const CV_SCHEMA: &str = "artemis.cv/1";
+
+fn one() -> usize {
+    1
+}
 
 /// Deals the pooled rows into `bins` bins, a whole cluster per bin, stratified by label:
 /// clusters in a seeded order, largest first, each to the bin with the fewest rows of its
@@ -323,6 +339,12 @@ pub fn cross_validate(cfg: &CvConfig) -> Result<CvReport> {
     if !crate::ensemble::is_ensemble(&ensemble) {
         let runs: Vec<PathBuf> = (1..=cfg.folds)
             .map(|k| cfg.out_dir.join(format!("fold-{k}")).join("run"))
+            .flat_map(|run| match cfg.members {
+                1 => vec![run],
+                n => (1..=n)
+                    .map(|m| crate::members::member_dir(&run, m))
+                    .collect(),
+            })
             .collect();
         crate::ensemble::create(&ensemble, &runs)?;
     }
@@ -363,9 +385,19 @@ fn run_fold(
     let mut recipe = cfg.recipe.clone();
     recipe.manifest = manifest.to_path_buf();
     recipe.run_dir = run_dir.clone();
-    recipe.resume = run_dir.join(crate::run::CONFIG).exists();
     eprintln!("cv: fold {}/{} in {}", k + 1, cfg.folds, run_dir.display());
-    let summary = train(&recipe)?;
+    let summary = if cfg.members > 1 {
+        let all = crate::members::train_members(&recipe, cfg.members)?;
+        let seconds = all.iter().map(|s| s.epoch_seconds).sum();
+        let mut first = all.into_iter().next().ok_or_else(|| {
+            EngineError::Config(format!("{}: no member trained", run_dir.display()))
+        })?;
+        first.epoch_seconds = seconds;
+        first
+    } else {
+        recipe.resume = run_dir.join(crate::run::CONFIG).exists();
+        train(&recipe)?
+    };
     let eval_cfg = |source| {
         let mut e = EvalConfig::new(run_dir.clone(), source);
         e.bootstrap = 0;
@@ -542,6 +574,7 @@ fn summarise(
         manifest: cfg.recipe.manifest.clone(),
         protocol: source.protocol.name().into(),
         recipe,
+        members: cfg.members,
         pooled: Pooled {
             n: pairs.len(),
             accuracy: b.accuracy,
@@ -598,9 +631,14 @@ fn summary_lines(r: &CvReport) -> Vec<String> {
         ));
     }
     if let Some(e) = &r.official_ensemble {
+        let seeds = match r.members {
+            1 => String::new(),
+            n => format!(" ({n} seeds each)"),
+        };
         lines.push(format!(
-            "Official Testing folder, the {} folds' models as one ensemble (mean calibrated \
-             probabilities), n = {}: type accuracy {}, mean type recall {:.3} (glioma recall {}).",
+            "Official Testing folder, the {} folds' models{seeds} as one ensemble (mean \
+             calibrated probabilities), n = {}: type accuracy {}, mean type recall {:.3} \
+             (glioma recall {}).",
             e.members,
             e.n,
             e.type_accuracy,

@@ -19,6 +19,7 @@ pub mod eval;
 pub mod features;
 pub mod infer;
 pub mod limits;
+pub mod members;
 pub mod onnx;
 pub mod overlap;
 pub mod paired;

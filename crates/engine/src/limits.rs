@@ -56,6 +56,8 @@ pub const EXPORT_CHECK: Limit = limit("--check", 0, 1000);
 pub const STEPS: Limit = limit("--steps", 1, 10_000);
 /// Folds of a cross-validation.
 pub const FOLDS: Limit = limit("--folds", 2, 20);
+/// Members of an ensemble of seeds (`train --members`, `cv --members`; 1: a single run).
+pub const MEMBERS: Limit = limit("--members", 1, 20);
 /// Pixels of one picture (checked before decoding): 1 gigapixel.
 pub const MAX_PIXELS: Limit = limit("--max-pixels", 1, 1_000_000_000);
 

@@ -975,6 +975,47 @@ fn write_metrics_csv(path: &Path, history: &[EpochMetrics]) -> Result<()> {
     Ok(artemis_data::fsutil::write_atomic(path, s.as_bytes())?)
 }
 
+/// A small recipe for unit tests (the relu-bn baseline, 1 epoch, batch 8, no cache).
+#[cfg(test)]
+pub(crate) fn test_recipe() -> TrainConfig {
+    TrainConfig {
+        run_dir: "run".into(),
+        manifest: "m.tsv".into(),
+        data_root: None,
+        architecture: Architecture::BaselineReluBn,
+        task: Task::TypePlane,
+        input: None,
+        resize: ResizeMode::Squash,
+        framing: Framing::AsIs,
+        scaling: None,
+        augment: Augment::default(),
+        settings: TrainSettings {
+            epochs: 1,
+            batch_size: 8,
+            learning_rate: 1e-3,
+            backbone_lr: None,
+            schedule: Schedule::Plateau,
+            warmup_epochs: 0.0,
+            plateau: crate::run::Plateau::default(),
+            seed: 1,
+            ..TrainSettings::default()
+        },
+        resume: false,
+        stop_after: None,
+        pretrained: false,
+        weights: None,
+        strategy: Strategy::Full,
+        width: 1.0,
+        aux_logits: false,
+        feature_cache: false,
+        cache_dir: "cache".into(),
+        cache_copies: 1,
+        max_pixels: artemis_data::image_io::DEFAULT_MAX_PIXELS,
+        engine: Default::default(),
+        devices: Default::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -984,42 +1025,7 @@ mod tests {
     /// both from one flag; a library caller could set them apart).
     #[test]
     fn the_engine_device_must_be_the_first_training_device() {
-        let mut cfg = TrainConfig {
-            run_dir: "run".into(),
-            manifest: "m.tsv".into(),
-            data_root: None,
-            architecture: Architecture::BaselineReluBn,
-            task: Task::TypePlane,
-            input: None,
-            resize: ResizeMode::Squash,
-            framing: Framing::AsIs,
-            scaling: None,
-            augment: Augment::default(),
-            settings: TrainSettings {
-                epochs: 1,
-                batch_size: 8,
-                learning_rate: 1e-3,
-                backbone_lr: None,
-                schedule: Schedule::Plateau,
-                warmup_epochs: 0.0,
-                plateau: crate::run::Plateau::default(),
-                seed: 1,
-                ..TrainSettings::default()
-            },
-            resume: false,
-            stop_after: None,
-            pretrained: false,
-            weights: None,
-            strategy: Strategy::Full,
-            width: 1.0,
-            aux_logits: false,
-            feature_cache: false,
-            cache_dir: "cache".into(),
-            cache_copies: 1,
-            max_pixels: artemis_data::image_io::DEFAULT_MAX_PIXELS,
-            engine: Default::default(),
-            devices: Default::default(),
-        };
+        let mut cfg = test_recipe();
         cfg.validate().unwrap();
         cfg.devices = "vulkan:1,vulkan:0".parse().unwrap();
         let e = cfg.validate().unwrap_err().to_string();
