@@ -683,9 +683,7 @@ fn members_train_one_recipe_with_several_seeds_as_one_ensemble() {
     // Exported with the members' temperatures, the graph is still current after eval.
     let o = artemis(&["export", "--run", s(&ens)]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = artemis(&["eval", s(&ens), "--bootstrap", "0"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let report = json_file(&ens.join("report.json"));
+    let report = eval_report(&ens, &["--bootstrap", "0"]);
     assert!(
         report["model"]
             .as_str()
@@ -781,9 +779,7 @@ fn an_ensemble_is_the_mean_of_its_calibrated_members() {
     let ens = tmp.path().join("ens");
     let o = artemis(&["ensemble", s(&a), s(&b), "-o", s(&ens)]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = artemis(&["eval", s(&ens), "--bootstrap", "20"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let report = json_file(&ens.join("report.json"));
+    let report = eval_report(&ens, &["--bootstrap", "20"]);
     assert!(
         report["model"]
             .as_str()

@@ -172,6 +172,13 @@ pub fn json_file(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
 }
 
+/// `artemis eval RUN EXTRA...`, which must succeed: the `report.json` it wrote in RUN.
+pub fn eval_report(run: &Path, extra: &[&str]) -> serde_json::Value {
+    let o = artemis(&[&["eval", s(run)][..], extra].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    json_file(&run.join("report.json"))
+}
+
 /// `artemis predict RUN INPUT --json`, which must succeed: its document.
 pub fn predict_json(run: &Path, input: &Path) -> serde_json::Value {
     let o = artemis(&["predict", s(run), s(input), "--json"]);
