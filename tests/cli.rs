@@ -708,6 +708,32 @@ fn members_train_one_recipe_with_several_seeds_as_one_ensemble() {
     assert_eq!(weights(2), before, "a finished member is kept as it is");
     let single = tmp.path().join("single");
     train_baseline(&manifest, &single, "96", "1", &[]);
+    // --subsample: the run trains on a seeded share of each class of the training split.
+    let train_images = |o: &std::process::Output| -> usize {
+        let t = text(o);
+        let at = t.find(" train / ").expect("the closing line");
+        t[..at].rsplit('(').next().unwrap().parse().unwrap()
+    };
+    let half = tmp.path().join("half");
+    let o = artemis(&baseline_args(
+        &manifest,
+        &half,
+        "96",
+        "1",
+        &["--subsample", "0.5"],
+    ));
+    assert!(o.status.success(), "{}", text(&o));
+    let all = artemis(&baseline_args(&manifest, &single, "96", "1", &["--resume"]));
+    let (n_half, n_all) = (train_images(&o), train_images(&all));
+    // Each class's half rounds up: at most one image a class (12 classes) over half.
+    assert!(
+        n_half * 2 >= n_all && n_half * 2 <= n_all + 12 && n_half < n_all,
+        "{n_half} of {n_all}"
+    );
+    assert_eq!(
+        json_file(&half.join("config.json"))["train"]["subsample"],
+        0.5
+    );
     let o = artemis(&baseline_args(
         &manifest,
         &single,

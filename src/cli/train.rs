@@ -105,6 +105,10 @@ pub struct TrainArgs {
     /// Label smoothing of the training loss (0: plain cross-entropy; 0.1 is common).
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f64,
+    /// Train on this share of the training split: a seeded draw per class (by --seed, so
+    /// each of --members sees other images: bagging). 1: all of it.
+    #[arg(long, default_value_t = 1.0)]
+    pub subsample: f64,
     /// Epochs in all (default 30; with --resume: what the run was started with, or more).
     #[arg(long, value_parser = bounded::epochs)]
     pub epochs: Option<usize>,
@@ -190,6 +194,7 @@ pub(super) fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
             later_batch: a.batch_size_from,
             weight_decay: a.weight_decay,
             label_smoothing: a.label_smoothing,
+            subsample: a.subsample,
         },
         resume: a.resume,
         stop_after: a.stop_after,

@@ -206,6 +206,12 @@ pub fn describe(run: &Run) -> String {
     if t.label_smoothing > 0.0 {
         regular += &format!(", label smoothing {}", t.label_smoothing);
     }
+    if t.subsample < 1.0 {
+        regular += &format!(
+            ", trained on {:.0}% of the training split",
+            100.0 * t.subsample
+        );
+    }
     format!(
         "{} {}x{}{framing}, {start}{how}{epochs}, augment {}{regular}",
         c.model.architecture.name(),

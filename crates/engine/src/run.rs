@@ -107,6 +107,15 @@ pub struct TrainSettings {
     /// label and `s / classes` on every other class; 0 is plain cross-entropy.
     #[serde(default)]
     pub label_smoothing: f64,
+    /// The share of the training split the run trains on: a seeded draw (by `seed`) of that
+    /// share of each class's images; 1 trains on all of it (and every run before the field
+    /// existed). Members of an ensemble of seeds then see different images (bagging).
+    #[serde(default = "all_of_it")]
+    pub subsample: f64,
+}
+
+fn all_of_it() -> f64 {
+    1.0
 }
 
 impl Default for TrainSettings {
@@ -124,6 +133,7 @@ impl Default for TrainSettings {
             later_batch: None,
             weight_decay: 0.0,
             label_smoothing: 0.0,
+            subsample: 1.0,
         }
     }
 }

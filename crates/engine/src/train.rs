@@ -6,7 +6,7 @@
 //! every epoch (dropout). A run resumed after a kill therefore replays exactly the epochs it
 //! lost.
 
-use crate::dataset::{Loaded, describe_failures, load, to_vec_f32};
+use crate::dataset::{Item, Loaded, describe_failures, load, to_vec_f32};
 use crate::device::{ComputeDevice, Devices};
 use crate::error::{EngineError, Result};
 use crate::features::{FeatureKey, cached, extract};
@@ -180,6 +180,12 @@ impl TrainConfig {
             return Err(EngineError::Config(format!(
                 "label smoothing {} out of range [0, 0.5)",
                 s.label_smoothing
+            )));
+        }
+        if !(s.subsample > 0.0 && s.subsample <= 1.0) {
+            return Err(EngineError::Config(format!(
+                "subsample {} out of range (0, 1]",
+                s.subsample
             )));
         }
         if !(s.warmup_epochs >= 0.0 && s.warmup_epochs.is_finite()) {
@@ -666,6 +672,7 @@ fn finished(
     let root = cfg.data_root.clone().unwrap_or(run_cfg.data_root.clone());
     let usable =
         |split| crate::dataset::manifest_items(&manifest, &root, split, run_cfg.task).len();
+    let trained = training_items(&manifest, &root, run_cfg).len();
     Ok(TrainSummary {
         run_dir: cfg.run_dir.clone(),
         epochs_done: state.epochs_done,
@@ -673,10 +680,42 @@ fn finished(
         best_val_accuracy: state.best_val_accuracy,
         seconds: t0.elapsed().as_secs_f64(),
         epoch_seconds: state.history.iter().map(|m| m.seconds).sum(),
-        train_images: usable(Split::Train),
+        train_images: trained,
         val_images: usable(Split::Val),
         skipped_files: Vec::new(),
     })
+}
+
+/// The training split's items the run trains on: all of them, or a [`subsample`].
+fn training_items(manifest: &Manifest, root: &Path, run_cfg: &RunConfig) -> Vec<Item> {
+    let items = crate::dataset::manifest_items(manifest, root, Split::Train, run_cfg.task);
+    subsample(items, run_cfg.train.subsample, run_cfg.train.seed)
+}
+
+/// A seeded draw of `share` of each class's items (at least one a class), in their order;
+/// all of them when `share` is 1.
+fn subsample(items: Vec<Item>, share: f64, seed: u64) -> Vec<Item> {
+    if share >= 1.0 {
+        return items;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5ab5_a3e1);
+    let mut keep = vec![false; items.len()];
+    let mut classes: Vec<Option<usize>> = items.iter().map(|i| i.class).collect();
+    classes.sort_unstable();
+    classes.dedup();
+    for class in classes {
+        let mut of: Vec<usize> = (0..items.len())
+            .filter(|&i| items[i].class == class)
+            .collect();
+        of.shuffle(&mut rng);
+        let n = ((share * of.len() as f64).round() as usize).max(1);
+        of.iter().take(n).for_each(|&i| keep[i] = true);
+    }
+    items
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(item, k)| k.then_some(item))
+        .collect()
 }
 
 /// Files that could not be read, with the reason.
@@ -688,7 +727,7 @@ fn load_splits(cfg: &TrainConfig, run_cfg: &RunConfig) -> Result<(Loaded, Loaded
     let manifest = Manifest::load(&run_cfg.manifest)?;
     let root = cfg.data_root.clone().unwrap_or(run_cfg.data_root.clone());
     let (pre, task) = (run_cfg.preprocess, run_cfg.task);
-    let train_items = crate::dataset::manifest_items(&manifest, &root, Split::Train, task);
+    let train_items = training_items(&manifest, &root, run_cfg);
     let val_items = crate::dataset::manifest_items(&manifest, &root, Split::Val, task);
     if train_items.is_empty() {
         return Err(EngineError::Config(format!(
@@ -1039,6 +1078,50 @@ mod tests {
         cfg.settings.label_smoothing = 0.6;
         let e = cfg.validate().unwrap_err().to_string();
         assert!(e.contains("label smoothing 0.6"), "{e}");
+        cfg.settings.label_smoothing = 0.1;
+        cfg.settings.subsample = 0.0;
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("subsample 0"), "{e}");
+    }
+
+    /// A subsample keeps the share of each class, in manifest order, and other seeds draw
+    /// other images; share 1 keeps everything.
+    #[test]
+    fn a_subsample_draws_a_share_of_each_class() {
+        let items = |n: usize| -> Vec<Item> {
+            (0..n)
+                .map(|i| Item {
+                    path: PathBuf::from(format!("img{i}.png")),
+                    class: Some(usize::from(i % 4 == 0)),
+                    content_hash: None,
+                })
+                .collect()
+        };
+        let paths = |v: &[Item]| v.iter().map(|i| i.path.clone()).collect::<Vec<_>>();
+        assert_eq!(subsample(items(40), 1.0, 1).len(), 40);
+        let a = subsample(items(40), 0.8, 1);
+        let count = |v: &[Item], c| v.iter().filter(|i| i.class == Some(c)).count();
+        assert_eq!((count(&a, 0), count(&a, 1)), (24, 8));
+        let order: Vec<usize> = (a.iter())
+            .map(|i| {
+                i.path.to_str().unwrap()[3..]
+                    .trim_end_matches(".png")
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "manifest order kept");
+        assert_eq!(paths(&a), paths(&subsample(items(40), 0.8, 1)), "seeded");
+        assert_ne!(
+            paths(&a),
+            paths(&subsample(items(40), 0.8, 2)),
+            "other seed, other draw"
+        );
+        assert_eq!(
+            count(&subsample(items(4), 0.1, 3), 1),
+            1,
+            "at least one a class"
+        );
     }
 
     /// Weight decay is wired: with a zero gradient AdamW still shrinks the weights by
