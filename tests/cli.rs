@@ -652,13 +652,16 @@ fn members_train_one_recipe_with_several_seeds_as_one_ensemble() {
     let tmp = tempfile::tempdir().unwrap();
     let (_, manifest) = tiny_split(tmp.path(), "4");
     let ens = tmp.path().join("seeds");
-    let o = artemis(&baseline_args(
-        &manifest,
-        &ens,
-        "96",
-        "1",
-        &["--members", "2"],
-    ));
+    let two_seeds = || {
+        artemis(&baseline_args(
+            &manifest,
+            &ens,
+            "96",
+            "1",
+            &["--members", "2"],
+        ))
+    };
+    let o = two_seeds();
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("2 members"), "{}", text(&o));
     let file = json_file(&ens.join("ensemble.json"));
@@ -697,13 +700,7 @@ fn members_train_one_recipe_with_several_seeds_as_one_ensemble() {
             .contains("the mean of an ensemble of 2"),
         "{report}"
     );
-    let o = artemis(&baseline_args(
-        &manifest,
-        &ens,
-        "96",
-        "1",
-        &["--members", "2"],
-    ));
+    let o = two_seeds();
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(weights(2), before, "a finished member is kept as it is");
     let single = tmp.path().join("single");

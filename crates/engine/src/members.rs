@@ -116,28 +116,19 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("ens");
         let r = recipe(&dir);
-        assert!(check(&r, 1).unwrap_err().to_string().contains("two"));
-        assert!(
-            check(&r, 1000)
-                .unwrap_err()
-                .to_string()
-                .contains("--members")
-        );
+        let refused = |r: &TrainConfig, n: usize| check(r, n).unwrap_err().to_string();
+        assert!(refused(&r, 1).contains("two"));
+        assert!(refused(&r, 1000).contains("--members"));
         let mut resumed = r.clone();
         resumed.resume = true;
-        assert!(
-            check(&resumed, 3)
-                .unwrap_err()
-                .to_string()
-                .contains("--resume")
-        );
+        assert!(refused(&resumed, 3).contains("--resume"));
         let mut stopped = r.clone();
         stopped.stop_after = Some(1);
         assert!(check(&stopped, 3).is_err());
         check(&r, 3).unwrap();
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(CONFIG), "{}").unwrap();
-        let e = check(&r, 3).unwrap_err().to_string();
+        let e = refused(&r, 3);
         assert!(e.contains("single run") && e.contains("ens"), "{e}");
     }
 }
