@@ -778,6 +778,32 @@ fn members_train_one_recipe_with_several_seeds_as_one_ensemble() {
     );
 }
 
+/// A run made with relative paths records its manifest and data root absolute, so it is
+/// evaluated from any working directory (cv's fold runs recorded `cv/fold-1/manifest.tsv`,
+/// which only resolved where cv had run).
+#[test]
+fn a_run_made_with_relative_paths_is_evaluated_from_anywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_split(tmp.path(), "4");
+    let rel = Path::new("m.tsv");
+    let mut args = baseline_args(rel, Path::new("rel"), "96", "1", &[]);
+    args.extend(["--data", "data"]);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_artemis"))
+        .current_dir(tmp.path())
+        .args(&args)
+        .env("ARTEMIS_NO_PROGRESS", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let run = tmp.path().join("rel");
+    let config = json_file(&run.join("config.json"));
+    for key in ["manifest", "data_root"] {
+        let p = PathBuf::from(config[key].as_str().unwrap());
+        assert!(p.is_absolute() && p.exists(), "{key}: {}", p.display());
+    }
+    eval_report(&run, &["--bootstrap", "0"]);
+}
+
 /// Probabilities of the first row of a predict document.
 fn first_probabilities(doc: &serde_json::Value) -> Vec<f64> {
     doc["rows"][0]["probabilities"]

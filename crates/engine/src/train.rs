@@ -376,12 +376,12 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
                 },
                 ..cfg.settings
             },
-            manifest: cfg.manifest.clone(),
+            // Absolute, so the run is evaluated from any working directory.
+            manifest: absolute(&cfg.manifest)?,
             manifest_hash: file_hash(&cfg.manifest)?,
-            data_root: cfg
-                .data_root
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(&manifest.data_root)),
+            data_root: absolute(
+                &(cfg.data_root.clone()).unwrap_or_else(|| PathBuf::from(&manifest.data_root)),
+            )?,
             pretrained,
             trainable_from,
             feature_cache: cfg.feature_cache && trainable_from > 0,
@@ -684,6 +684,11 @@ fn finished(
         val_images: usable(Split::Val),
         skipped_files: Vec::new(),
     })
+}
+
+/// `path` made absolute against the working directory (not resolved: links stay links).
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| EngineError::io(path, e))
 }
 
 /// The training split's items the run trains on: all of them, or a [`subsample`].
