@@ -188,10 +188,15 @@ pub fn create(dir: &Path, members: &[PathBuf]) -> Result<EnsembleFile> {
     Ok(file)
 }
 
-/// `target` as a path relative to `base` (both made absolute), or absolute when they share no
-/// root.
+/// `target` as a path relative to `base` (both made absolute, with links and `..` resolved
+/// where the paths exist, as the system resolves them when the member is opened), or absolute
+/// when they share no root.
 fn relative_to(base: &Path, target: &Path) -> Result<PathBuf> {
-    let abs = |p: &Path| std::path::absolute(p).map_err(|e| EngineError::io(p, e));
+    let abs = |p: &Path| {
+        std::fs::canonicalize(p)
+            .or_else(|_| std::path::absolute(p))
+            .map_err(|e| EngineError::io(p, e))
+    };
     let (base, target) = (abs(base)?, abs(target)?);
     let (b, t): (Vec<Component>, Vec<Component>) =
         (base.components().collect(), target.components().collect());
@@ -217,5 +222,24 @@ mod tests {
         );
         assert_eq!(r("/a/ens", "/a/ens/m1"), Path::new("m1"));
         assert_eq!(r("/x/e", "/y/r"), Path::new("../../y/r"));
+    }
+
+    /// A `..` after a link in the ensemble's path is resolved as the system resolves it (a
+    /// lexical count of the components pointed outside the tree).
+    #[cfg(unix)]
+    #[test]
+    fn member_paths_resolve_links_and_parent_components() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        for d in ["a/cv/fold-1/run", "b"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::os::unix::fs::symlink(root.join("b"), root.join("a/link")).unwrap();
+        std::fs::create_dir_all(root.join("a/link/../ens")).unwrap();
+        let base = root.join("a/link/../ens");
+        let member = root.join("a/cv/fold-1/run");
+        let rel = relative_to(&base, &member).unwrap();
+        assert_eq!(rel, Path::new("../a/cv/fold-1/run"));
+        assert_eq!(base.join(&rel).canonicalize().unwrap(), member);
     }
 }
