@@ -73,27 +73,33 @@ pub fn train_members(recipe: &TrainConfig, members: usize) -> Result<Vec<TrainSu
         summaries.push(train(&member)?);
     }
     let runs: Vec<PathBuf> = (1..=members).map(|k| member_dir(dir, k)).collect();
-    calibrate(recipe, &runs)?;
+    let data_root = recipe.data_root.as_deref();
+    let batch = recipe.settings.batch_size;
+    calibrate(&runs, recipe.engine, data_root, batch, recipe.max_pixels)?;
     if !crate::ensemble::is_ensemble(dir) {
         crate::ensemble::create(dir, &runs)?;
     }
     Ok(summaries)
 }
 
-/// Fits the temperature of each member that has none for its weights (a member whose
-/// validation split cannot be scored stays uncalibrated, with a warning, as under `eval`).
-fn calibrate(recipe: &TrainConfig, runs: &[PathBuf]) -> Result<()> {
+/// Fits the temperature of each run in `runs` that has none for its weights, on its own
+/// validation split (`data_root`: where its manifest's files live, default the run's), as
+/// `eval` would; for the members of a new ensemble, so that its exported graph, which holds
+/// the temperatures, stays current. A run whose validation split cannot be scored stays
+/// uncalibrated, with a warning, as under `eval`.
+pub fn calibrate(
+    runs: &[PathBuf],
+    engine: crate::onnx::EngineOptions,
+    data_root: Option<&Path>,
+    batch_size: usize,
+    max_pixels: u64,
+) -> Result<()> {
     for dir in runs {
-        let mut clf = Classifier::open_with(Run::open(dir)?, recipe.engine)?;
+        let mut clf = Classifier::open_with(Run::open(dir)?, engine)?;
         if clf.calibration.is_some() {
             continue;
         }
-        let fitted = crate::eval::calibrate_on_val(
-            &mut clf,
-            recipe.data_root.as_deref(),
-            recipe.settings.batch_size,
-            recipe.max_pixels,
-        );
+        let fitted = crate::eval::calibrate_on_val(&mut clf, data_root, batch_size, max_pixels);
         if let Err(e) = fitted {
             tracing::warn!("{}: no calibration: {e}", dir.display());
         }
