@@ -686,9 +686,12 @@ fn finished(
     })
 }
 
-/// `path` made absolute against the working directory (not resolved: links stay links).
+/// `path` made absolute and canonical (links and `..` resolved, so that two runs name one
+/// image alike), or absolute against the working directory where it does not exist.
 fn absolute(path: &Path) -> Result<PathBuf> {
-    std::path::absolute(path).map_err(|e| EngineError::io(path, e))
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .map_err(|e| EngineError::io(path, e))
 }
 
 /// The training split's items the run trains on: all of them, or a [`subsample`].
