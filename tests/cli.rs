@@ -686,6 +686,9 @@ fn members_train_one_recipe_with_several_seeds_as_one_ensemble() {
     // Exported with the members' temperatures, the graph is still current after eval.
     let o = artemis(&["export", "--run", s(&ens)]);
     assert!(o.status.success(), "{}", text(&o));
+    let o = quantize_int8(&ens, "8", &[]);
+    assert!(!o.status.success(), "an ensemble is not quantized silently");
+    assert!(text(&o).contains("not an ensemble's"), "{}", text(&o));
     let report = eval_report(&ens, &["--bootstrap", "0"]);
     assert!(
         report["model"]

@@ -62,6 +62,13 @@ pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
     }
     let run = Run::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
     if artemis_engine::ensemble::is_ensemble(&a.run) {
+        if a.quantize.is_some() {
+            anyhow::bail!(
+                "{}: --quantize int8 quantizes one run's graph, not an ensemble's; quantize \
+                 each member (ensemble.json names them)",
+                a.run.display()
+            );
+        }
         return export_ensemble(&run, a.check);
     }
     let out = export_run(&run).with_context(|| format!("exporting run {}", a.run.display()))?;
