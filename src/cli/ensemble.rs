@@ -16,12 +16,9 @@ pub struct EnsembleArgs {
 }
 
 pub(super) fn run(a: EnsembleArgs) -> Result<ExitCode> {
-    let file = artemis_engine::ensemble::create(&a.out, &a.runs)
+    let how = artemis_engine::members::Calibrate::default();
+    let file = artemis_engine::members::assemble(&a.out, &a.runs, &how)
         .with_context(|| format!("making the ensemble {}", a.out.display()))?;
-    // Temperatures now, as eval would fit them: an exported ensemble graph holds them.
-    let max_pixels = artemis_data::image_io::DEFAULT_MAX_PIXELS;
-    artemis_engine::members::calibrate(&a.runs, Default::default(), None, 64, max_pixels)
-        .with_context(|| format!("calibrating the members of {}", a.out.display()))?;
     println!(
         "wrote ensemble {} of {} members ({}); its probabilities are the mean of theirs, each \
          calibrated with its own temperature (fitted on its validation split)",

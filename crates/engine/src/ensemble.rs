@@ -192,12 +192,7 @@ pub fn create(dir: &Path, members: &[PathBuf]) -> Result<EnsembleFile> {
 /// where the paths exist, as the system resolves them when the member is opened), or absolute
 /// when they share no root.
 fn relative_to(base: &Path, target: &Path) -> Result<PathBuf> {
-    let abs = |p: &Path| {
-        std::fs::canonicalize(p)
-            .or_else(|_| std::path::absolute(p))
-            .map_err(|e| EngineError::io(p, e))
-    };
-    let (base, target) = (abs(base)?, abs(target)?);
+    let (base, target) = (crate::run::canonical(base)?, crate::run::canonical(target)?);
     let (b, t): (Vec<Component>, Vec<Component>) =
         (base.components().collect(), target.components().collect());
     let common = b.iter().zip(&t).take_while(|(x, y)| x == y).count();

@@ -14,6 +14,7 @@
 //! is fitted on the validation split (as `eval` would) when the ensemble is made: an exported
 //! ensemble graph, which holds the temperatures, then stays current when `eval` runs.
 
+use crate::ensemble::EnsembleFile;
 use crate::error::{EngineError, Result};
 use crate::infer::Classifier;
 use crate::run::{CONFIG, Run};
@@ -72,39 +73,60 @@ pub fn train_members(recipe: &TrainConfig, members: usize) -> Result<Vec<TrainSu
         );
         summaries.push(train(&member)?);
     }
-    let runs: Vec<PathBuf> = (1..=members).map(|k| member_dir(dir, k)).collect();
-    let data_root = recipe.data_root.as_deref();
-    let batch = recipe.settings.batch_size;
-    calibrate(&runs, recipe.engine, data_root, batch, recipe.max_pixels)?;
     if !crate::ensemble::is_ensemble(dir) {
-        crate::ensemble::create(dir, &runs)?;
+        let runs: Vec<PathBuf> = (1..=members).map(|k| member_dir(dir, k)).collect();
+        let how = Calibrate {
+            engine: recipe.engine,
+            data_root: recipe.data_root.clone(),
+            batch_size: recipe.settings.batch_size,
+            max_pixels: recipe.max_pixels,
+        };
+        assemble(dir, &runs, &how)?;
     }
     Ok(summaries)
 }
 
-/// Fits the temperature of each run in `runs` that has none for its weights, on its own
-/// validation split (`data_root`: where its manifest's files live, default the run's), as
-/// `eval` would; for the members of a new ensemble, so that its exported graph, which holds
-/// the temperatures, stays current. A run whose validation split cannot be scored stays
+/// How members' temperatures are fitted on their validation splits.
+#[derive(Debug, Clone)]
+pub struct Calibrate {
+    pub engine: crate::onnx::EngineOptions,
+    /// Where the members' manifest files live (default: each run's data root).
+    pub data_root: Option<PathBuf>,
+    pub batch_size: usize,
+    pub max_pixels: u64,
+}
+
+impl Default for Calibrate {
+    /// The default engine, batches of 64, the default pixel bound; each run's data root.
+    fn default() -> Self {
+        Calibrate {
+            engine: Default::default(),
+            data_root: None,
+            batch_size: 64,
+            max_pixels: artemis_data::image_io::DEFAULT_MAX_PIXELS,
+        }
+    }
+}
+
+/// Makes `dir` the ensemble of `runs` ([`crate::ensemble::create`]), then fits the
+/// temperature of each member that has none for its weights, as `eval` would: the ensemble
+/// averages calibrated probabilities and its exported graph holds the temperatures, so they
+/// are fitted once, when it is made. A member whose validation split cannot be scored stays
 /// uncalibrated, with a warning, as under `eval`.
-pub fn calibrate(
-    runs: &[PathBuf],
-    engine: crate::onnx::EngineOptions,
-    data_root: Option<&Path>,
-    batch_size: usize,
-    max_pixels: u64,
-) -> Result<()> {
-    for dir in runs {
-        let mut clf = Classifier::open_with(Run::open(dir)?, engine)?;
+pub fn assemble(dir: &Path, runs: &[PathBuf], how: &Calibrate) -> Result<EnsembleFile> {
+    let file = crate::ensemble::create(dir, runs)?;
+    for run in runs {
+        let mut clf = Classifier::open_with(Run::open(run)?, how.engine)?;
         if clf.calibration.is_some() {
             continue;
         }
-        let fitted = crate::eval::calibrate_on_val(&mut clf, data_root, batch_size, max_pixels);
+        let root = how.data_root.as_deref();
+        let fitted = crate::eval::calibrate_on_val(&mut clf, root, how.batch_size, how.max_pixels);
         if let Err(e) = fitted {
-            tracing::warn!("{}: no calibration: {e}", dir.display());
+            tracing::warn!("{}: no calibration: {e}", run.display());
         }
     }
-    Ok(())
+    Ok(file)
 }
 
 #[cfg(test)]

@@ -279,6 +279,15 @@ pub const STATE: &str = "state.json";
 pub const METRICS: &str = "metrics.csv";
 pub const BEST: &str = "model-best.bpk";
 
+/// `path` made absolute and canonical (links and `..` resolved as the system resolves them,
+/// so two runs name one file alike), or absolute against the working directory where it
+/// does not exist.
+pub fn canonical(path: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .map_err(|e| EngineError::io(path, e))
+}
+
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| EngineError::Json {
         path: path.into(),

@@ -333,65 +333,7 @@ pub fn train(cfg: &TrainConfig) -> Result<TrainSummary> {
                 dir.display()
             )));
         }
-        let manifest = Manifest::load(&cfg.manifest)?;
-        let input = cfg.input.unwrap_or(cfg.architecture.default_input());
-        let pre = Preprocess {
-            width: input.1 as u32,
-            height: input.0 as u32,
-            resize: cfg.resize,
-            scaling: cfg.scaling(),
-            framing: cfg.framing,
-        };
-        pre.validate()?;
-        let trainable_from = cfg.strategy.trainable_from(cfg.architecture)?;
-        let pretrained = match (cfg.pretrained, cfg.architecture.checkpoint()) {
-            (true, Some(checkpoint)) => {
-                let w = (cfg.weights.clone()).unwrap_or_else(|| checkpoint.default_path());
-                Some(Pretrained {
-                    source: "imagenet".into(),
-                    sha256: checkpoint.verify(&w)?,
-                    weights: w,
-                })
-            }
-            _ => None,
-        };
-        let run_cfg = RunConfig {
-            artemis_version: env!("CARGO_PKG_VERSION").into(),
-            model: ModelSpec {
-                architecture: cfg.architecture,
-                num_classes: cfg.task.num_classes(),
-                input,
-                width: cfg.width,
-                aux_logits: cfg.aux_logits,
-            },
-            task: cfg.task,
-            classes: cfg.task.classes(),
-            preprocess: pre,
-            augment: cfg.augment,
-            train: TrainSettings {
-                epochs: if cfg.settings.epochs == 0 {
-                    DEFAULT_EPOCHS
-                } else {
-                    cfg.settings.epochs
-                },
-                ..cfg.settings
-            },
-            // Absolute, so the run is evaluated from any working directory.
-            manifest: absolute(&cfg.manifest)?,
-            manifest_hash: file_hash(&cfg.manifest)?,
-            data_root: absolute(
-                &(cfg.data_root.clone()).unwrap_or_else(|| PathBuf::from(&manifest.data_root)),
-            )?,
-            pretrained,
-            trainable_from,
-            feature_cache: cfg.feature_cache && trainable_from > 0,
-            cache_copies: if cfg.augment.is_identity() {
-                1
-            } else {
-                cfg.cache_copies
-            },
-            trained_on: vec![cfg.devices.to_string()],
-        };
+        let run_cfg = new_run_config(cfg)?;
         // Fail on an impossible model, or a device that does not open, before writing
         // anything.
         cfg.devices.open()?;
@@ -661,6 +603,70 @@ fn run_loop(
     })
 }
 
+/// The configuration of a new run of `cfg`: input and preprocessing, the pretrained
+/// checkpoint (verified), the settings with their defaults, and canonical paths.
+fn new_run_config(cfg: &TrainConfig) -> Result<RunConfig> {
+    let manifest = Manifest::load(&cfg.manifest)?;
+    let input = cfg.input.unwrap_or(cfg.architecture.default_input());
+    let pre = Preprocess {
+        width: input.1 as u32,
+        height: input.0 as u32,
+        resize: cfg.resize,
+        scaling: cfg.scaling(),
+        framing: cfg.framing,
+    };
+    pre.validate()?;
+    let trainable_from = cfg.strategy.trainable_from(cfg.architecture)?;
+    let pretrained = match (cfg.pretrained, cfg.architecture.checkpoint()) {
+        (true, Some(checkpoint)) => {
+            let w = (cfg.weights.clone()).unwrap_or_else(|| checkpoint.default_path());
+            Some(Pretrained {
+                source: "imagenet".into(),
+                sha256: checkpoint.verify(&w)?,
+                weights: w,
+            })
+        }
+        _ => None,
+    };
+    Ok(RunConfig {
+        artemis_version: env!("CARGO_PKG_VERSION").into(),
+        model: ModelSpec {
+            architecture: cfg.architecture,
+            num_classes: cfg.task.num_classes(),
+            input,
+            width: cfg.width,
+            aux_logits: cfg.aux_logits,
+        },
+        task: cfg.task,
+        classes: cfg.task.classes(),
+        preprocess: pre,
+        augment: cfg.augment,
+        train: TrainSettings {
+            epochs: if cfg.settings.epochs == 0 {
+                DEFAULT_EPOCHS
+            } else {
+                cfg.settings.epochs
+            },
+            ..cfg.settings
+        },
+        // Absolute, so the run is evaluated from any working directory.
+        manifest: crate::run::canonical(&cfg.manifest)?,
+        manifest_hash: file_hash(&cfg.manifest)?,
+        data_root: crate::run::canonical(
+            &(cfg.data_root.clone()).unwrap_or_else(|| PathBuf::from(&manifest.data_root)),
+        )?,
+        pretrained,
+        trainable_from,
+        feature_cache: cfg.feature_cache && trainable_from > 0,
+        cache_copies: if cfg.augment.is_identity() {
+            1
+        } else {
+            cfg.cache_copies
+        },
+        trained_on: vec![cfg.devices.to_string()],
+    })
+}
+
 /// The summary of a run that already has all its epochs: nothing is decoded or trained.
 fn finished(
     cfg: &TrainConfig,
@@ -684,14 +690,6 @@ fn finished(
         val_images: usable(Split::Val),
         skipped_files: Vec::new(),
     })
-}
-
-/// `path` made absolute and canonical (links and `..` resolved, so that two runs name one
-/// image alike), or absolute against the working directory where it does not exist.
-fn absolute(path: &Path) -> Result<PathBuf> {
-    std::fs::canonicalize(path)
-        .or_else(|_| std::path::absolute(path))
-        .map_err(|e| EngineError::io(path, e))
 }
 
 /// The training split's items the run trains on: all of them, or a [`subsample`].
