@@ -1034,14 +1034,10 @@ pub(crate) fn test_recipe() -> TrainConfig {
         framing: Framing::AsIs,
         scaling: None,
         augment: Augment::default(),
+        // The defaults (Adam at 1e-3, the plateau schedule) but for these three.
         settings: TrainSettings {
             epochs: 1,
             batch_size: 8,
-            learning_rate: 1e-3,
-            backbone_lr: None,
-            schedule: Schedule::Plateau,
-            warmup_epochs: 0.0,
-            plateau: crate::run::Plateau::default(),
             seed: 1,
             ..TrainSettings::default()
         },
