@@ -4,7 +4,7 @@ Debian's chromedriver, opens headless Chromium with a fresh profile, and drives 
 Environment: ARTEMIS_CHROMEDRIVER (default /usr/bin/chromedriver), ARTEMIS_CHROMIUM
 (default /usr/bin/chromium).
 """
-import json, os, socket, subprocess, tempfile, time, urllib.request
+import json, os, shutil, socket, subprocess, tempfile, time, urllib.request
 
 W3C_ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
 
@@ -33,7 +33,7 @@ class Browser:
 
     def __enter__(self):
         self.port = free_port()
-        profile = tempfile.mkdtemp(prefix="artemis-chromium-")
+        self.profile = profile = tempfile.mkdtemp(prefix="artemis-chromium-")
         self.proc = subprocess.Popen([self.driver, f"--port={self.port}"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(100):
@@ -59,6 +59,8 @@ class Browser:
         finally:
             self.proc.terminate()
             self.proc.wait(timeout=10)
+            # Chromium's profile (about 20 MB a session) goes with the session.
+            shutil.rmtree(self.profile, ignore_errors=True)
 
     def call(self, method, path, body=None):
         return self._call(method, f"{self.session}{path}", body)

@@ -98,7 +98,11 @@ pub(super) fn split(a: SplitArgs) -> Result<ExitCode> {
         val_fraction: a.val_fraction,
         test_fraction: a.test_fraction,
         near_threshold: a.common.near_threshold,
-        data_root: a.root.display().to_string(),
+        // Absolute, so that the manifest reads the same from any working directory.
+        data_root: std::fs::canonicalize(&a.root)
+            .with_context(|| format!("{}: resolving the data folder", a.root.display()))?
+            .display()
+            .to_string(),
     };
     let m = make_manifest(&idx, &cfg)?;
     m.save(&a.out)?;

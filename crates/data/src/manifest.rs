@@ -7,7 +7,7 @@
 //! # artemis split manifest v1
 //! # protocol: clean
 //! # seed: 42
-//! # data_root: ../shared/data/artemis-planes
+//! # data_root: /work/shared/data/artemis-planes
 //! # val_fraction: 0.1
 //! # test_fraction: 0.1
 //! # near_threshold: 16
@@ -15,7 +15,8 @@
 //! train<TAB>Training/glioma_coronal/x.jpg<TAB>5e1f…<TAB>17<TAB>glioma_coronal<TAB>
 //! ```
 //!
-//! `path` is relative to `data_root`; `label` is the class folder's label; `cluster` is the
+//! `path` is relative to `data_root` (`artemis data split` writes it absolute; a relative
+//! one, written by hand, is read from the working directory); `label` is the class folder's label; `cluster` is the
 //! near-duplicate cluster (clusters never span train/val/test under the `clean` protocol);
 //! `excluded` rows record files left out and why (`note`). Rows are sorted by split then path,
 //! so the same inputs and seed always give the same bytes.

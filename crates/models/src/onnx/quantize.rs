@@ -185,6 +185,27 @@ impl Quantized<'_> {
     }
 }
 
+/// The largest |bias| / bias scale written: the int32 bias, with headroom for the sums the
+/// integer kernel adds to it.
+const BIAS_LIMIT: f64 = (1u64 << 30) as f64;
+
+/// One symmetric int8 scale per output channel of the weights `w` (`bias.len()` channels):
+/// the channel's largest |weight| / 127, raised where needed so that the channel's bias fits
+/// int32 at the bias scale `x_scale x weight scale`. A channel whose weights are all (nearly)
+/// zero, as batch-norm folding leaves where the learned gain is zero, would otherwise get a
+/// scale near zero, and its bias would saturate int32 and be lost (EfficientNet-Lite0 has 89
+/// such channels; their constant output went to zero).
+fn weight_scales(w: &[f32], bias: &[f32], x_scale: f32) -> Vec<f32> {
+    let per = w.len() / bias.len().max(1);
+    (w.chunks(per).zip(bias))
+        .map(|(c, b)| {
+            let max = c.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            let floor = (b.abs() as f64 / (x_scale as f64 * BIAS_LIMIT)) as f32;
+            max.max(floor).max(1e-12)
+        })
+        .collect()
+}
+
 /// A Conv's float weight and bias replaced by int8 / int32 initialisers and their
 /// DequantizeLinear nodes (appended to `nodes`); `x_scale` is the scale of its input.
 fn quantize_conv(
@@ -201,9 +222,15 @@ fn quantize_conv(
     let wv = floats(&w);
     let c_out = w.dims.first().copied().unwrap_or(1).max(1) as usize;
     let per = wv.len() / c_out;
-    let scales: Vec<f32> = (wv.chunks(per))
-        .map(|c| (c.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0).max(1e-12))
-        .collect();
+    let bias = match node.input.get(2) {
+        Some(name) => Some(inits.remove(name).ok_or_else(|| missing("bias"))?),
+        None => None,
+    };
+    let bv = bias
+        .as_ref()
+        .map(floats)
+        .unwrap_or_else(|| vec![0.0; c_out]);
+    let scales = weight_scales(&wv, &bv, x_scale);
     let q: Vec<u8> = (wv.chunks(per).zip(&scales))
         .flat_map(|(c, s)| {
             c.iter()
@@ -220,10 +247,10 @@ fn quantize_conv(
         zero: &zeros,
     };
     node.input[1] = wt.dequantized(&w.name, inits, nodes);
-    if let Some(bname) = node.input.get(2).cloned() {
-        let b = inits.remove(&bname).ok_or_else(|| missing("bias"))?;
+    if let Some(b) = bias {
+        let bname = b.name.clone();
         let bs: Vec<f32> = scales.iter().map(|s| s * x_scale).collect();
-        let bq: Vec<u8> = (floats(&b).iter().zip(&bs))
+        let bq: Vec<u8> = (bv.iter().zip(&bs))
             .flat_map(|(v, s)| ((v / s).round() as i32).to_le_bytes())
             .collect();
         let zeros = vec![0; 4 * c_out];
@@ -376,5 +403,31 @@ mod tests {
         let (s, z) = Range::zero().widen(&[0.5, 6.0]).uint8();
         assert_eq!(z, 0);
         assert!((s * 255.0 - 6.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn a_dead_channel_keeps_its_bias_within_int32() {
+        // Two output channels of 3 weights: a live one, and one that batch-norm folding
+        // zeroed (gain 0), whose output is its bias alone.
+        let w = [0.5, -1.27, 0.1, 0.0, 1e-9, -2e-9];
+        let bias = [0.3, 7.07];
+        let x_scale = 2.0 / 255.0;
+        let s = weight_scales(&w, &bias, x_scale);
+        assert!(
+            (s[0] - 1.27 / 127.0).abs() < 1e-9,
+            "a live channel keeps max/127"
+        );
+        for (b, ws) in bias.iter().zip(&s) {
+            let q = (b / (ws * x_scale)).round();
+            assert!(
+                q.abs() <= BIAS_LIMIT as f32,
+                "bias {b} saturates int32: {q}"
+            );
+            let back = (q as i32) as f32 * ws * x_scale;
+            assert!(
+                (back - b).abs() < 1e-5 * b.abs(),
+                "bias {b} read back as {back}"
+            );
+        }
     }
 }
