@@ -138,6 +138,17 @@ fn the_int8_graph_predicts_like_the_float_one() {
         record["int8"]["float_layers"],
         serde_json::json!(["stem", "last"])
     );
+    assert_eq!(record["int8"]["weight_rounding"], "sum-preserving");
+    // --weight-rounding nearest: recorded, and other int8 weights than the default's.
+    let weights = || std::fs::read(export.join("model-int8.onnx")).unwrap();
+    let o = quantize_int8(&run, "16", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let sum = weights();
+    let o = quantize_int8(&run, "16", &["--weight-rounding", "nearest"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let record = json_file(&export.join("export.json"));
+    assert_eq!(record["int8"]["weight_rounding"], "nearest");
+    assert_ne!(sum, weights(), "the two roundings wrote the same graph");
     let o = quantize("conv_nope");
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("conv_nope"), "{}", text(&o));

@@ -52,6 +52,26 @@ pub struct ExportArgs {
         default_value = "none"
     )]
     pub keep_float: Vec<String>,
+    /// With --quantize: how each output channel's weights are rounded to int8: sum (to
+    /// nearest, then the fewest moved by one so that the channel's sum stays exact to the
+    /// nearest step) or nearest (each alone).
+    #[arg(long, value_enum, default_value_t = WeightRounding::Sum)]
+    pub weight_rounding: WeightRounding,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum WeightRounding {
+    Sum,
+    Nearest,
+}
+
+impl From<WeightRounding> for artemis_models::onnx::quantize::Rounding {
+    fn from(r: WeightRounding) -> Self {
+        match r {
+            WeightRounding::Sum => Self::SumPreserving,
+            WeightRounding::Nearest => Self::Nearest,
+        }
+    }
 }
 
 pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
@@ -104,6 +124,7 @@ pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
                 .filter(|l| *l != "none")
                 .cloned()
                 .collect(),
+            rounding: a.weight_rounding.into(),
             ..Default::default()
         };
         let q = artemis_engine::quantize::quantize_run(&run, &cfg)

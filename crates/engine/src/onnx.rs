@@ -58,6 +58,14 @@ pub struct Int8Record {
     /// Convolutions kept in float (empty in records written before this existed).
     #[serde(default)]
     pub float_layers: Vec<String>,
+    /// How the weights were rounded: `sum-preserving` or `nearest` (records written before
+    /// this existed: nearest).
+    #[serde(default = "nearest")]
+    pub weight_rounding: String,
+}
+
+fn nearest() -> String {
+    "nearest".into()
 }
 
 /// A run's export, as [`open_export`] finds it.

@@ -10,7 +10,7 @@ use crate::onnx::{
 };
 use crate::run::Run;
 use artemis_data::manifest::{Manifest, Split};
-use artemis_models::onnx::quantize::{Range, calibration_graph, quantize};
+use artemis_models::onnx::quantize::{Range, Rounding, calibration_graph, quantize};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -27,6 +27,8 @@ pub struct QuantizeConfig {
     /// Convolutions kept in float (`artemis_models::onnx::quantize::float_convs`: `stem`,
     /// `depthwise`, `last` or node names).
     pub keep_float: Vec<String>,
+    /// How each output channel's weights are rounded to int8.
+    pub rounding: Rounding,
 }
 
 impl Default for QuantizeConfig {
@@ -36,6 +38,7 @@ impl Default for QuantizeConfig {
             seed: 42,
             threads: 0,
             keep_float: Vec::new(),
+            rounding: Rounding::default(),
         }
     }
 }
@@ -145,19 +148,23 @@ pub fn quantize_export(run: &Run, batches: &[Vec<f32>], cfg: &QuantizeConfig) ->
     let ranges = calibrate(&graph, &names, batches, side, threads)?;
     let images = batches.iter().map(|b| b.len()).sum::<usize>() / (3 * side[0] * side[1]);
     let settings = Int8Record {
-        weights: "int8, symmetric, per output channel (Conv); float head (Gemm)".into(),
+        weights: format!(
+            "int8, symmetric, per output channel (Conv), {} rounding; float head (Gemm)",
+            cfg.rounding.name()
+        ),
         activations: "uint8, asymmetric, per tensor, mean of each batch's min/max over the \
                       calibration pictures (batches of 32)"
             .into(),
         calibration_images: images,
         seed: cfg.seed,
         float_layers: keep,
+        weight_rounding: cfg.rounding.name().into(),
     };
     let meta = [(
         "artemis.quantization".to_string(),
         serde_json::to_string(&settings).unwrap_or_default(),
     )];
-    let int8 = quantize(&float, &ranges, &meta, &float_convs).map_err(export_err)?;
+    let int8 = quantize(&float, &ranges, &meta, &float_convs, cfg.rounding).map_err(export_err)?;
     let path = dir.join(INT8_FILE);
     artemis_data::fsutil::write_atomic(&path, &int8)?;
     let hash = artemis_data::hash::content_hash(&int8);

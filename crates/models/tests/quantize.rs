@@ -38,8 +38,17 @@ fn every_convolution_reads_int8_weights_and_the_head_stays_float() {
     assert!(names.contains(&"image".to_string()));
     assert_eq!(g.output.len(), 1 + names.len());
     let ranges = same_range(&names, -1.0, 2.0);
-    let q = ModelProto::decode(&quantize(&float, &ranges, &[], &Default::default()).unwrap()[..])
-        .unwrap();
+    let q = ModelProto::decode(
+        &quantize(
+            &float,
+            &ranges,
+            &[],
+            &Default::default(),
+            Default::default(),
+        )
+        .unwrap()[..],
+    )
+    .unwrap();
     let g = q.graph.unwrap();
     let (init, made_by) = index(&g);
     let convs: Vec<&NodeProto> = g.node.iter().filter(|n| n.op_type == "Conv").collect();
@@ -87,7 +96,9 @@ fn kept_convolutions_stay_float_with_float_inputs() {
     assert!(err.to_string().contains("conv_nope"), "{err}");
     let (_, names) = calibration_graph(&float).unwrap();
     let ranges = same_range(&names, -1.0, 6.0);
-    let q = ModelProto::decode(&quantize(&float, &ranges, &[], &kept).unwrap()[..]).unwrap();
+    let q =
+        ModelProto::decode(&quantize(&float, &ranges, &[], &kept, Default::default()).unwrap()[..])
+            .unwrap();
     let g = q.graph.unwrap();
     let (init, made_by) = index(&g);
     let quantized: Vec<&str> = (g.node.iter())
