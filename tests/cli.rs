@@ -686,9 +686,26 @@ fn members_train_one_recipe_with_several_seeds_as_one_ensemble() {
     // Exported with the members' temperatures, the graph is still current after eval.
     let o = artemis(&["export", "--run", s(&ens)]);
     assert!(o.status.success(), "{}", text(&o));
+    // --quantize int8: each member's int8 graph, averaged like the float ones.
     let o = quantize_int8(&ens, "8", &[]);
-    assert!(!o.status.success(), "an ensemble is not quantized silently");
-    assert!(text(&o).contains("not an ensemble's"), "{}", text(&o));
+    assert!(o.status.success(), "{}", text(&o));
+    let record = json_file(&ens.join("export/export.json"));
+    assert_eq!(
+        record["int8"]["weight_rounding"], "sum-preserving",
+        "{record}"
+    );
+    for k in [1, 2] {
+        let member = ens.join(format!("member-{k}/export/model-int8.onnx"));
+        assert!(member.exists(), "member {k} quantized");
+    }
+    let o = artemis(&["eval", s(&ens), "--bootstrap", "0", "--precision", "int8"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let int8 = json_file(&ens.join("int8/report.json"));
+    let engine = int8["engine"].as_str().unwrap();
+    assert!(
+        engine.contains("model-int8.onnx") && engine.contains("ensemble of 2"),
+        "{engine}"
+    );
     let report = eval_report(&ens, &["--bootstrap", "0"]);
     assert!(
         report["model"]

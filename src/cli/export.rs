@@ -82,14 +82,13 @@ pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
     }
     let run = Run::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
     if artemis_engine::ensemble::is_ensemble(&a.run) {
+        export_ensemble(&run, a.check)?;
         if a.quantize.is_some() {
-            anyhow::bail!(
-                "{}: --quantize int8 quantizes one run's graph, not an ensemble's; quantize \
-                 each member (ensemble.json names them)",
-                a.run.display()
-            );
+            let q = artemis_engine::ensemble_export::quantize_ensemble(&run, &quantize_config(&a))
+                .with_context(|| format!("quantizing ensemble {}", a.run.display()))?;
+            print_quantized(&q);
         }
-        return export_ensemble(&run, a.check);
+        return Ok(ExitCode::SUCCESS);
     }
     let out = export_run(&run).with_context(|| format!("exporting run {}", a.run.display()))?;
     println!(
@@ -118,26 +117,33 @@ pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
         }
     }
     if a.quantize.is_some() {
-        let cfg = artemis_engine::quantize::QuantizeConfig {
-            images: a.calibration_images,
-            keep_float: (a.keep_float.iter())
-                .filter(|l| *l != "none")
-                .cloned()
-                .collect(),
-            rounding: a.weight_rounding.into(),
-            ..Default::default()
-        };
-        let q = artemis_engine::quantize::quantize_run(&run, &cfg)
+        let q = artemis_engine::quantize::quantize_run(&run, &quantize_config(&a))
             .with_context(|| format!("quantizing run {}", a.run.display()))?;
-        println!(
-            "wrote {} ({:.1} MB, {:.0}% of the float graph; ranges from {} training pictures)",
-            q.path.display(),
-            q.bytes as f64 / 1e6,
-            100.0 * q.bytes as f64 / q.float_bytes as f64,
-            q.calibration_images
-        );
+        print_quantized(&q);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn quantize_config(a: &ExportArgs) -> artemis_engine::quantize::QuantizeConfig {
+    artemis_engine::quantize::QuantizeConfig {
+        images: a.calibration_images,
+        keep_float: (a.keep_float.iter())
+            .filter(|l| *l != "none")
+            .cloned()
+            .collect(),
+        rounding: a.weight_rounding.into(),
+        ..Default::default()
+    }
+}
+
+fn print_quantized(q: &artemis_engine::quantize::Quantized) {
+    println!(
+        "wrote {} ({:.1} MB, {:.0}% of the float graph; ranges from {} training pictures)",
+        q.path.display(),
+        q.bytes as f64 / 1e6,
+        100.0 * q.bytes as f64 / q.float_bytes as f64,
+        q.calibration_images
+    );
 }
 
 /// An ensemble's one graph averaging its members, checked against the members in burn.

@@ -6,9 +6,10 @@
 use crate::error::{EngineError, Result};
 use crate::infer::Classifier;
 use crate::onnx::{
-    Backend, EXPORT_DIR, EXPORT_RECORD, EngineOptions, ExportRecord, MODEL_FILE, OnnxModel,
-    random_images, run_metadata,
+    Backend, EXPORT_DIR, EXPORT_RECORD, EngineOptions, ExportRecord, INT8_FILE, MODEL_FILE,
+    OnnxModel, random_images, run_metadata,
 };
+use crate::quantize::Quantized;
 use crate::run::Run;
 use artemis_data::transform::Scaling;
 use artemis_models::OnnxGraph;
@@ -78,15 +79,66 @@ pub fn export_ensemble(run: &Run, check: usize) -> Result<EnsembleExport> {
 /// An ensemble's one graph (image -> the log of the members' mean calibrated probabilities),
 /// made from its loaded members.
 fn ensemble_graph(clf: &Classifier) -> Result<Vec<u8>> {
-    let run = &clf.run;
-    let base = run.config.preprocess.scaling;
     let graphs = (clf.members.iter())
         .map(|m| {
             m.network
                 .to_onnx(&m.run.config.model, OnnxGraph::Logits, &[])
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let parts: Vec<Member> = (clf.members.iter().zip(&graphs))
+    averaged(clf, &graphs)
+}
+
+/// `artemis export --quantize int8` of an ensemble: each member's export quantized (written
+/// into the member's own `export/`, as for a single run), and their int8 graphs averaged as
+/// the float ones are, into `<ensemble>/export/model-int8.onnx`, recorded beside the float
+/// graph (run [`export_ensemble`] first).
+pub fn quantize_ensemble(run: &Run, cfg: &crate::quantize::QuantizeConfig) -> Result<Quantized> {
+    let burn = EngineOptions {
+        backend: Backend::Burn,
+        ..EngineOptions::default()
+    };
+    let clf = Classifier::open_with(run.clone(), burn)?;
+    let dir = run.path(EXPORT_DIR);
+    let record_path = dir.join(EXPORT_RECORD);
+    let mut record: ExportRecord = crate::run::read_json(&record_path)?;
+    if record.checkpoint_blake3 != clf.export_key() {
+        return Err(EngineError::Checkpoint {
+            path: record_path,
+            reason: "is stale (a member changed since); run `artemis export` again".into(),
+        });
+    }
+    let (mut graphs, mut settings, mut images) = (Vec::new(), None, 0);
+    for m in &clf.members {
+        crate::onnx::export_run(&m.run)?;
+        let q = crate::quantize::quantize_run(&m.run, cfg)?;
+        images += q.calibration_images;
+        graphs.push(std::fs::read(&q.path).map_err(|e| EngineError::io(&q.path, e))?);
+        let member: ExportRecord =
+            crate::run::read_json(&m.run.path(EXPORT_DIR).join(EXPORT_RECORD))?;
+        settings = settings.or(member.int8);
+    }
+    let bytes = averaged(&clf, &graphs)?;
+    let path = dir.join(INT8_FILE);
+    artemis_data::fsutil::write_atomic(&path, &bytes)?;
+    let float_bytes = std::fs::metadata(dir.join(MODEL_FILE)).map_or(0, |m| m.len());
+    record
+        .files
+        .insert(INT8_FILE.into(), artemis_data::hash::content_hash(&bytes));
+    record.int8 = settings;
+    crate::run::write_json(&record_path, &record)?;
+    Ok(Quantized {
+        path,
+        bytes: bytes.len() as u64,
+        float_bytes,
+        calibration_images: images,
+    })
+}
+
+/// The averaging graph over the members' logits `graphs` (float or int8, in member order).
+fn averaged(clf: &Classifier, graphs: &[Vec<u8>]) -> Result<Vec<u8>> {
+    let run = &clf.run;
+    let base = run.config.preprocess.scaling;
+    let parts: Vec<Member> = (clf.members.iter().zip(graphs))
         .map(|(m, g)| {
             let (scale, shift) = affine(base, m.run.config.preprocess.scaling);
             Member {
