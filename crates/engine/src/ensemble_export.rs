@@ -91,7 +91,7 @@ fn ensemble_graph(clf: &Classifier) -> Result<Vec<u8>> {
 /// `artemis export --quantize int8` of an ensemble: each member's export quantized (written
 /// into the member's own `export/`, as for a single run), and their int8 graphs averaged as
 /// the float ones are, into `<ensemble>/export/model-int8.onnx`, recorded beside the float
-/// graph (run [`export_ensemble`] first).
+/// graph (run [`export_ensemble`] first). Its calibration count is per member.
 pub fn quantize_ensemble(run: &Run, cfg: &crate::quantize::QuantizeConfig) -> Result<Quantized> {
     let burn = EngineOptions {
         backend: Backend::Burn,
@@ -111,7 +111,7 @@ pub fn quantize_ensemble(run: &Run, cfg: &crate::quantize::QuantizeConfig) -> Re
     for m in &clf.members {
         crate::onnx::export_run(&m.run)?;
         let q = crate::quantize::quantize_run(&m.run, cfg)?;
-        images += q.calibration_images;
+        images = images.max(q.calibration_images);
         graphs.push(std::fs::read(&q.path).map_err(|e| EngineError::io(&q.path, e))?);
         let member: ExportRecord =
             crate::run::read_json(&m.run.path(EXPORT_DIR).join(EXPORT_RECORD))?;
