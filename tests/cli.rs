@@ -706,6 +706,22 @@ fn members_train_one_recipe_with_several_seeds_as_one_ensemble() {
         engine.contains("model-int8.onnx") && engine.contains("ensemble of 2"),
         "{engine}"
     );
+    // ... and the page that classifies in the browser carries that graph.
+    let web = tmp.path().join("web");
+    let o = artemis(&[
+        "export",
+        "--run",
+        s(&ens),
+        "--format",
+        "web",
+        "--precision",
+        "int8",
+        "-o",
+        s(&web),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let card = json_file(&web.join("model.json"));
+    assert_eq!(card["graph"]["precision"], "int8", "{card}");
     let report = eval_report(&ens, &["--bootstrap", "0"]);
     assert!(
         report["model"]

@@ -107,8 +107,8 @@ pub struct GraphInfo {
 /// it has one, else the float logits graph made from the loaded network.
 fn page_graph(clf: &Classifier, int8: bool) -> Result<(Vec<u8>, &'static str), ServeError> {
     use artemis_engine::onnx::{ExportState, Precision, verified_export};
-    if int8 && clf.members.is_empty() {
-        match verified_export(&clf.run, Precision::Int8, &clf.weights_hash)? {
+    if int8 {
+        match verified_export(&clf.run, Precision::Int8, &clf.export_key())? {
             Ok(bytes) => return Ok((bytes, "int8")),
             Err(ExportState::Unusable(why)) => {
                 tracing::warn!("the in-browser page runs the float graph: {why}")
