@@ -82,13 +82,8 @@ pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
     }
     let run = Run::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
     if artemis_engine::ensemble::is_ensemble(&a.run) {
-        export_ensemble(&run, a.check)?;
-        if a.quantize.is_some() {
-            let q = artemis_engine::ensemble_export::quantize_ensemble(&run, &quantize_config(&a))
-                .with_context(|| format!("quantizing ensemble {}", a.run.display()))?;
-            print_quantized(&q);
-        }
-        return Ok(ExitCode::SUCCESS);
+        let int8 = a.quantize.as_ref().map(|_| quantize_config(&a));
+        return export_ensemble(&run, a.check, int8.as_ref());
     }
     let out = export_run(&run).with_context(|| format!("exporting run {}", a.run.display()))?;
     println!(
@@ -140,15 +135,19 @@ fn print_quantized(q: &artemis_engine::quantize::Quantized) {
     println!(
         "wrote {} ({:.1} MB, {:.0}% of the float graph; ranges from {} training pictures)",
         q.path.display(),
-        q.bytes as f64 / 1e6,
-        100.0 * q.bytes as f64 / q.float_bytes as f64,
-        q.calibration_images
+        q.graph.len() as f64 / 1e6,
+        100.0 * q.graph.len() as f64 / q.float_bytes as f64,
+        q.settings.calibration_images
     );
 }
 
 /// An ensemble's one graph averaging its members, checked against the members in burn.
-fn export_ensemble(run: &Run, check: usize) -> Result<ExitCode> {
-    let out = artemis_engine::ensemble_export::export_ensemble(run, check)
+fn export_ensemble(
+    run: &Run,
+    check: usize,
+    int8: Option<&artemis_engine::quantize::QuantizeConfig>,
+) -> Result<ExitCode> {
+    let out = artemis_engine::ensemble_export::export_ensemble(run, check, int8)
         .with_context(|| format!("exporting ensemble {}", run.dir.display()))?;
     println!(
         "wrote {} ({:.1} MB, image -> logits: the log of the mean of {} members' calibrated \
@@ -174,6 +173,9 @@ fn export_ensemble(run: &Run, check: usize) -> Result<ExitCode> {
                 );
             }
         }
+    }
+    if let Some(q) = &out.int8 {
+        print_quantized(q);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -162,8 +162,7 @@ fn int8_model(run: &Run, side: usize, threads: usize, on: ComputeDevice) -> Resu
         })
         .collect();
     let q = crate::quantize::quantize_export(run, &batches, &Default::default())?;
-    let bytes = std::fs::read(&q.path).map_err(|e| EngineError::io(&q.path, e))?;
-    OnnxModel::from_bytes_on(&bytes, threads, &q.path.display().to_string(), on)
+    OnnxModel::from_bytes_on(&q.graph, threads, &q.path.display().to_string(), on)
 }
 
 /// burn and ONNX Runtime images/s of `arch` at `side` px for each batch size, on `on`: burn

@@ -9,7 +9,7 @@ use crate::onnx::{
     Backend, EXPORT_DIR, EXPORT_RECORD, EngineOptions, ExportRecord, INT8_FILE, MODEL_FILE,
     OnnxModel, random_images, run_metadata,
 };
-use crate::quantize::Quantized;
+use crate::quantize::{QuantizeConfig, Quantized};
 use crate::run::Run;
 use artemis_data::transform::Scaling;
 use artemis_models::OnnxGraph;
@@ -25,6 +25,8 @@ pub struct EnsembleExport {
     /// Largest |probability difference| between ONNX Runtime and the members averaged in
     /// burn on the seeded random inputs (`None`: not checked).
     pub parity: Option<f32>,
+    /// The int8 graph, when asked for.
+    pub int8: Option<Quantized>,
 }
 
 /// Per channel, `x * scale + shift` turns input scaled by `from` into input scaled by `to`
@@ -41,27 +43,40 @@ fn affine(from: Scaling, to: Scaling) -> ([f32; 3], [f32; 3]) {
 }
 
 /// Writes the ensemble's averaging graph and checks it against burn on `check` seeded random
-/// pictures when ONNX Runtime loads (`check` 0: not checked).
-pub fn export_ensemble(run: &Run, check: usize) -> Result<EnsembleExport> {
+/// pictures when ONNX Runtime loads (`check` 0: not checked). With `int8`, also its int8
+/// graph ([`quantize_members`]).
+pub fn export_ensemble(
+    run: &Run,
+    check: usize,
+    int8: Option<&QuantizeConfig>,
+) -> Result<EnsembleExport> {
     let burn = EngineOptions {
         backend: Backend::Burn,
         ..EngineOptions::default()
     };
     let clf = Classifier::open_with(run.clone(), burn)?;
     let bytes = ensemble_graph(&clf)?;
-    let key = clf.export_key();
     let dir = run.path(EXPORT_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
     let model = dir.join(MODEL_FILE);
     artemis_data::fsutil::write_atomic(&model, &bytes)?;
-    let record = ExportRecord {
-        checkpoint_blake3: key,
-        files: [(
-            MODEL_FILE.to_string(),
-            artemis_data::hash::content_hash(&bytes),
-        )]
-        .into(),
+    let hash = artemis_data::hash::content_hash;
+    let mut record = ExportRecord {
+        checkpoint_blake3: clf.export_key(),
+        files: [(MODEL_FILE.to_string(), hash(&bytes))].into(),
         int8: None,
+    };
+    let int8 = match int8 {
+        Some(cfg) => {
+            let mut q = quantize_members(&clf, cfg)?;
+            q.path = dir.join(INT8_FILE);
+            q.float_bytes = bytes.len() as u64;
+            artemis_data::fsutil::write_atomic(&q.path, &q.graph)?;
+            record.files.insert(INT8_FILE.into(), hash(&q.graph));
+            record.int8 = Some(q.settings.clone());
+            Some(q)
+        }
+        None => None,
     };
     crate::run::write_json(&dir.join(EXPORT_RECORD), &record)?;
     let parity = match (check, crate::onnx::runtime()) {
@@ -73,7 +88,28 @@ pub fn export_ensemble(run: &Run, check: usize) -> Result<EnsembleExport> {
         bytes: bytes.len() as u64,
         members: clf.members.len(),
         parity,
+        int8,
     })
+}
+
+/// The int8 averaging graph of the ensemble's loaded members: each member exported and
+/// quantized into its own `export/` (as `artemis export --quantize int8` of that run would),
+/// their int8 graphs averaged as the float ones are. The settings are the members' (the
+/// calibration count is per member); the path is the last member's, for the caller to set.
+fn quantize_members(clf: &Classifier, cfg: &QuantizeConfig) -> Result<Quantized> {
+    let mut quantized = Vec::with_capacity(clf.members.len());
+    for m in &clf.members {
+        crate::onnx::write_export(&m.run, &m.network, &m.weights_hash)?;
+        quantized.push(crate::quantize::quantize_run(&m.run, cfg)?);
+    }
+    let graphs: Vec<Vec<u8>> = (quantized.iter_mut())
+        .map(|q| std::mem::take(&mut q.graph))
+        .collect();
+    let graph = averaged(clf, &graphs)?;
+    let last = quantized
+        .pop()
+        .ok_or_else(|| EngineError::Config("an ensemble without members".into()))?;
+    Ok(Quantized { graph, ..last })
 }
 
 /// An ensemble's one graph (image -> the log of the members' mean calibrated probabilities),
@@ -86,52 +122,6 @@ fn ensemble_graph(clf: &Classifier) -> Result<Vec<u8>> {
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     averaged(clf, &graphs)
-}
-
-/// `artemis export --quantize int8` of an ensemble: each member's export quantized (written
-/// into the member's own `export/`, as for a single run), and their int8 graphs averaged as
-/// the float ones are, into `<ensemble>/export/model-int8.onnx`, recorded beside the float
-/// graph (run [`export_ensemble`] first). Its calibration count is per member.
-pub fn quantize_ensemble(run: &Run, cfg: &crate::quantize::QuantizeConfig) -> Result<Quantized> {
-    let burn = EngineOptions {
-        backend: Backend::Burn,
-        ..EngineOptions::default()
-    };
-    let clf = Classifier::open_with(run.clone(), burn)?;
-    let dir = run.path(EXPORT_DIR);
-    let record_path = dir.join(EXPORT_RECORD);
-    let mut record: ExportRecord = crate::run::read_json(&record_path)?;
-    if record.checkpoint_blake3 != clf.export_key() {
-        return Err(EngineError::Checkpoint {
-            path: record_path,
-            reason: "is stale (a member changed since); run `artemis export` again".into(),
-        });
-    }
-    let (mut graphs, mut settings, mut images) = (Vec::new(), None, 0);
-    for m in &clf.members {
-        crate::onnx::export_run(&m.run)?;
-        let q = crate::quantize::quantize_run(&m.run, cfg)?;
-        images = images.max(q.calibration_images);
-        graphs.push(std::fs::read(&q.path).map_err(|e| EngineError::io(&q.path, e))?);
-        let member: ExportRecord =
-            crate::run::read_json(&m.run.path(EXPORT_DIR).join(EXPORT_RECORD))?;
-        settings = settings.or(member.int8);
-    }
-    let bytes = averaged(&clf, &graphs)?;
-    let path = dir.join(INT8_FILE);
-    artemis_data::fsutil::write_atomic(&path, &bytes)?;
-    let float_bytes = std::fs::metadata(dir.join(MODEL_FILE)).map_or(0, |m| m.len());
-    record
-        .files
-        .insert(INT8_FILE.into(), artemis_data::hash::content_hash(&bytes));
-    record.int8 = settings;
-    crate::run::write_json(&record_path, &record)?;
-    Ok(Quantized {
-        path,
-        bytes: bytes.len() as u64,
-        float_bytes,
-        calibration_images: images,
-    })
 }
 
 /// The averaging graph over the members' logits `graphs` (float or int8, in member order).

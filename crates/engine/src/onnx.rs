@@ -6,8 +6,8 @@
 //! - [`OnnxModel`] runs a graph with ONNX Runtime through the `ort` crate. The runtime is a
 //!   shared library loaded at run time (`ort`'s `load-dynamic`): `$ARTEMIS_ORT_LIB`, else the
 //!   copy `scripts/setup` extracts from the `onnxruntime` 1.32.0 wheel into the artemis cache
-//!   (see [`library_path`]). Without it every caller falls back to burn (see
-//!   [`crate::infer::Classifier::open_with`]).
+//!   (see [`library_path`]). Without it every caller falls back to burn (the
+//!   engine choice is made where a classifier is opened, in `infer`).
 
 use crate::device::ComputeDevice;
 use crate::error::{EngineError, Result};
@@ -435,6 +435,22 @@ pub fn export_run(run: &Run) -> Result<Exported> {
     }
     let device = burn::prelude::Device::flex();
     let (network, checkpoint) = run.load_best_hashed(&device)?;
+    let (model, backbone, bytes) = write_export(run, &network, &checkpoint)?;
+    Ok(Exported {
+        model,
+        backbone,
+        bytes,
+        network,
+    })
+}
+
+/// Writes the run's graphs from its loaded `network` (whose checkpoint hashes to
+/// `checkpoint`) and their record, as [`export_run`] does; returns the two paths and sizes.
+pub(crate) fn write_export(
+    run: &Run,
+    network: &artemis_models::Network,
+    checkpoint: &str,
+) -> Result<(PathBuf, PathBuf, (u64, u64))> {
     let spec = run.config.model;
     let (model, backbone) = export_paths(run);
     let dir = run.path(EXPORT_DIR);
@@ -442,14 +458,14 @@ pub fn export_run(run: &Run) -> Result<Exported> {
     let logits = network.to_onnx(
         &spec,
         OnnxGraph::Logits,
-        &run_metadata(run, &checkpoint, LOGITS_OUTPUTS),
+        &run_metadata(run, checkpoint, LOGITS_OUTPUTS),
     )?;
     let features = network.to_onnx(
         &spec,
         OnnxGraph::Backbone,
         &run_metadata(
             run,
-            &checkpoint,
+            checkpoint,
             "features [batch, channels, h, w] (last conv map); pooled [batch, channels] (pretrained backbones)",
         ),
     )?;
@@ -457,7 +473,7 @@ pub fn export_run(run: &Run) -> Result<Exported> {
     artemis_data::fsutil::write_atomic(&backbone, &features)?;
     let hash = artemis_data::hash::content_hash;
     let record = ExportRecord {
-        checkpoint_blake3: checkpoint,
+        checkpoint_blake3: checkpoint.into(),
         files: [
             (MODEL_FILE.to_string(), hash(&logits)),
             (BACKBONE_FILE.to_string(), hash(&features)),
@@ -466,12 +482,11 @@ pub fn export_run(run: &Run) -> Result<Exported> {
         int8: None,
     };
     crate::run::write_json(&dir.join(EXPORT_RECORD), &record)?;
-    Ok(Exported {
+    Ok((
         model,
         backbone,
-        bytes: (logits.len() as u64, features.len() as u64),
-        network,
-    })
+        (logits.len() as u64, features.len() as u64),
+    ))
 }
 
 /// A run's exported graph of `precision`, read and checked against the export's record and

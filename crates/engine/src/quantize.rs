@@ -43,13 +43,13 @@ impl Default for QuantizeConfig {
     }
 }
 
-/// What [`quantize_run`] wrote.
+/// What [`quantize_run`] wrote: the int8 graph, where, and its settings.
 #[derive(Debug, Clone)]
 pub struct Quantized {
     pub path: std::path::PathBuf,
-    pub bytes: u64,
+    pub graph: Vec<u8>,
     pub float_bytes: u64,
-    pub calibration_images: usize,
+    pub settings: Int8Record,
 }
 
 /// The activation ranges of `graph` (a calibration graph, outputs `names`) over `x`: per
@@ -169,12 +169,12 @@ pub fn quantize_export(run: &Run, batches: &[Vec<f32>], cfg: &QuantizeConfig) ->
     artemis_data::fsutil::write_atomic(&path, &int8)?;
     let hash = artemis_data::hash::content_hash(&int8);
     record.files.insert(INT8_FILE.into(), hash);
-    record.int8 = Some(settings);
+    record.int8 = Some(settings.clone());
     crate::run::write_json(&record_path, &record)?;
     Ok(Quantized {
         path,
-        bytes: int8.len() as u64,
+        graph: int8,
         float_bytes: float.len() as u64,
-        calibration_images: images,
+        settings,
     })
 }

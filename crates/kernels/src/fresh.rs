@@ -5,7 +5,7 @@
 //! main memory that the kernel then reads back cold: 3.3% of the samples of a MobileNetV2
 //! training profile at 160 px. Here a buffer is handed out in chunks (an image, a plane) of
 //! `MaybeUninit<f32>`, and each chunk must come back initialised: as the `&mut [f32]` that
-//! one of this file's initialisers (or [`crate::gemm::gemm_into`]) returns for that very
+//! one of this file's initialisers (or `gemm.rs`'s `gemm_into`) returns for that very
 //! chunk. Safe code cannot make such a slice without writing every element, so a buffer
 //! whose chunks all came back is initialised; a chunk returned as any other slice panics.
 //! Where a kernel accumulates into its output, the chunk is zeroed while it is in cache.

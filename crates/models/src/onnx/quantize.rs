@@ -53,9 +53,10 @@ impl Rounding {
             let have: f64 = q.iter().map(|&x| f64::from(x)).sum();
             let need = (exact.round() - have) as i64;
             let step = need.signum() as f32;
-            // Residuals in the direction of the step, largest first.
+            // Residuals in the direction of the step, largest first (none moved when the
+            // sum is already right).
             let mut order: Vec<usize> = (0..v.len())
-                .filter(|&i| (q[i] + step).abs() <= 127.0)
+                .filter(|&i| need != 0 && (q[i] + step).abs() <= 127.0)
                 .collect();
             order.sort_by(|&a, &b| ((v[b] - q[b]) * step).total_cmp(&((v[a] - q[a]) * step)));
             for &i in order.iter().take(need.unsigned_abs() as usize) {
