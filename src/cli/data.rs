@@ -99,8 +99,7 @@ pub(super) fn split(a: SplitArgs) -> Result<ExitCode> {
         test_fraction: a.test_fraction,
         near_threshold: a.common.near_threshold,
         // Absolute, so that the manifest reads the same from any working directory.
-        data_root: std::fs::canonicalize(&a.root)
-            .with_context(|| format!("{}: resolving the data folder", a.root.display()))?
+        data_root: artemis_engine::run::canonical(&a.root)?
             .display()
             .to_string(),
     };
