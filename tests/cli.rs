@@ -971,4 +971,19 @@ fn an_ensemble_is_the_mean_of_its_calibrated_members() {
     );
     let o = artemis(&["ensemble", s(&ens), s(&a), "-o", s(&tmp.path().join("e3"))]);
     assert!(text(&o).contains("is itself an ensemble"), "{}", text(&o));
+    // A run that has not completed its epochs (still training, or stopped) is refused: its
+    // best weights may still change.
+    let state = b.join("state.json");
+    let mut st = json_file(&state);
+    st["epochs_done"] = 0.into();
+    fs::write(&state, st.to_string()).unwrap();
+    let e4 = tmp.path().join("e4");
+    let o = artemis(&["ensemble", s(&a), s(&b), "-o", s(&e4)]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("has completed 0 of its 1 epochs"),
+        "{}",
+        text(&o)
+    );
+    assert!(!e4.exists(), "nothing written");
 }

@@ -14,7 +14,7 @@
 //! size and resize mode); their pixel scaling may differ (each member scales its own input).
 
 use crate::error::{EngineError, Result};
-use crate::run::{BEST, CONFIG, Run, RunConfig, read_json, write_json};
+use crate::run::{BEST, CONFIG, Run, RunConfig, STATE, read_json, write_json};
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 
@@ -158,6 +158,9 @@ pub fn create(dir: &Path, members: &[PathBuf]) -> Result<EnsembleFile> {
         .iter()
         .map(|m| Run::open(m))
         .collect::<Result<Vec<_>>>()?;
+    for r in &runs {
+        unfinished(r)?;
+    }
     for r in &runs[1..] {
         if let Some(why) = mismatch(&runs[0].config, &r.config) {
             return Err(EngineError::Config(format!(
@@ -186,6 +189,26 @@ pub fn create(dir: &Path, members: &[PathBuf]) -> Result<EnsembleFile> {
     write_json(&dir.join(ENSEMBLE), &file)?;
     write_json(&dir.join(CONFIG), &runs[0].config)?;
     Ok(file)
+}
+
+/// Refuses a run that has not completed the epochs it was started with (still training, or
+/// stopped): its best weights may still change, and the ensemble would then refuse it. A run
+/// without `state.json` (made elsewhere) is taken as it is.
+fn unfinished(run: &Run) -> Result<()> {
+    if !run.path(STATE).exists() {
+        return Ok(());
+    }
+    let (done, planned) = (run.state()?.epochs_done, run.config.train.epochs);
+    if done < planned {
+        return Err(EngineError::Config(format!(
+            "{} has completed {done} of its {planned} epochs (still training, or stopped): its \
+             best weights may still change. Let it finish, or continue it with `artemis train \
+             --resume -o {}`",
+            run.dir.display(),
+            run.dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// `target` as a path relative to `base` (both made absolute, with links and `..` resolved
