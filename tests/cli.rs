@@ -962,6 +962,12 @@ fn an_ensemble_is_the_mean_of_its_calibrated_members() {
     let o = artemis(&["ensemble", s(&a), s(&c), "-o", s(&tmp.path().join("e2"))]);
     assert!(!o.status.success());
     assert!(text(&o).contains("another input"), "{}", text(&o));
+    // Nor can runs that frame the picture differently: the ensemble prepares it once.
+    let d = tmp.path().join("d");
+    train_baseline(&manifest, &d, "96", "1", &["--framing", "head"]);
+    let o = artemis(&["ensemble", s(&a), s(&d), "-o", s(&tmp.path().join("e5"))]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("framing Head vs"), "{}", text(&o));
     // An ensemble is not a run to train further, nor a member of another.
     let o = artemis(&["train", "--resume", "-o", s(&ens)]);
     assert!(

@@ -11,7 +11,8 @@
 //! member whose weights changed since is refused, not silently used.
 //!
 //! Members must agree on the task, the classes in order, and the picture they take (input
-//! size and resize mode); their pixel scaling may differ (each member scales its own input).
+//! size, resize mode and framing); their pixel scaling may differ (each member scales its own
+//! input).
 
 use crate::error::{EngineError, Result};
 use crate::run::{BEST, CONFIG, Run, RunConfig, STATE, read_json, write_json};
@@ -124,10 +125,13 @@ fn mismatch(a: &RunConfig, b: &RunConfig) -> Option<String> {
             "other classes ({:?} vs {:?})",
             b.classes, a.classes
         ))
-    } else if (pa.width, pa.height, pa.resize) != (pb.width, pb.height, pb.resize) {
+    } else if (pa.width, pa.height, pa.resize, pa.framing)
+        != (pb.width, pb.height, pb.resize, pb.framing)
+    {
+        // The ensemble prepares a picture once, by its first member's rule, for every member.
         Some(format!(
-            "another input ({}x{} {:?} vs {}x{} {:?})",
-            pb.width, pb.height, pb.resize, pa.width, pa.height, pa.resize
+            "another input ({}x{} {:?}, framing {:?} vs {}x{} {:?}, framing {:?})",
+            pb.width, pb.height, pb.resize, pb.framing, pa.width, pa.height, pa.resize, pa.framing
         ))
     } else {
         None
