@@ -56,38 +56,8 @@ impl SplitConfig {
 /// Makes a manifest from an indexed data set. Unreadable files are listed as `excluded` rows.
 pub fn make_manifest(idx: &Indexed, cfg: &SplitConfig) -> Result<Manifest> {
     cfg.validate()?;
-    let samples = &idx.scan.samples;
-    let readable = idx.readable();
-    let groups = idx.groups(&readable, cfg.near_threshold);
-    let mut entries: Vec<Entry> = Vec::with_capacity(samples.len());
-    for (s, f) in samples.iter().zip(&idx.fingerprints) {
-        if let Err(e) = f {
-            entries.push(Entry {
-                split: Split::Excluded,
-                rel: s.rel.clone(),
-                content_hash: "-".into(),
-                cluster: 0,
-                label: s.label,
-                note: format!("unreadable: {}", one_line(&e.to_string())),
-            });
-        }
-    }
-    // Readable rows, in `readable` order, split left undecided.
-    let mut rows: Vec<Entry> = readable
-        .iter()
-        .enumerate()
-        .filter_map(|(k, &i)| {
-            let f = idx.fingerprints[i].as_ref().ok()?;
-            Some(Entry {
-                split: Split::Train,
-                rel: samples[i].rel.clone(),
-                content_hash: f.content.clone(),
-                cluster: groups.cluster[k],
-                label: samples[i].label,
-                note: String::new(),
-            })
-        })
-        .collect();
+    let mut entries = unreadable_rows(idx);
+    let mut rows = readable_rows(idx, cfg.near_threshold);
     if rows.is_empty() {
         return Err(DataError::Layout {
             path: idx.scan.root.clone(),
@@ -96,22 +66,7 @@ pub fn make_manifest(idx: &Indexed, cfg: &SplitConfig) -> Result<Manifest> {
     }
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     match cfg.protocol {
-        Protocol::Reference => {
-            let mut order: Vec<usize> = (0..rows.len()).collect();
-            order.shuffle(&mut rng);
-            let n = rows.len();
-            let n_test = (cfg.test_fraction * n as f64).ceil() as usize;
-            let n_val = (cfg.val_fraction * (n - n_test) as f64).ceil() as usize;
-            for (pos, &r) in order.iter().enumerate() {
-                rows[r].split = if pos < n_test {
-                    Split::Test
-                } else if pos < n_test + n_val {
-                    Split::Val
-                } else {
-                    Split::Train
-                };
-            }
-        }
+        Protocol::Reference => split_reference(&mut rows, cfg, &mut rng),
         Protocol::Clean => {
             dedupe_exact(&mut rows);
             let active: Vec<usize> = (0..rows.len())
@@ -125,29 +80,7 @@ pub fn make_manifest(idx: &Indexed, cfg: &SplitConfig) -> Result<Manifest> {
                 &mut rng,
             );
         }
-        Protocol::Official => {
-            let is_test = |e: &Entry| {
-                e.rel
-                    .split('/')
-                    .next()
-                    .is_some_and(|s| s.to_ascii_lowercase().starts_with("test"))
-            };
-            if !idx.scan.has_splits || !rows.iter().any(is_test) {
-                return Err(DataError::Layout {
-                    path: idx.scan.root.clone(),
-                    reason: "the official protocol needs a <root>/Testing/<class> folder".into(),
-                });
-            }
-            let mut train_pool = Vec::new();
-            for (r, e) in rows.iter_mut().enumerate() {
-                if is_test(e) {
-                    e.split = Split::Test;
-                } else {
-                    train_pool.push(r);
-                }
-            }
-            assign_clusters(&mut rows, &train_pool, 0.0, cfg.val_fraction, &mut rng);
-        }
+        Protocol::Official => split_official(idx, &mut rows, cfg, &mut rng)?,
     }
     entries.extend(rows);
     let mut m = Manifest {
@@ -165,6 +98,95 @@ pub fn make_manifest(idx: &Indexed, cfg: &SplitConfig) -> Result<Manifest> {
     };
     m.canonicalize();
     Ok(m)
+}
+
+/// An `excluded` row for each file that could not be read, with the reason.
+fn unreadable_rows(idx: &Indexed) -> Vec<Entry> {
+    (idx.scan.samples.iter().zip(&idx.fingerprints))
+        .filter_map(|(s, f)| {
+            let e = f.as_ref().err()?;
+            Some(Entry {
+                split: Split::Excluded,
+                rel: s.rel.clone(),
+                content_hash: "-".into(),
+                cluster: 0,
+                label: s.label,
+                note: format!("unreadable: {}", one_line(&e.to_string())),
+            })
+        })
+        .collect()
+}
+
+/// The readable files' rows, in [`Indexed::readable`] order, with their near-duplicate
+/// clusters; every split is left `train` for the protocol to decide.
+fn readable_rows(idx: &Indexed, near_threshold: u32) -> Vec<Entry> {
+    let samples = &idx.scan.samples;
+    let readable = idx.readable();
+    let groups = idx.groups(&readable, near_threshold);
+    (readable.iter().enumerate())
+        .filter_map(|(k, &i)| {
+            let f = idx.fingerprints[i].as_ref().ok()?;
+            Some(Entry {
+                split: Split::Train,
+                rel: samples[i].rel.clone(),
+                content_hash: f.content.clone(),
+                cluster: groups.cluster[k],
+                label: samples[i].label,
+                note: String::new(),
+            })
+        })
+        .collect()
+}
+
+/// The reference protocol: the rows shuffled, the first `ceil(test_fraction * n)` test, then
+/// `ceil(val_fraction * rest)` validation.
+fn split_reference(rows: &mut [Entry], cfg: &SplitConfig, rng: &mut ChaCha8Rng) {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.shuffle(rng);
+    let n = rows.len();
+    let n_test = (cfg.test_fraction * n as f64).ceil() as usize;
+    let n_val = (cfg.val_fraction * (n - n_test) as f64).ceil() as usize;
+    for (pos, &r) in order.iter().enumerate() {
+        rows[r].split = if pos < n_test {
+            Split::Test
+        } else if pos < n_test + n_val {
+            Split::Val
+        } else {
+            Split::Train
+        };
+    }
+}
+
+/// The official protocol: files under `<root>/Testing*` are test; validation is carved from
+/// the rest by cluster.
+fn split_official(
+    idx: &Indexed,
+    rows: &mut [Entry],
+    cfg: &SplitConfig,
+    rng: &mut ChaCha8Rng,
+) -> Result<()> {
+    let is_test = |e: &Entry| {
+        e.rel
+            .split('/')
+            .next()
+            .is_some_and(|s| s.to_ascii_lowercase().starts_with("test"))
+    };
+    if !idx.scan.has_splits || !rows.iter().any(is_test) {
+        return Err(DataError::Layout {
+            path: idx.scan.root.clone(),
+            reason: "the official protocol needs a <root>/Testing/<class> folder".into(),
+        });
+    }
+    let mut train_pool = Vec::new();
+    for (r, e) in rows.iter_mut().enumerate() {
+        if is_test(e) {
+            e.split = Split::Test;
+        } else {
+            train_pool.push(r);
+        }
+    }
+    assign_clusters(rows, &train_pool, 0.0, cfg.val_fraction, rng);
+    Ok(())
 }
 
 fn one_line(s: &str) -> String {
