@@ -641,6 +641,30 @@ fn cross_validation_tests_every_image_once_and_continues_where_it_stopped() {
     let other = cv("2");
     assert!(!other.status.success());
     assert!(text(&other).contains("differs"), "{}", text(&other));
+
+    // --fold-seed: another training seed on the same folds.
+    let out2 = tmp.path().join("cv-seed7");
+    let extra = ["--folds", "3", "--seed", "7", "--fold-seed", "42"];
+    let mut args = baseline_args(&manifest, &out2, "96", "1", &extra);
+    args[0] = "cv";
+    args.extend(["--bootstrap", "50"]);
+    let o = artemis(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    for k in 1..=3 {
+        let fold = format!("fold-{k}/manifest.tsv");
+        assert_eq!(
+            fs::read(out.join(&fold)).unwrap(),
+            fs::read(out2.join(&fold)).unwrap(),
+            "{fold}: the same folds"
+        );
+    }
+    let r2 = json_file(&out2.join("cv.json"));
+    assert_eq!(
+        (r2["seed"].as_u64(), r2["train_seed"].as_u64()),
+        (Some(42), Some(7))
+    );
+    assert_eq!(report["train_seed"].as_u64(), Some(42));
+    assert!(text(&o).contains("dealt with seed 42, the recipe trained with seed 7"));
 }
 
 /// `train --members N`: N runs of the recipe with consecutive seeds in OUT/member-K, and OUT

@@ -17,6 +17,10 @@ pub struct CvArgs {
     /// Bootstrap resamples of the pooled intervals.
     #[arg(long, default_value_t = 1000, value_parser = bounded::bootstrap)]
     pub bootstrap: usize,
+    /// Seed that deals the folds (and seeds the bootstrap); defaults to --seed. Fix it to
+    /// cross-validate several training seeds on the same folds.
+    #[arg(long)]
+    pub fold_seed: Option<u64>,
 }
 
 pub(super) fn run(a: CvArgs) -> Result<ExitCode> {
@@ -24,6 +28,9 @@ pub(super) fn run(a: CvArgs) -> Result<ExitCode> {
     let mut cfg = artemis_engine::cv::CvConfig::new(recipe, a.train.out.clone());
     cfg.folds = a.folds;
     cfg.bootstrap = a.bootstrap;
+    if let Some(seed) = a.fold_seed {
+        cfg.seed = seed;
+    }
     cfg.members = a.train.members;
     cfg.engine = a.train.engine.options();
     let r = artemis_engine::cv::cross_validate(&cfg)

@@ -189,7 +189,12 @@ pub struct CvReport {
     #[serde(default)]
     pub official_ensemble_unseen: Option<EnsembleScore>,
     pub bootstrap: usize,
+    /// Seed of the fold assignment and of the bootstrap.
     pub seed: u64,
+    /// Seed the recipe trained with (of its first member); reports before it was recorded
+    /// read as `None`.
+    #[serde(default)]
+    pub train_seed: Option<u64>,
     /// Every out-of-fold prediction, by fold.
     pub predictions: Vec<(usize, EvalRow)>,
 }
@@ -590,6 +595,7 @@ fn summarise(
         folds,
         bootstrap: cfg.bootstrap,
         seed: cfg.seed,
+        train_seed: Some(cfg.recipe.settings.seed),
         predictions,
     })
 }
@@ -676,11 +682,15 @@ pub fn to_markdown(r: &CvReport) -> String {
     for f in &r.folds {
         let _ = writeln!(o, "| {} |", fold_cells(f).join(" | "));
     }
+    let trained = r.train_seed.map_or(String::new(), |t| {
+        format!(", the recipe trained with seed {t}")
+    });
     let _ = writeln!(
         o,
         "\nIntervals: 95% percentile bootstrap ({} resamples, seed {}) over the pooled \
-         out-of-fold predictions. Folds keep near-duplicate clusters whole.",
-        r.bootstrap, r.seed
+         out-of-fold predictions. Folds keep near-duplicate clusters whole; they were dealt \
+         with seed {}{trained}.",
+        r.bootstrap, r.seed, r.seed
     );
     o
 }
