@@ -665,6 +665,29 @@ fn cross_validation_tests_every_image_once_and_continues_where_it_stopped() {
     );
     assert_eq!(report["train_seed"].as_u64(), Some(42));
     assert!(text(&o).contains("dealt with seed 42, the recipe trained with seed 7"));
+
+    // scripts/cv-ensembles averages the two cross-validations image by image; each alone
+    // scores what its cv.json says.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cv-ensembles");
+    let o = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(format!("A={}", out.display()))
+        .arg(format!("B={}", out2.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("3 combinations, paired against A+B"),
+        "{table}"
+    );
+    let alone: f64 = (table.lines())
+        .find_map(|l| l.strip_prefix("| A | "))
+        .and_then(|rest| rest.split('%').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no row for A in {table}"));
+    assert!((alone - 100.0 * acc).abs() < 0.006, "{alone} vs {acc}");
+    assert!(table.contains("| A+B | "), "{table}");
 }
 
 /// `train --members N`: N runs of the recipe with consecutive seeds in OUT/member-K, and OUT
