@@ -123,6 +123,10 @@ fn mobilenetv2_report_with_intervals_calibration_external_data_and_browser() {
         tta["predictions"][0]["confidence"],
         plain["predictions"][0]["confidence"]
     );
+    // Its report lies beside the plain one, which it leaves as it was.
+    let on_disk = |p: &str| json_file(&run.join(p));
+    assert_eq!(on_disk("eval-val/tta/report.json")["tta"], true);
+    assert_eq!(on_disk("eval-val/report.json")["tta"], false);
 
     // predict reports calibrated probabilities.
     let doc = predict_json(&run, &data.join("glioma_coronal"));

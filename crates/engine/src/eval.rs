@@ -418,11 +418,16 @@ fn collect(
             (items, coarse, format!("folder {}", folder.display()), out)
         }
     };
-    // The int8 graph's report beside the float one's, not over it (`artemis compare RUN
-    // RUN/int8` puts them side by side).
+    // The int8 graph's report, and the test-time-augmented one, beside the plain one's, not
+    // over it (`artemis compare --paired RUN RUN/tta` puts them side by side).
     let out_dir = match cfg.engine.precision {
         crate::onnx::Precision::Int8 => out_dir.join("int8"),
         crate::onnx::Precision::Fp32 => out_dir,
+    };
+    let out_dir = if cfg.tta {
+        out_dir.join("tta")
+    } else {
+        out_dir
     };
     if let Some(o) = overlap.as_mut()
         && cfg.exclude_duplicates
