@@ -570,9 +570,14 @@ fn summarise(
         .iter()
         .filter_map(|f| f.official.map(|o| o.accuracy))
         .collect();
-    let recipe = crate::run::Run::open(&folds[0].run)
-        .map(|r| crate::eval::describe(&r))
+    // What fold 1's run was trained with (a rerun continues the runs as they were started,
+    // whatever this command's training seed).
+    let first = crate::run::Run::open(&folds[0].run).ok();
+    let recipe = first
+        .as_ref()
+        .map(crate::eval::describe)
         .unwrap_or_default();
+    let train_seed = first.map(|r| r.config.train.seed);
     Ok(CvReport {
         schema: CV_SCHEMA.into(),
         notice: NOTICE.into(),
@@ -595,7 +600,7 @@ fn summarise(
         folds,
         bootstrap: cfg.bootstrap,
         seed: cfg.seed,
-        train_seed: Some(cfg.recipe.settings.seed),
+        train_seed,
         predictions,
     })
 }

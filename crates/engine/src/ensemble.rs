@@ -163,7 +163,7 @@ pub fn create(dir: &Path, members: &[PathBuf]) -> Result<EnsembleFile> {
         .map(|m| Run::open(m))
         .collect::<Result<Vec<_>>>()?;
     for r in &runs {
-        unfinished(r)?;
+        refuse_unfinished(r)?;
     }
     for r in &runs[1..] {
         if let Some(why) = mismatch(&runs[0].config, &r.config) {
@@ -198,7 +198,7 @@ pub fn create(dir: &Path, members: &[PathBuf]) -> Result<EnsembleFile> {
 /// Refuses a run that has not completed the epochs it was started with (still training, or
 /// stopped): its best weights may still change, and the ensemble would then refuse it. A run
 /// without `state.json` (made elsewhere) is taken as it is.
-fn unfinished(run: &Run) -> Result<()> {
+fn refuse_unfinished(run: &Run) -> Result<()> {
     if !run.path(STATE).exists() {
         return Ok(());
     }

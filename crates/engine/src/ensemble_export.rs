@@ -6,8 +6,8 @@
 use crate::error::{EngineError, Result};
 use crate::infer::Classifier;
 use crate::onnx::{
-    Backend, EXPORT_DIR, EXPORT_RECORD, EngineOptions, ExportRecord, INT8_FILE, MODEL_FILE,
-    OnnxModel, random_images, run_metadata,
+    Backend, EXPORT_DIR, EXPORT_RECORD, EngineOptions, ExportRecord, INT8_FILE, Int8Record,
+    MODEL_FILE, OnnxModel, random_images, run_metadata,
 };
 use crate::quantize::{QuantizeConfig, Quantized};
 use crate::run::Run;
@@ -68,13 +68,17 @@ pub fn export_ensemble(
     };
     let int8 = match int8 {
         Some(cfg) => {
-            let mut q = quantize_members(&clf, cfg)?;
-            q.path = dir.join(INT8_FILE);
-            q.float_bytes = bytes.len() as u64;
-            artemis_data::fsutil::write_atomic(&q.path, &q.graph)?;
-            record.files.insert(INT8_FILE.into(), hash(&q.graph));
-            record.int8 = Some(q.settings.clone());
-            Some(q)
+            let (graph, settings) = quantize_members(&clf, cfg)?;
+            let path = dir.join(INT8_FILE);
+            artemis_data::fsutil::write_atomic(&path, &graph)?;
+            record.files.insert(INT8_FILE.into(), hash(&graph));
+            record.int8 = Some(settings.clone());
+            Some(Quantized {
+                path,
+                graph,
+                float_bytes: bytes.len() as u64,
+                settings,
+            })
         }
         None => None,
     };
@@ -94,22 +98,20 @@ pub fn export_ensemble(
 
 /// The int8 averaging graph of the ensemble's loaded members: each member exported and
 /// quantized into its own `export/` (as `artemis export --quantize int8` of that run would),
-/// their int8 graphs averaged as the float ones are. The settings are the members' (the
-/// calibration count is per member); the path is the last member's, for the caller to set.
-fn quantize_members(clf: &Classifier, cfg: &QuantizeConfig) -> Result<Quantized> {
-    let mut quantized = Vec::with_capacity(clf.members.len());
+/// their int8 graphs averaged as the float ones are. Returns that graph and the settings
+/// (the members', which share them; the calibration count is per member).
+fn quantize_members(clf: &Classifier, cfg: &QuantizeConfig) -> Result<(Vec<u8>, Int8Record)> {
+    let mut graphs = Vec::with_capacity(clf.members.len());
+    let mut settings = None;
     for m in &clf.members {
         crate::onnx::write_export(&m.run, &m.network, &m.weights_hash)?;
-        quantized.push(crate::quantize::quantize_run(&m.run, cfg)?);
+        let q = crate::quantize::quantize_run(&m.run, cfg)?;
+        graphs.push(q.graph);
+        settings = Some(q.settings);
     }
-    let graphs: Vec<Vec<u8>> = (quantized.iter_mut())
-        .map(|q| std::mem::take(&mut q.graph))
-        .collect();
-    let graph = averaged(clf, &graphs)?;
-    let last = quantized
-        .pop()
-        .ok_or_else(|| EngineError::Config("an ensemble without members".into()))?;
-    Ok(Quantized { graph, ..last })
+    let settings =
+        settings.ok_or_else(|| EngineError::Config("an ensemble without members".into()))?;
+    Ok((averaged(clf, &graphs)?, settings))
 }
 
 /// An ensemble's one graph (image -> the log of the members' mean calibrated probabilities),
