@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 #[derive(Args, Debug)]
 pub struct EnsembleArgs {
-    /// The member runs (at least two; same classes and input size).
+    /// The member runs (at least two, with the same classes; each prepares its own input).
     #[arg(required = true, num_args = 2..)]
     pub runs: Vec<PathBuf>,
     /// The ensemble folder to create (eval, predict, serve and compare take it like a run).

@@ -8,7 +8,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct ExportArgs {
     /// Run folder.
     #[arg(long)]
@@ -82,6 +82,9 @@ pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
     }
     let run = Run::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
     if artemis_engine::ensemble::is_ensemble(&a.run) {
+        if let Some(why) = artemis_engine::ensemble::per_member_input(&a.run)? {
+            return export_members(a, &why);
+        }
         let int8 = a.quantize.as_ref().map(|_| quantize_config(&a));
         return export_ensemble(&run, a.check, int8.as_ref());
     }
@@ -115,6 +118,19 @@ pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
         let q = artemis_engine::quantize::quantize_run(&run, &quantize_config(&a))
             .with_context(|| format!("quantizing run {}", a.run.display()))?;
         print_quantized(&q);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An ensemble whose members prepare their pictures differently: each member exported as
+/// its own run (checked and quantized alike); the ensemble averages them in artemis.
+fn export_members(a: ExportArgs, why: &str) -> Result<ExitCode> {
+    println!("{why}: exporting each member");
+    for member in artemis_engine::ensemble::member_runs(&a.run)? {
+        run(ExportArgs {
+            run: member.dir,
+            ..a.clone()
+        })?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -54,6 +54,17 @@ impl Framing {
         }
     }
 
+    /// Where the framed picture lies in `img`: `(x, y, width, height)` in its pixels (the
+    /// whole picture when nothing is cropped). Heat maps of the framed picture are placed
+    /// back over the decoded one with it.
+    pub fn region(self, img: &RgbImage) -> (u32, u32, u32, u32) {
+        let (x0, y0, x1, y1) = match self {
+            Framing::AsIs => (0, 0, img.width() as usize, img.height() as usize),
+            Framing::Head => find_head(img).bounds,
+        };
+        (x0 as u32, y0 as u32, (x1 - x0) as u32, (y1 - y0) as u32)
+    }
+
     /// The framing in words (model cards, exported metadata); empty for [`Framing::AsIs`].
     pub fn describe(self) -> &'static str {
         match self {
@@ -86,6 +97,37 @@ fn percentile(hist: &[u64; 256], num: u64, den: u64) -> u8 {
 
 /// [`Framing::Head`] of one picture.
 pub fn head(img: &RgbImage) -> RgbImage {
+    let found = find_head(img);
+    let (w, t) = (img.width() as usize, found.threshold);
+    let (x0, y0, x1, y1) = found.bounds;
+    let mut out = image::imageops::crop_imm(
+        img,
+        x0 as u32,
+        y0 as u32,
+        (x1 - x0) as u32,
+        (y1 - y0) as u32,
+    )
+    .to_image();
+    // The crop's values above the threshold, read from the values already computed.
+    let mut fg = [0u64; 256];
+    for row in found.value[y0 * w..y1 * w].chunks_exact(w) {
+        (row[x0..x1].iter().filter(|&&v| v > t)).for_each(|&v| fg[usize::from(v)] += 1);
+    }
+    stretch(&mut out, &fg);
+    out
+}
+
+/// Where [`head`] crops a picture, and what it found on the way.
+struct Found {
+    /// Each pixel's largest channel, row-major.
+    value: Vec<u8>,
+    /// A tenth of the 99.5th percentile of `value`.
+    threshold: u8,
+    /// `(x0, y0, x1, y1)`, end-exclusive; the whole picture when no head box was found.
+    bounds: (usize, usize, usize, usize),
+}
+
+fn find_head(img: &RgbImage) -> Found {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let value: Vec<u8> = img
         .pixels()
@@ -109,21 +151,11 @@ pub fn head(img: &RgbImage) -> RgbImage {
         (Some(r), Some(c)) => (r, c),
         _ => ((0, h), (0, w)),
     };
-    let mut out = image::imageops::crop_imm(
-        img,
-        x0 as u32,
-        y0 as u32,
-        (x1 - x0) as u32,
-        (y1 - y0) as u32,
-    )
-    .to_image();
-    // The crop's values above the threshold, read from the values already computed.
-    let mut fg = [0u64; 256];
-    for row in value[y0 * w..y1 * w].chunks_exact(w) {
-        (row[x0..x1].iter().filter(|&&v| v > t)).for_each(|&v| fg[usize::from(v)] += 1);
+    Found {
+        value,
+        threshold: t,
+        bounds: (x0, y0, x1, y1),
     }
-    stretch(&mut out, &fg);
-    out
 }
 
 /// Maps the 1st..99th percentile of the histogram `hist` to 0..255, in place.
@@ -174,6 +206,15 @@ mod tests {
         assert_eq!(*vals.iter().max().unwrap(), 255);
         assert_eq!(out.get_pixel(20, 15).0, [255, 255, 255]);
         assert_eq!(out.get_pixel(0, 0).0[0], 85); // x = 30: 60 + 2 -> (2 * 255 + 3) / 6
+    }
+
+    #[test]
+    fn the_region_is_where_the_crop_was_taken() {
+        let img = framed();
+        assert_eq!(Framing::Head.region(&img), (30, 20, 40, 30));
+        assert_eq!(Framing::AsIs.region(&img), (0, 0, 100, 80));
+        let flat = RgbImage::from_pixel(50, 40, image::Rgb([90, 90, 90]));
+        assert_eq!(Framing::Head.region(&flat), (0, 0, 50, 40));
     }
 
     #[test]

@@ -48,6 +48,19 @@ pub fn manifest_items(
         .collect()
 }
 
+/// What turns a decoded picture into a model's input picture: a run's [`Preprocess`] (framed
+/// and resized), or a [`Classifier`](crate::infer::Classifier), whose ensemble may hand its
+/// members the decoded picture to prepare their own.
+pub trait Prepare: Sync {
+    fn prepare(&self, img: &RgbImage) -> RgbImage;
+}
+
+impl Prepare for Preprocess {
+    fn prepare(&self, img: &RgbImage) -> RgbImage {
+        self.resize(img)
+    }
+}
+
 /// Decoded, resized images with their classes; files that failed are in `failed`.
 pub struct Loaded {
     pub items: Vec<Item>,
@@ -58,7 +71,7 @@ pub struct Loaded {
 
 /// Decodes and resizes `items` on all cores with a progress bar; unreadable files and files
 /// over `max_pixels` are reported in [`Loaded::failed`] and skipped.
-pub fn load(items: Vec<Item>, pre: &Preprocess, what: &str, max_pixels: u64) -> Loaded {
+pub fn load(items: Vec<Item>, pre: &impl Prepare, what: &str, max_pixels: u64) -> Loaded {
     let pb = crate::progress::bar(items.len() as u64, what);
     let out = decode_all(items, pre, max_pixels, &pb);
     pb.finish_and_clear();
@@ -73,7 +86,7 @@ pub const STREAM_CHUNK: usize = 64;
 /// the folder. Returns the files that could not be read or decoded, with the reason.
 pub fn stream(
     items: Vec<Item>,
-    pre: &Preprocess,
+    pre: &impl Prepare,
     what: &str,
     max_pixels: u64,
     mut f: impl FnMut(&[Item], &[RgbImage]) -> Result<()>,
@@ -111,18 +124,18 @@ pub fn describe_failures(failed: &[(PathBuf, String)]) -> String {
 /// Decodes and resizes one file as [`load`] and [`stream`] do (for re-reading a few files).
 pub fn read_resized(
     path: &std::path::Path,
-    pre: &Preprocess,
+    pre: &impl Prepare,
     max_pixels: u64,
 ) -> std::result::Result<RgbImage, String> {
     read_rgb(path, max_pixels)
-        .map(|img| pre.resize(&img))
+        .map(|img| pre.prepare(&img))
         .map_err(|e| e.to_string())
 }
 
 /// [`read_resized`] for an item, checking its content hash first when it has one.
 fn read_item(
     it: &Item,
-    pre: &Preprocess,
+    pre: &impl Prepare,
     max_pixels: u64,
 ) -> std::result::Result<RgbImage, String> {
     let Some(expected) = &it.content_hash else {
@@ -138,13 +151,13 @@ fn read_item(
         ));
     }
     artemis_data::image_io::decode_rgb(&bytes, &it.path, max_pixels)
-        .map(|img| pre.resize(&img))
+        .map(|img| pre.prepare(&img))
         .map_err(|e| e.to_string())
 }
 
 fn decode_all(
     items: Vec<Item>,
-    pre: &Preprocess,
+    pre: &impl Prepare,
     max_pixels: u64,
     pb: &indicatif::ProgressBar,
 ) -> Loaded {

@@ -10,12 +10,16 @@
 //! commands that read a run's classes and preprocessing read the ensemble's the same way. A
 //! member whose weights changed since is refused, not silently used.
 //!
-//! Members must agree on the task, the classes in order, and the picture they take (input
-//! size, resize mode and framing); their pixel scaling may differ (each member scales its own
-//! input).
+//! Members must agree on the task and the classes in order. Their input may differ: each
+//! member scales its own pixels, and when members frame or size the picture differently
+//! (`--framing`, `--input-size`, `--resize`) each prepares its own input from the decoded
+//! picture (`Classifier::prepares_per_member`): its Grad-CAM map is then placed over the
+//! decoded picture before the maps are averaged, and the ensemble has no single exported
+//! graph (each member runs its own; the in-browser page cannot take it).
 
 use crate::error::{EngineError, Result};
 use crate::run::{BEST, CONFIG, Run, RunConfig, STATE, read_json, write_json};
+use artemis_data::transform::Preprocess;
 use serde::{Deserialize, Serialize};
 use std::path::{Component, Path, PathBuf};
 
@@ -117,25 +121,44 @@ fn weights_hash(run: &Run) -> Result<String> {
     Ok(artemis_data::hash::content_hash(&bytes))
 }
 
+/// Whether two runs make their input pictures the same way (framing, input size, resize
+/// mode); pixel scaling aside, which each member applies to its own input.
+pub fn same_picture(a: &Preprocess, b: &Preprocess) -> bool {
+    (a.width, a.height, a.resize, a.framing) == (b.width, b.height, b.resize, b.framing)
+}
+
+/// Why the ensemble in `dir` has no single graph and no in-browser page, if it has none: its
+/// members make their input pictures differently, so each prepares its own.
+pub fn per_member_input(dir: &Path) -> Result<Option<String>> {
+    let runs = member_runs(dir)?;
+    let first = &runs[0].config.preprocess;
+    Ok((runs
+        .iter()
+        .find(|r| !same_picture(first, &r.config.preprocess)))
+    .map(|r| {
+        let p = &r.config.preprocess;
+        format!(
+            "the members of {} prepare their pictures differently ({}: {}x{} {:?}, framing \
+             {:?}; {}: {}x{} {:?}, framing {:?}), so each runs its own graph",
+            dir.display(),
+            runs[0].dir.display(),
+            first.width,
+            first.height,
+            first.resize,
+            first.framing,
+            r.dir.display(),
+            p.width,
+            p.height,
+            p.resize,
+            p.framing
+        )
+    }))
+}
+
 /// Why `b` cannot join an ensemble whose first member is `a`, if it cannot.
 fn mismatch(a: &RunConfig, b: &RunConfig) -> Option<String> {
-    let (pa, pb) = (&a.preprocess, &b.preprocess);
-    if a.task != b.task || a.classes != b.classes {
-        Some(format!(
-            "other classes ({:?} vs {:?})",
-            b.classes, a.classes
-        ))
-    } else if (pa.width, pa.height, pa.resize, pa.framing)
-        != (pb.width, pb.height, pb.resize, pb.framing)
-    {
-        // The ensemble prepares a picture once, by its first member's rule, for every member.
-        Some(format!(
-            "another input ({}x{} {:?}, framing {:?} vs {}x{} {:?}, framing {:?})",
-            pb.width, pb.height, pb.resize, pb.framing, pa.width, pa.height, pa.resize, pa.framing
-        ))
-    } else {
-        None
-    }
+    (a.task != b.task || a.classes != b.classes)
+        .then(|| format!("other classes ({:?} vs {:?})", b.classes, a.classes))
 }
 
 /// Makes the ensemble folder `dir` of the runs `members` (at least two, agreeing on classes and

@@ -54,6 +54,11 @@ pub fn export_ensemble(
         backend: Backend::Burn,
         ..EngineOptions::default()
     };
+    if let Some(why) = crate::ensemble::per_member_input(&run.dir)? {
+        return Err(EngineError::Config(format!(
+            "no single graph: {why}; export the members instead"
+        )));
+    }
     let clf = Classifier::open_with(run.clone(), burn)?;
     let bytes = ensemble_graph(&clf)?;
     let dir = run.path(EXPORT_DIR);
@@ -163,6 +168,11 @@ fn averaged(clf: &Classifier, graphs: &[Vec<u8>]) -> Result<Vec<u8>> {
 /// ensemble, its members'): what `artemis export` writes as `export/model.onnx`, for callers
 /// that hand the graph on without writing it (the page that classifies in the browser).
 pub fn logits_graph(clf: &Classifier) -> Result<Vec<u8>> {
+    if clf.prepares_per_member()
+        && let Some(why) = crate::ensemble::per_member_input(&clf.run.dir)?
+    {
+        return Err(EngineError::Config(format!("no single graph: {why}")));
+    }
     if !clf.members.is_empty() {
         return ensemble_graph(clf);
     }

@@ -158,14 +158,20 @@ fn view(classes: Vec<String>, truth: &[usize], probs: &[Vec<f32>], cfg: &EvalCon
 }
 
 /// One line naming the architecture, its starting weights and how it was trained (an
-/// ensemble: how many members, and the first one's line).
+/// ensemble: how many members, and each distinct member line).
 pub fn describe(run: &Run) -> String {
     if crate::ensemble::is_ensemble(&run.dir) {
         let members = crate::ensemble::member_runs(&run.dir).unwrap_or_default();
-        let first = members.first().map(describe).unwrap_or_default();
+        let mut lines: Vec<String> = Vec::new();
+        for line in members.iter().map(describe) {
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+        }
         return format!(
-            "ensemble of {} runs (mean of calibrated probabilities); first: {first}",
-            members.len()
+            "ensemble of {} runs (mean of calibrated probabilities): {}",
+            members.len(),
+            lines.join("; ")
         );
     }
     let c = &run.config;
@@ -239,7 +245,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
     let mut clf = open_classifier(cfg, &run)?;
     let mut collected = collect(cfg, &run, manifest.as_ref(), &data_root)?;
     let items = std::mem::take(&mut collected.items);
-    let inferred = infer(cfg, &mut clf, &run, items, &collected.source)?;
+    let inferred = infer(cfg, &mut clf, items, &collected.source)?;
     let m = measure(cfg, &clf, run.config.task, &inferred, &collected);
     let data = data_summary(&run, manifest.as_ref().ok(), &m.rows);
     let mut report = EvalReport {
@@ -517,7 +523,6 @@ struct Inferred {
 fn infer(
     cfg: &EvalConfig,
     clf: &mut Classifier,
-    run: &Run,
     items: Vec<Item>,
     source: &str,
 ) -> Result<Inferred> {
@@ -528,8 +533,7 @@ fn infer(
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    let pre = &run.config.preprocess;
-    let failed = stream(items, pre, "evaluate", cfg.max_pixels, |chunk, images| {
+    let failed = stream(items, clf, "evaluate", cfg.max_pixels, |chunk, images| {
         kept.extend_from_slice(chunk);
         for imgs in images.chunks(cfg.batch_size) {
             let refs: Vec<_> = imgs.iter().collect();

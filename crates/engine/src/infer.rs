@@ -7,12 +7,14 @@ use crate::device::ComputeDevice;
 use crate::error::{EngineError, Result};
 use crate::onnx::{Backend, EngineOptions, OnnxModel};
 use crate::run::Run;
+use artemis_data::image_io::ResizeMode;
 use artemis_explain::{Cam, grad_cam, grad_cam_with_logits};
 use artemis_models::Network;
 use artemis_report::prob::softmax_t;
 pub use artemis_report::prob::{softmax, top1};
 use burn::prelude::*;
 use image::RgbImage;
+use std::borrow::Cow;
 
 /// What computes a classifier's logits. Heat maps always use the burn network, whichever
 /// this is (they need its gradients).
@@ -160,8 +162,9 @@ impl Classifier {
             members,
         };
         // The ensemble's own export (one graph averaging the members), when it was made from
-        // exactly these weights and temperatures.
-        if opts.backend != Backend::Burn {
+        // exactly these weights and temperatures. Members that prepare their pictures
+        // differently have none (each member runs its own graph).
+        if opts.backend != Backend::Burn && !clf.prepares_per_member() {
             match crate::onnx::open_export(&clf.run, opts, &clf.weights_hash)? {
                 crate::onnx::ExportState::Ready(m) => clf.runtime = Engine::Onnx(m),
                 crate::onnx::ExportState::Unusable(why) => {
@@ -237,9 +240,58 @@ impl Classifier {
         self.calibration.as_ref().map_or(1.0, |c| c.temperature)
     }
 
-    /// Resizes a decoded image to the network's input.
+    /// Whether this is an ensemble whose members make their input pictures differently
+    /// (framing, input size or resize mode). Each member then prepares its own from the
+    /// decoded picture, which is what [`Self::prepare`] hands on.
+    pub fn prepares_per_member(&self) -> bool {
+        let pre = |c: &Classifier| c.run.config.preprocess;
+        (self.members.windows(2)).any(|w| !crate::ensemble::same_picture(&pre(&w[0]), &pre(&w[1])))
+    }
+
+    /// The picture the classifier takes, made from a decoded one: framed and resized to the
+    /// network's input; for an ensemble that [prepares per member](Self::prepares_per_member),
+    /// the decoded picture itself.
     pub fn prepare(&self, img: &RgbImage) -> RgbImage {
-        self.run.config.preprocess.resize(img)
+        self.fit(&self.framed(img))
+    }
+
+    /// The picture the network sees before its resize, over which heat maps are drawn
+    /// (cropped for a run with `--framing head`; the decoded picture for an ensemble that
+    /// prepares per member).
+    pub fn framed<'a>(&self, img: &'a RgbImage) -> Cow<'a, RgbImage> {
+        match self.prepares_per_member() {
+            true => Cow::Borrowed(img),
+            false => self.run.config.preprocess.framed(img),
+        }
+    }
+
+    /// Resizes a [framed](Self::framed) picture to what the classifier takes.
+    pub fn fit(&self, framed: &RgbImage) -> RgbImage {
+        match self.prepares_per_member() {
+            true => framed.clone(),
+            false => self.run.config.preprocess.fit(framed),
+        }
+    }
+
+    /// How a map of a prepared picture lies over the framed one, as `overlay_png` and
+    /// `heat_layer` take it: the input size and the resize mode.
+    pub fn map_geometry(&self, framed: &RgbImage) -> ((u32, u32), ResizeMode) {
+        let pre = &self.run.config.preprocess;
+        match self.prepares_per_member() {
+            // The ensemble's maps already cover the decoded picture (see `cams`).
+            true => (framed.dimensions(), ResizeMode::Squash),
+            false => ((pre.width, pre.height), pre.resize),
+        }
+    }
+
+    /// Each image as this member prepares it, when the ensemble hands it decoded pictures.
+    fn own_pictures<'a>(&self, images: &[&'a RgbImage], decoded: bool) -> Vec<Cow<'a, RgbImage>> {
+        (images.iter())
+            .map(|&i| match decoded {
+                true => Cow::Owned(self.prepare(i)),
+                false => Cow::Borrowed(i),
+            })
+            .collect()
     }
 
     /// Logits of prepared images, one row per image.
@@ -270,9 +322,12 @@ impl Classifier {
     /// (a softmax of them at temperature 1 gives that mean back).
     fn ensemble_logits(&self, images: &[&RgbImage]) -> Result<Vec<Vec<f32>>> {
         let n = self.members.len() as f32;
+        let decoded = self.prepares_per_member();
         let mut mean = vec![vec![0f32; self.classes().len()]; images.len()];
         for m in &self.members {
-            for (acc, p) in mean.iter_mut().zip(m.probabilities(images)?) {
+            let own = m.own_pictures(images, decoded);
+            let refs: Vec<&RgbImage> = own.iter().map(|c| c.as_ref()).collect();
+            for (acc, p) in mean.iter_mut().zip(m.probabilities(&refs)?) {
                 acc.iter_mut().zip(p).for_each(|(a, p)| *a += p / n);
             }
         }
@@ -303,7 +358,9 @@ impl Classifier {
     }
 
     /// Grad-CAM maps of prepared images for the classes `targets` (an ensemble: the mean of
-    /// its members' maps, each member's resampled to the first's grid).
+    /// its members' maps, each member's resampled to the first's grid; for one that prepares
+    /// per member, each member's map placed over the decoded picture first, see
+    /// [`Self::map_on_decoded`]).
     pub fn cams(&self, images: &[&RgbImage], targets: &[usize]) -> Result<Vec<Cam>> {
         if self.members.is_empty() {
             let x = batch_tensor(images, &self.run.config.preprocess, None, &self.device);
@@ -311,8 +368,16 @@ impl Classifier {
         }
         let mut maps: Vec<Cam> = Vec::new();
         let n = self.members.len() as f32;
+        let decoded = self.prepares_per_member();
         for m in &self.members {
-            let cams = m.cams(images, targets)?;
+            let own = m.own_pictures(images, decoded);
+            let refs: Vec<&RgbImage> = own.iter().map(|c| c.as_ref()).collect();
+            let mut cams = m.cams(&refs, targets)?;
+            if decoded {
+                cams = (cams.iter().zip(images))
+                    .map(|(c, img)| m.map_on_decoded(c, img))
+                    .collect();
+            }
             if maps.is_empty() {
                 maps = cams.into_iter().map(|c| c.scaled(1.0 / n)).collect();
                 continue;
@@ -322,6 +387,24 @@ impl Classifier {
             }
         }
         Ok(maps)
+    }
+
+    /// This run's map `cam` of the `decoded` picture (made from it by [`Self::prepare`]), on
+    /// a grid over the whole decoded picture: [`MAP_CELLS`] cells along its longer side.
+    fn map_on_decoded(&self, cam: &Cam, decoded: &RgbImage) -> Cam {
+        let pre = &self.run.config.preprocess;
+        let (w, h) = decoded.dimensions();
+        let cells = |side: u32| {
+            ((MAP_CELLS as u64 * u64::from(side)).div_ceil(u64::from(w.max(h)))).max(1) as usize
+        };
+        artemis_explain::onto_picture(
+            cam,
+            (w, h),
+            pre.framing.region(decoded),
+            (pre.width, pre.height),
+            pre.resize,
+            (cells(w), cells(h)),
+        )
     }
 
     /// The file whose weights compute the logits (the export's graph or the best checkpoint).
@@ -344,6 +427,16 @@ impl Classifier {
             .collect())
     }
 }
+
+impl crate::dataset::Prepare for Classifier {
+    fn prepare(&self, img: &RgbImage) -> RgbImage {
+        Classifier::prepare(self, img)
+    }
+}
+
+/// Cells along the longer side of the decoded picture of a map averaged over members that
+/// frame it differently (a MobileNetV2 map at 160 px has 5).
+pub const MAP_CELLS: usize = 40;
 
 /// BLAKE3 of the members' weights hashes and temperatures, in order.
 fn members_key(members: &[Classifier]) -> String {

@@ -289,24 +289,18 @@ pub fn explain(
     class: Option<usize>,
     opacity: f32,
 ) -> Result<Explanation> {
-    explain_framed(
-        clf,
-        &clf.run.config.preprocess.framed(image),
-        class,
-        opacity,
-    )
+    explain_framed(clf, &clf.framed(image), class, opacity)
 }
 
-/// [`explain`] of a picture already framed by the run's preprocessing
-/// (`Preprocess::framed`), for a caller that shows the framed picture too.
+/// [`explain`] of a picture already framed by the classifier ([`Classifier::framed`]), for a
+/// caller that shows the framed picture too.
 pub fn explain_framed(
     clf: &Classifier,
     framed: &RgbImage,
     class: Option<usize>,
     opacity: f32,
 ) -> Result<Explanation> {
-    let pre = &clf.run.config.preprocess;
-    let prepared = pre.fit(framed);
+    let prepared = clf.fit(framed);
     let (mut cams, mut probs) =
         clf.explain(&[&prepared], |p| class.unwrap_or_else(|| top1(p).0))?;
     let (cam, probabilities) = cams
@@ -315,7 +309,8 @@ pub fn explain_framed(
         .ok_or_else(|| EngineError::Tensor("no map".into()))?;
     let class = cam.class;
     let st = style(clf, class, probabilities[class], opacity);
-    let png = overlay_png(framed, &cam, (pre.width, pre.height), pre.resize, &st)
+    let (input, resize) = clf.map_geometry(framed);
+    let png = overlay_png(framed, &cam, input, resize, &st)
         .map_err(|e| EngineError::Tensor(e.to_string()))?;
     Ok(Explanation {
         class,
@@ -334,7 +329,6 @@ fn classify(
 ) -> Result<Vec<PredictRow>> {
     let refs: Vec<&RgbImage> = units.iter().map(|u| &u.prepared).collect();
     let classes = clf.classes();
-    let pre = &clf.run.config.preprocess;
     let (probs, cams) = match (&cfg.explain_dir, cfg.tta) {
         (Some(_), false) => {
             let (cams, probs) =
@@ -360,8 +354,9 @@ fn classify(
         let targets: Vec<usize> = cams.iter().map(|c| c.class).collect();
         for (i, (u, cam)) in units.iter().zip(&cams).enumerate() {
             let st = style(clf, targets[i], probs[i][targets[i]], cfg.opacity);
-            let framed = pre.framed(&u.image);
-            let png = overlay_png(&framed, cam, (pre.width, pre.height), pre.resize, &st)
+            let framed = clf.framed(&u.image);
+            let (input, resize) = clf.map_geometry(&framed);
+            let png = overlay_png(&framed, cam, input, resize, &st)
                 .map_err(|e| EngineError::Tensor(e.to_string()))?;
             let path = dir.join(heatmap_name(u, taken));
             artemis_data::fsutil::write_atomic(&path, &png)?;

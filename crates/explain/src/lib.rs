@@ -16,7 +16,7 @@
 
 pub mod render;
 
-pub use render::{OverlayStyle, heat_layer, overlay_png};
+pub use render::{OverlayStyle, heat_layer, onto_picture, overlay_png};
 
 use artemis_models::Network;
 use burn::prelude::*;

@@ -79,6 +79,51 @@ pub fn upsample(cam: &Cam, ow: u32, oh: u32, iw: u32, ih: u32, mode: ResizeMode)
     out
 }
 
+/// A network's map over the whole picture it was made from, on a `grid` (`(width, height)`
+/// cells) spread over that `picture` (`(width, height)` pixels): `cam` is the map of a network
+/// input made from the `region` `(x, y, width, height)` of the picture (its framing's crop),
+/// resized to `input` with `mode`. Each cell takes the map at its centre, 0 outside the region.
+/// This brings the maps of networks that frame one picture differently onto one grid, to be
+/// averaged.
+pub fn onto_picture(
+    cam: &Cam,
+    picture: (u32, u32),
+    region: (u32, u32, u32, u32),
+    input: (u32, u32),
+    mode: ResizeMode,
+    grid: (usize, usize),
+) -> Cam {
+    let (rx, ry, rw, rh) = region;
+    let (x0, y0, cw, ch) = placement(rw.max(1), rh.max(1), input.0, input.1, mode);
+    let (gx, gy) = (
+        cam.width as f32 / input.0 as f32,
+        cam.height as f32 / input.1 as f32,
+    );
+    let mut values = Vec::with_capacity(grid.0 * grid.1);
+    for cy in 0..grid.1 {
+        let py = (cy as f32 + 0.5) * picture.1 as f32 / grid.1 as f32 - ry as f32;
+        for cx in 0..grid.0 {
+            let px = (cx as f32 + 0.5) * picture.0 as f32 / grid.0 as f32 - rx as f32;
+            let inside = (0.0..rw as f32).contains(&px) && (0.0..rh as f32).contains(&py);
+            values.push(match inside {
+                false => 0.0,
+                true => {
+                    let ix = x0 + px * cw / rw as f32;
+                    let iy = y0 + py * ch / rh as f32;
+                    cam.sample(ix * gx, iy * gy)
+                }
+            });
+        }
+    }
+    Cam {
+        width: grid.0,
+        height: grid.1,
+        values,
+        class: cam.class,
+        peak: cam.peak,
+    }
+}
+
 fn inferno(v: f32) -> [u8; 3] {
     let c = colorous::INFERNO.eval_continuous(f64::from(v.clamp(0.0, 1.0)));
     [c.r, c.g, c.b]
@@ -199,6 +244,40 @@ mod tests {
             class: 0,
             peak: 1.0,
         }
+    }
+
+    #[test]
+    fn a_map_of_a_crop_lands_on_its_region_of_the_picture() {
+        // The map's left column is hot; it was made from the region x 50..90, y 0..40 of a
+        // 100x40 picture, squashed to 16x16.
+        let cam = cam_peak_left();
+        let on = onto_picture(
+            &cam,
+            (100, 40),
+            (50, 0, 40, 40),
+            (16, 16),
+            ResizeMode::Squash,
+            (10, 4),
+        );
+        assert_eq!((on.width, on.height, on.class, on.peak), (10, 4, 0, 1.0));
+        let row: Vec<f32> = (0..10).map(|x| on.at(x, 1)).collect();
+        // Cells 0-4 and 9 (x 0..50 and 90..100) lie outside the region; cell 5 (x 55) is its
+        // left eighth, where the map is hot; cell 8 (x 85) its right eighth, cold.
+        assert!(
+            row[..5].iter().chain(&row[9..]).all(|&v| v == 0.0),
+            "{row:?}"
+        );
+        assert!(row[5] > 0.9 && row[8] < 0.01, "{row:?}");
+        // The whole picture as the region, on the map's own grid: the map back.
+        let same = onto_picture(
+            &cam,
+            (16, 16),
+            (0, 0, 16, 16),
+            (16, 16),
+            ResizeMode::Squash,
+            (4, 4),
+        );
+        assert_eq!(same.values, cam.values);
     }
 
     #[test]

@@ -416,7 +416,7 @@ fn classify(state: &AppState, bytes: Bytes, name: &str) -> Result<serde_json::Va
         .ok_or_else(|| format!("{name}: no picture in the file"))?;
     // The picture as the network saw it before its resize (cropped for a run with
     // `--framing head`): classified, and shown under its map.
-    let image = state.clf.run.config.preprocess.framed(&image);
+    let image = state.clf.framed(&image);
     let e = explain_framed(&state.clf, &image, None, 0.45).map_err(|e| format!("{name}: {e}"))?;
     let uri = |bytes: &[u8]| {
         format!(
@@ -426,7 +426,6 @@ fn classify(state: &AppState, bytes: Bytes, name: &str) -> Result<serde_json::Va
     };
     // That picture at most 640 px, and the coloured map at the same size, for the page's
     // opacity slider.
-    let pre = &state.clf.run.config.preprocess;
     let (w, h) = image.dimensions();
     let k = (640.0 / w.max(h) as f32).min(1.0);
     let (sw, sh) = (
@@ -434,7 +433,8 @@ fn classify(state: &AppState, bytes: Bytes, name: &str) -> Result<serde_json::Va
         ((h as f32 * k) as u32).max(1),
     );
     let shown = image::imageops::resize(&*image, sw, sh, image::imageops::FilterType::Triangle);
-    let layer = artemis_explain::heat_layer(&e.cam, sw, sh, (pre.width, pre.height), pre.resize);
+    let (input, resize) = state.clf.map_geometry(&image);
+    let layer = artemis_explain::heat_layer(&e.cam, sw, sh, input, resize);
     let png = |img: &image::RgbImage| -> Result<Vec<u8>, String> {
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, image::ImageFormat::Png)

@@ -168,7 +168,21 @@ impl LocalModel {
         opts: PageOptions,
         ort: Option<&ServeError>,
     ) -> Result<LocalModel, ServeError> {
-        let (graph, precision) = page_graph(clf, opts.int8)?;
+        // An ensemble whose members frame the picture differently has no single graph: the
+        // page says so instead of classifying.
+        let per_member = match clf.prepares_per_member() {
+            true => artemis_engine::ensemble::per_member_input(&clf.run.dir)?,
+            false => None,
+        };
+        let (graph, precision) = match &per_member {
+            None => page_graph(clf, opts.int8)?,
+            Some(_) => (Vec::new(), "none"),
+        };
+        let unavailable = match (per_member, ort) {
+            (Some(why), _) => Some(format!("this model cannot classify in the browser: {why}")),
+            (None, Some(e)) => Some(format!("ONNX Runtime Web is not available here: {e}")),
+            (None, None) => None,
+        };
         let pre = clf.run.config.preprocess;
         let card = LocalCard {
             card: ModelCard {
@@ -187,7 +201,7 @@ impl LocalModel {
             },
             runtime: ORT_WEB_VERSION.into(),
             served: opts.served,
-            unavailable: ort.map(|e| format!("ONNX Runtime Web is not available here: {e}")),
+            unavailable,
         };
         Ok(LocalModel { card, graph })
     }
@@ -281,7 +295,6 @@ pub fn export_static(
         served: false,
         ..opts
     };
-    let ort = OrtWeb::load(ort_dir)?;
     let burn = artemis_engine::onnx::EngineOptions {
         backend: artemis_engine::onnx::Backend::Burn,
         ..Default::default()
@@ -290,6 +303,10 @@ pub fn export_static(
     let clf = Classifier::open_with(run, burn)?;
     let card = crate::card::model_card(&clf);
     let model = LocalModel::new(&clf, &card, opts, None)?;
+    if let Some(why) = &model.card.unavailable {
+        return Err(ServeError::Config(format!("{}: {why}", run_dir.display())));
+    }
+    let ort = OrtWeb::load(ort_dir)?;
     if opts.int8 && model.card.graph.precision != "int8" {
         return Err(ServeError::File {
             path: run_dir.join("export").join(artemis_engine::onnx::INT8_FILE),

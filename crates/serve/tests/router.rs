@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on broken fixtures
 
+use artemis_data::framing::Framing;
 use artemis_data::image_io::ResizeMode;
 use artemis_data::labels::Task;
 use artemis_data::transform::{Augment, Preprocess, Scaling};
@@ -18,6 +19,11 @@ use std::path::Path;
 use tower::ServiceExt;
 
 fn make_run(dir: &Path) {
+    make_run_framed(dir, Framing::AsIs);
+}
+
+/// A run of an untrained MobileNetV2 at 96 px whose pictures are framed by `framing`.
+fn make_run_framed(dir: &Path, framing: Framing) {
     let spec = ModelSpec::new(Architecture::MobileNetV2, 12, (96, 96));
     let net = spec.init(&Device::flex()).unwrap();
     save_module(net, &dir.join("model-best.bpk")).unwrap();
@@ -33,7 +39,7 @@ fn make_run(dir: &Path) {
             height: 96,
             resize: ResizeMode::Squash,
             scaling: Scaling::Imagenet,
-            framing: Default::default(),
+            framing,
         },
         augment: Augment::default(),
         train: TrainSettings {
@@ -636,6 +642,59 @@ async fn an_ensemble_is_served_like_a_run() {
     for (k, p) in probs(&e).iter().enumerate() {
         assert!((p - (pa[k] + pb[k]) / 2.0).abs() < 1e-5, "class {k}");
     }
+}
+
+/// An ensemble whose members frame the picture differently is served: each member prepares
+/// its own input, the page shows the decoded picture under the averaged map, and the
+/// in-browser page says why it cannot classify instead of failing the server.
+#[tokio::test]
+async fn an_ensemble_of_members_that_frame_differently_is_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, ens) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("ens"),
+    );
+    for (m, framing) in [(&a, Framing::AsIs), (&b, Framing::Head)] {
+        std::fs::create_dir_all(m).unwrap();
+        make_run_framed(m, framing);
+    }
+    artemis_engine::ensemble::create(&ens, &[a.clone(), b.clone()]).unwrap();
+    let st = state(&ens, ServeConfig::default());
+    // A dark border around a bright 60x40 "head": the head member sees the crop.
+    let img = image::RgbImage::from_fn(120, 90, |x, y| {
+        let inside = (30..90).contains(&x) && (20..60).contains(&y);
+        image::Rgb(if inside {
+            [(x * 3) as u8, (y * 2) as u8, 90]
+        } else {
+            [2, 2, 2]
+        })
+    });
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+    let bytes = bytes.into_inner();
+    let (s, e, _) = call(st.clone(), post_raw(bytes.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert_eq!(png_uri(&e["image"]).width(), 120, "the decoded picture");
+    let (_, pb, _) = call(state(&b, ServeConfig::default()), post_raw(bytes.clone())).await;
+    assert_eq!(
+        png_uri(&pb["image"]).width(),
+        60,
+        "the head member alone shows its crop"
+    );
+    let (_, pa, _) = call(state(&a, ServeConfig::default()), post_raw(bytes)).await;
+    let (pa, pb) = (probs(&pa), probs(&pb));
+    for (k, p) in probs(&e).iter().enumerate() {
+        assert!((p - (pa[k] + pb[k]) / 2.0).abs() < 1e-5, "class {k}");
+    }
+    let (_, card, _) = call(st, get("/local/model.json")).await;
+    assert!(
+        card["unavailable"]
+            .as_str()
+            .unwrap()
+            .contains("cannot classify in the browser"),
+        "{card}"
+    );
 }
 
 /// An answer's status, headers and body bytes.
