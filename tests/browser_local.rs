@@ -9,7 +9,10 @@
 //! - the page's probabilities for real scans of `../shared/data` match `artemis predict` to
 //!   1e-3;
 //! - the server's access log shows the page, its model and runtime fetched, and no POST;
-//! - the static folder gives the same probabilities.
+//! - the static folder gives the same probabilities;
+//! - an ensemble whose members make their pictures differently (head framing and
+//!   keep-aspect; as decoded and squashed): the page makes a tensor per input of its graph,
+//!   and its probabilities match `artemis predict` to 1e-3.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` and ONNX Runtime Web (all from
 //! `scripts/setup`); CI sets `ARTEMIS_REQUIRE_BROWSER=1` so that their absence fails.
@@ -400,6 +403,36 @@ fn the_page_classifies_in_the_browser_as_artemis_does() {
             "{}: int8 page vs predict differ by {diff}",
             r.file
         );
+    }
+
+    // An ensemble of that run (head framing, keep-aspect) and one that takes the picture as
+    // decoded (squashed): the page's graph has an input per way of making the picture, the
+    // page makes each from the decoded one, and its probabilities are `artemis predict`'s.
+    let plain = tmp.path().join("plain");
+    let weights = artemis_models::mobilenetv2::weights::CHECKPOINT.default_path();
+    let cache = tmp.path().join("cache-plain");
+    let manifest = tmp.path().join("m.tsv");
+    let o = artemis(&head_args(&manifest, &plain, &weights, &cache, "4", &[]));
+    assert!(o.status.success(), "{}", text(&o));
+    let ens = tmp.path().join("ens");
+    let o = artemis(&["ensemble", s(&run), s(&plain), "-o", s(&ens)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let web_ens = tmp.path().join("web-ens");
+    let o = export_web(&ens, &web_ens, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let card = json_file(&web_ens.join("model.json"));
+    assert_eq!(card["inputs"].as_array().unwrap().len(), 2, "{card}");
+    let want = predicted(&ens, &images, &[]);
+    let (_, got) = classify_static(&web_ens, &images, &shot);
+    for (r, want) in got.iter().zip(&want) {
+        let diff = (r.probabilities.iter().zip(want))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        eprintln!(
+            "{} (ensemble): probabilities differ by at most {diff:.1e}",
+            r.file
+        );
+        assert!(diff <= 1e-3, "{}: page vs predict differ by {diff}", r.file);
     }
 }
 

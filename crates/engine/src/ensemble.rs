@@ -14,8 +14,9 @@
 //! member scales its own pixels, and when members frame or size the picture differently
 //! (`--framing`, `--input-size`, `--resize`) each prepares its own input from the decoded
 //! picture (`Classifier::prepares_per_member`): its Grad-CAM map is then placed over the
-//! decoded picture before the maps are averaged, and the ensemble has no single exported
-//! graph (each member runs its own; the in-browser page cannot take it).
+//! decoded picture before the maps are averaged, and `artemis export` writes each member's
+//! graph rather than one (each member runs its own); the in-browser page gets one graph with
+//! an input per way of making the picture (`ensemble_export::graph_inputs`).
 
 use crate::error::{EngineError, Result};
 use crate::run::{BEST, CONFIG, Run, RunConfig, STATE, read_json, write_json};

@@ -11,8 +11,9 @@ use crate::onnx::{
 };
 use crate::quantize::{QuantizeConfig, Quantized};
 use crate::run::Run;
-use artemis_data::transform::Scaling;
+use artemis_data::transform::{Preprocess, Scaling};
 use artemis_models::OnnxGraph;
+pub use artemis_models::onnx::average::input_name;
 use artemis_models::onnx::average::{Member, average};
 use std::path::PathBuf;
 
@@ -131,27 +132,50 @@ fn ensemble_graph(clf: &Classifier) -> Result<Vec<u8>> {
     averaged(clf, &graphs)
 }
 
+/// The pictures an ensemble's members take, one per way of making them, in the order members
+/// first need them: the averaged graph's inputs (`artemis_models::onnx::average::input_name`),
+/// each as the first member that reads it prepares and scales it; and which input each member
+/// reads. Members that prepare the same picture share one input (one, for most ensembles).
+pub fn graph_inputs(clf: &Classifier) -> (Vec<Preprocess>, Vec<usize>) {
+    let mut inputs: Vec<Preprocess> = Vec::new();
+    let mut reads = Vec::with_capacity(clf.members.len());
+    for m in &clf.members {
+        let pre = m.run.config.preprocess;
+        match (inputs.iter()).position(|p| crate::ensemble::same_picture(p, &pre)) {
+            Some(g) => reads.push(g),
+            None => {
+                reads.push(inputs.len());
+                inputs.push(pre);
+            }
+        }
+    }
+    (inputs, reads)
+}
+
 /// The averaging graph over the members' logits `graphs` (float or int8, in member order).
 fn averaged(clf: &Classifier, graphs: &[Vec<u8>]) -> Result<Vec<u8>> {
     let run = &clf.run;
-    let base = run.config.preprocess.scaling;
-    let parts: Vec<Member> = (clf.members.iter().zip(graphs))
-        .map(|(m, g)| {
-            let (scale, shift) = affine(base, m.run.config.preprocess.scaling);
+    let (inputs, reads) = graph_inputs(clf);
+    let parts: Vec<Member> = (clf.members.iter().zip(graphs).zip(reads))
+        .map(|((m, g), input)| {
+            let (scale, shift) = affine(inputs[input].scaling, m.run.config.preprocess.scaling);
             Member {
                 model: g,
                 temperature: m.temperature() as f32,
                 scale,
                 shift,
+                input,
             }
         })
         .collect();
     let key = clf.export_key();
-    let pre = &run.config.preprocess;
     let outputs = "logits [batch, classes]: the log of the members' mean calibrated probabilities";
+    let sizes: Vec<(usize, usize)> = (inputs.iter())
+        .map(|p| (p.height as usize, p.width as usize))
+        .collect();
     average(
         &parts,
-        (pre.height as usize, pre.width as usize),
+        &sizes,
         clf.classes().len(),
         "artemis ensemble: mean of the members' calibrated probabilities",
         &run_metadata(run, &key, outputs),
@@ -166,13 +190,11 @@ fn averaged(clf: &Classifier, graphs: &[Vec<u8>]) -> Result<Vec<u8>> {
 
 /// The classifier's logits graph as ONNX bytes, made from its loaded network (for an
 /// ensemble, its members'): what `artemis export` writes as `export/model.onnx`, for callers
-/// that hand the graph on without writing it (the page that classifies in the browser).
+/// that hand the graph on without writing it (the page that classifies in the browser). An
+/// ensemble whose members prepare their pictures differently gets one input per way of
+/// making them ([`graph_inputs`]); `artemis export` does not write that graph (artemis runs
+/// each member's own), only the page takes it.
 pub fn logits_graph(clf: &Classifier) -> Result<Vec<u8>> {
-    if clf.prepares_per_member()
-        && let Some(why) = crate::ensemble::per_member_input(&clf.run.dir)?
-    {
-        return Err(EngineError::Config(format!("no single graph: {why}")));
-    }
     if !clf.members.is_empty() {
         return ensemble_graph(clf);
     }

@@ -129,6 +129,9 @@ pub struct LocalCard {
     pub preprocess_text: String,
     /// The network input for each channel (red, green, blue) and 8-bit value.
     pub input_table: Vec<Vec<f32>>,
+    /// Every input of the graph (one, unless an ensemble's members make their pictures
+    /// differently): the page makes a tensor for each from the decoded picture.
+    pub inputs: Vec<PageInput>,
     /// Largest picture the page decodes, in pixels.
     pub max_pixels: u64,
     pub graph: GraphInfo,
@@ -138,6 +141,15 @@ pub struct LocalCard {
     pub served: bool,
     /// Why the page cannot classify here (ONNX Runtime Web missing), if so.
     pub unavailable: Option<String>,
+}
+
+/// One input of the page's graph and how the page makes it from the decoded picture.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageInput {
+    pub name: String,
+    pub preprocess: Preprocess,
+    /// The network input for each channel and 8-bit value.
+    pub input_table: Vec<Vec<f32>>,
 }
 
 /// How the page is built.
@@ -168,30 +180,36 @@ impl LocalModel {
         opts: PageOptions,
         ort: Option<&ServeError>,
     ) -> Result<LocalModel, ServeError> {
-        // An ensemble whose members frame the picture differently has no single graph: the
-        // page says so instead of classifying.
-        let per_member = match clf.prepares_per_member() {
-            true => artemis_engine::ensemble::per_member_input(&clf.run.dir)?,
-            false => None,
-        };
-        let (graph, precision) = match &per_member {
-            None => page_graph(clf, opts.int8)?,
-            Some(_) => (Vec::new(), "none"),
-        };
-        let unavailable = match (per_member, ort) {
-            (Some(why), _) => Some(format!("this model cannot classify in the browser: {why}")),
-            (None, Some(e)) => Some(format!("ONNX Runtime Web is not available here: {e}")),
-            (None, None) => None,
-        };
+        let (graph, precision) = page_graph(clf, opts.int8)?;
         let pre = clf.run.config.preprocess;
+        let inputs: Vec<PageInput> = match clf.members.is_empty() {
+            true => vec![pre],
+            false => artemis_engine::ensemble_export::graph_inputs(clf).0,
+        }
+        .into_iter()
+        .enumerate()
+        .map(|(g, p)| PageInput {
+            name: artemis_engine::ensemble_export::input_name(g),
+            preprocess: p,
+            input_table: p.scaling.table().iter().map(|c| c.to_vec()).collect(),
+        })
+        .collect();
+        let preprocess_text = match inputs.len() {
+            1 => pre.describe(),
+            _ => (inputs.iter())
+                .map(|i| format!("input {}: {}", i.name, i.preprocess.describe()))
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
         let card = LocalCard {
             card: ModelCard {
                 engine: format!("ONNX Runtime Web {ORT_WEB_VERSION} (WebAssembly) in this browser"),
                 ..card.clone()
             },
             preprocess: pre,
-            preprocess_text: pre.describe(),
+            preprocess_text,
             input_table: pre.scaling.table().iter().map(|c| c.to_vec()).collect(),
+            inputs,
             max_pixels: opts.max_pixels,
             graph: GraphInfo {
                 file: GRAPH_FILE.into(),
@@ -201,7 +219,7 @@ impl LocalModel {
             },
             runtime: ORT_WEB_VERSION.into(),
             served: opts.served,
-            unavailable,
+            unavailable: ort.map(|e| format!("ONNX Runtime Web is not available here: {e}")),
         };
         Ok(LocalModel { card, graph })
     }
@@ -295,6 +313,7 @@ pub fn export_static(
         served: false,
         ..opts
     };
+    let ort = OrtWeb::load(ort_dir)?;
     let burn = artemis_engine::onnx::EngineOptions {
         backend: artemis_engine::onnx::Backend::Burn,
         ..Default::default()
@@ -303,10 +322,13 @@ pub fn export_static(
     let clf = Classifier::open_with(run, burn)?;
     let card = crate::card::model_card(&clf);
     let model = LocalModel::new(&clf, &card, opts, None)?;
-    if let Some(why) = &model.card.unavailable {
-        return Err(ServeError::Config(format!("{}: {why}", run_dir.display())));
+    if opts.int8 && clf.prepares_per_member() {
+        return Err(ServeError::Config(format!(
+            "{}: an ensemble whose members prepare their pictures differently has no int8 \
+             graph for the page; export it without --precision int8",
+            run_dir.display()
+        )));
     }
-    let ort = OrtWeb::load(ort_dir)?;
     if opts.int8 && model.card.graph.precision != "int8" {
         return Err(ServeError::File {
             path: run_dir.join("export").join(artemis_engine::onnx::INT8_FILE),

@@ -646,7 +646,7 @@ async fn an_ensemble_is_served_like_a_run() {
 
 /// An ensemble whose members frame the picture differently is served: each member prepares
 /// its own input, the page shows the decoded picture under the averaged map, and the
-/// in-browser page says why it cannot classify instead of failing the server.
+/// in-browser page gets a graph with an input per way of making the picture.
 #[tokio::test]
 async fn an_ensemble_of_members_that_frame_differently_is_served() {
     let tmp = tempfile::tempdir().unwrap();
@@ -688,13 +688,13 @@ async fn an_ensemble_of_members_that_frame_differently_is_served() {
         assert!((p - (pa[k] + pb[k]) / 2.0).abs() < 1e-5, "class {k}");
     }
     let (_, card, _) = call(st, get("/local/model.json")).await;
-    assert!(
-        card["unavailable"]
-            .as_str()
-            .unwrap()
-            .contains("cannot classify in the browser"),
-        "{card}"
-    );
+    let inputs: Vec<(&str, &str)> = (card["inputs"].as_array().unwrap().iter())
+        .map(|i| {
+            let framing = i["preprocess"]["framing"].as_str().unwrap();
+            (i["name"].as_str().unwrap(), framing)
+        })
+        .collect();
+    assert_eq!(inputs, [("image", "as-is"), ("image_1", "head")], "{card}");
 }
 
 /// An answer's status, headers and body bytes.

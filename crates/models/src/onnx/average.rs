@@ -1,8 +1,12 @@
 //! One ONNX graph that averages several networks' calibrated probabilities: an ensemble's
 //! export. Each member's logits graph is copied in under a prefix of its own (`m0.`, `m1.`,
-//! ...), fed the shared input (through a per-channel affine map when the member scales pixels
+//! ...), fed its input (through a per-channel affine map when the member scales pixels
 //! differently), divided by its temperature and passed through a softmax; the mean of the
 //! softmaxes, floored at 1e-30, is logged.
+//!
+//! Members that make their pictures differently (another framing or size) read another input
+//! of the graph: input `g` is named by [`input_name`] (`image`, `image_1`, ...), and the caller
+//! prepares one tensor per input.
 
 use super::proto::ModelProto;
 use super::{Dim, Graph, INPUT, OnnxError, Result, Value, attr_int};
@@ -14,17 +18,28 @@ pub struct Member<'a> {
     pub model: &'a [u8],
     /// The temperature dividing its logits (1: the raw softmax).
     pub temperature: f32,
-    /// Per channel, `x * scale + shift` turns the ensemble's input into the member's.
+    /// Per channel, `x * scale + shift` turns the graph's input into the member's.
     pub scale: [f32; 3],
     pub shift: [f32; 3],
+    /// Which of the graph's inputs the member reads (0: [`INPUT`]).
+    pub input: usize,
 }
 
-/// The averaged graph: input [`INPUT`] `[batch, 3, h, w]` (`input = (h, w)`) scaled as the first
-/// member expects; output `logits [batch, classes] = ln(mean_k softmax(logits_k / T_k))`, whose
-/// softmax at temperature 1 is the mean of the members' calibrated probabilities.
+/// The name of the averaged graph's input `g`: [`INPUT`], then `image_1`, `image_2`, ...
+pub fn input_name(g: usize) -> String {
+    match g {
+        0 => INPUT.to_string(),
+        g => format!("{INPUT}_{g}"),
+    }
+}
+
+/// The averaged graph: input `g` ([`input_name`]) `[batch, 3, h, w]` (`inputs[g] = (h, w)`),
+/// scaled as the first member that reads it expects; output `logits [batch, classes] =
+/// ln(mean_k softmax(logits_k / T_k))`, whose softmax at temperature 1 is the mean of the
+/// members' calibrated probabilities.
 pub fn average(
     members: &[Member],
-    input: (usize, usize),
+    inputs: &[(usize, usize)],
     classes: usize,
     doc: &str,
     metadata: &[(String, String)],
@@ -47,14 +62,24 @@ pub fn average(
     let mean = g.node("Max", &[&mean.0, &floor], vec![]);
     let logits = g.node("Log", &[&mean.0], vec![]);
     g.output("logits", &logits, &[Dim::Batch, Dim::Fixed(classes)]);
-    Ok(g.finish(input, doc, metadata))
+    if let Some(m) = members.iter().find(|m| m.input >= inputs.len()) {
+        return Err(OnnxError::Unsupported(format!(
+            "a member reads input {} of {}",
+            m.input,
+            inputs.len()
+        )));
+    }
+    let names: Vec<(String, (usize, usize))> = (inputs.iter().enumerate())
+        .map(|(g, &hw)| (input_name(g), hw))
+        .collect();
+    Ok(g.finish_inputs(&names, doc, metadata))
 }
 
 impl Graph {
     /// The member's input: the graph's, or its per-channel affine map when the member scales
     /// pixels another way.
     fn member_input(&mut self, prefix: &str, m: &Member) -> Value {
-        let input = self.input();
+        let input = Value(input_name(m.input));
         if m.scale == [1.0; 3] && m.shift == [0.0; 3] {
             return input;
         }

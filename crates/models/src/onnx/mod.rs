@@ -318,20 +318,33 @@ impl Graph {
         doc: &str,
         metadata: &[(String, String)],
     ) -> Vec<u8> {
+        self.finish_inputs(&[(INPUT.to_string(), input)], doc, metadata)
+    }
+
+    /// [`Self::finish`] with several inputs, each `(name, (height, width))`.
+    pub fn finish_inputs(
+        self,
+        inputs: &[(String, (usize, usize))],
+        doc: &str,
+        metadata: &[(String, String)],
+    ) -> Vec<u8> {
+        let input = (inputs.iter())
+            .map(|(name, (h, w))| ValueInfoProto {
+                name: name.clone(),
+                r#type: Some(tensor_type(&[
+                    Dim::Batch,
+                    Dim::Fixed(3),
+                    Dim::Fixed(*h),
+                    Dim::Fixed(*w),
+                ])),
+            })
+            .collect();
         let graph = GraphProto {
             node: self.nodes,
             name: "artemis".into(),
             initializer: self.initializers,
             doc_string: doc.into(),
-            input: vec![ValueInfoProto {
-                name: INPUT.into(),
-                r#type: Some(tensor_type(&[
-                    Dim::Batch,
-                    Dim::Fixed(3),
-                    Dim::Fixed(input.0),
-                    Dim::Fixed(input.1),
-                ])),
-            }],
+            input,
             output: self.outputs,
         };
         ModelProto {
