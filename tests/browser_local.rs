@@ -135,6 +135,13 @@ fn predicted(run: &Path, images: &[PathBuf], extra: &[&str]) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// The largest |difference| between two probability rows.
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    (a.iter().zip(b))
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f64::max)
+}
+
 /// Starts a server and returns it with the first `http://127.0.0.1:PORT` it prints.
 fn start(cmd: &mut Command) -> (Child, String) {
     let mut child = cmd
@@ -275,9 +282,7 @@ fn the_page_classifies_in_the_browser_as_artemis_does() {
     }
 
     for ((r, image), want) in served.iter().zip(&images).zip(&expected) {
-        let diff = (r.probabilities.iter().zip(want))
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let diff = max_diff(&r.probabilities, want);
         let mine = artemis_tensor(&run, image);
         assert_eq!(r.tensor.len(), mine.len());
         let differ = (r.tensor.iter().zip(&mine)).filter(|(a, b)| a != b).count();
@@ -385,9 +390,7 @@ fn the_page_classifies_in_the_browser_as_artemis_does() {
     // the float graph.
     let top = |p: &[f64]| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b]));
     for (r, want) in int8.iter().zip(&want) {
-        let diff = (r.probabilities.iter().zip(want))
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let diff = max_diff(&r.probabilities, want);
         eprintln!(
             "{} (int8): probabilities differ by at most {diff:.1e}",
             r.file
@@ -425,9 +428,7 @@ fn the_page_classifies_in_the_browser_as_artemis_does() {
     let want = predicted(&ens, &images, &[]);
     let (_, got) = classify_static(&web_ens, &images, &shot);
     for (r, want) in got.iter().zip(&want) {
-        let diff = (r.probabilities.iter().zip(want))
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let diff = max_diff(&r.probabilities, want);
         eprintln!(
             "{} (ensemble): probabilities differ by at most {diff:.1e}",
             r.file

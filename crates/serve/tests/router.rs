@@ -15,7 +15,7 @@ use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
 use burn::prelude::*;
 use http_body_util::BodyExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tower::ServiceExt;
 
 fn make_run(dir: &Path) {
@@ -599,21 +599,23 @@ async fn hostile_clients_over_tcp() {
     );
 }
 
+/// Runs `dir/a` and `dir/b` (untrained, framed by `framings`) and their ensemble `dir/ens`.
+fn two_member_ensemble(dir: &Path, framings: [Framing; 2]) -> (PathBuf, PathBuf, PathBuf) {
+    let (a, b, ens) = (dir.join("a"), dir.join("b"), dir.join("ens"));
+    for (m, framing) in [&a, &b].into_iter().zip(framings) {
+        std::fs::create_dir_all(m).unwrap();
+        make_run_framed(m, framing);
+    }
+    artemis_engine::ensemble::create(&ens, &[a.clone(), b.clone()]).unwrap();
+    (a, b, ens)
+}
+
 /// An ensemble folder is served like a run: the answer is the mean of the members' answers,
 /// with a heat map, and the card names the members.
 #[tokio::test]
 async fn an_ensemble_is_served_like_a_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b, ens) = (
-        tmp.path().join("a"),
-        tmp.path().join("b"),
-        tmp.path().join("ens"),
-    );
-    for m in [&a, &b] {
-        std::fs::create_dir_all(m).unwrap();
-        make_run(m);
-    }
-    artemis_engine::ensemble::create(&ens, &[a.clone(), b.clone()]).unwrap();
+    let (a, b, ens) = two_member_ensemble(tmp.path(), [Framing::AsIs, Framing::AsIs]);
     let st = state(&ens, ServeConfig::default());
     let (_, card, _) = call(st.clone(), get("/api/v1/model")).await;
     assert_eq!(card["model"], "ensemble: mobilenetv2 x2", "{card}");
@@ -650,16 +652,7 @@ async fn an_ensemble_is_served_like_a_run() {
 #[tokio::test]
 async fn an_ensemble_of_members_that_frame_differently_is_served() {
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b, ens) = (
-        tmp.path().join("a"),
-        tmp.path().join("b"),
-        tmp.path().join("ens"),
-    );
-    for (m, framing) in [(&a, Framing::AsIs), (&b, Framing::Head)] {
-        std::fs::create_dir_all(m).unwrap();
-        make_run_framed(m, framing);
-    }
-    artemis_engine::ensemble::create(&ens, &[a.clone(), b.clone()]).unwrap();
+    let (a, b, ens) = two_member_ensemble(tmp.path(), [Framing::AsIs, Framing::Head]);
     let st = state(&ens, ServeConfig::default());
     // A dark border around a bright 60x40 "head": the head member sees the crop.
     let img = image::RgbImage::from_fn(120, 90, |x, y| {
