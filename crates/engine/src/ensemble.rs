@@ -75,7 +75,13 @@ pub fn read(dir: &Path) -> Result<EnsembleFile> {
 /// configurations; [`check_weights`] checks the weights when they are loaded).
 pub fn members(dir: &Path) -> Result<Vec<(Member, Run)>> {
     (read(dir)?.members.into_iter())
-        .map(|m| Run::open(&dir.join(&m.run)).map(|run| (m, run)))
+        .map(|m| {
+            // As the system resolves it (`ens/../runs/a` read as `runs/a` in messages); as
+            // recorded when it cannot be resolved, so that the error names it.
+            let path = dir.join(&m.run);
+            let path = std::fs::canonicalize(&path).unwrap_or(path);
+            Run::open(&path).map(|run| (m, run))
+        })
         .collect()
 }
 
