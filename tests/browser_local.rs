@@ -142,6 +142,46 @@ fn max_diff(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// `run` quantized (`export --quantize int8`, 32 calibration pictures) and its static page
+/// folder with the int8 graph in `out`, which it returns.
+fn int8_web_folder(run: &Path, out: &Path) -> PathBuf {
+    let o = quantize_int8(run, "32", &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = export_web(run, out, &["--precision", "int8"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let card = json_file(&out.join("model.json"));
+    assert_eq!(card["graph"]["precision"], "int8", "{card}");
+    out.to_path_buf()
+}
+
+/// The page's int8 probabilities against `artemis predict --precision int8`'s. ONNX Runtime
+/// Web's int8 kernels (WebAssembly) and the native library's do not always round alike: on
+/// the small head-trained network of these tests the probabilities differ by up to about 0.12
+/// (measured 3e-8 to 0.12 on its seven pictures; on the quickstart's run, 2.3e-7 on 48 scans),
+/// so the check is the predicted class and a bound well above that, not 1e-3 as for the float
+/// graph.
+fn assert_int8_close(page: &[PageResult], want: &[Vec<f64>], label: &str) {
+    let top = |p: &[f64]| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b]));
+    for (r, want) in page.iter().zip(want) {
+        let diff = max_diff(&r.probabilities, want);
+        eprintln!(
+            "{} ({label}): probabilities differ by at most {diff:.1e}",
+            r.file
+        );
+        assert_eq!(
+            top(&r.probabilities),
+            top(want),
+            "{}: {label} page and predict disagree on the class",
+            r.file
+        );
+        assert!(
+            diff <= 0.25,
+            "{}: {label} page vs predict differ by {diff}",
+            r.file
+        );
+    }
+}
+
 /// Starts a server and returns it with the first `http://127.0.0.1:PORT` it prints.
 fn start(cmd: &mut Command) -> (Child, String) {
     let mut child = cmd
@@ -365,13 +405,7 @@ fn the_page_classifies_in_the_browser_as_artemis_does() {
 
     // The int8 graph in the page (a static folder): about a third of the float download,
     // and the probabilities of `artemis predict --precision int8` on the same pixels.
-    let o = quantize_int8(&run, "32", &[]);
-    assert!(o.status.success(), "{}", text(&o));
-    let web8 = tmp.path().join("web-int8");
-    let o = export_web(&run, &web8, &["--precision", "int8"]);
-    assert!(o.status.success(), "{}", text(&o));
-    let card = json_file(&web8.join("model.json"));
-    assert_eq!(card["graph"]["precision"], "int8", "{card}");
+    let web8 = int8_web_folder(&run, &tmp.path().join("web-int8"));
     let (f8, f32) = (
         std::fs::metadata(web8.join("model.onnx")).unwrap().len(),
         std::fs::metadata(web.join("model.onnx")).unwrap().len(),
@@ -383,30 +417,7 @@ fn the_page_classifies_in_the_browser_as_artemis_does() {
         .collect();
     let want = predicted(&run, &pngs, &["--precision", "int8", "--engine", "onnx"]);
     let (_, int8) = classify_static(&web8, &pngs, &shot);
-    // ONNX Runtime Web's int8 kernels (WebAssembly) and the native library's do not always
-    // round alike: on this small head-trained network the probabilities differ by up to about
-    // 0.12 (measured 3e-8 to 0.12 on these seven pictures; on the quickstart's run, 2.3e-7 on 48
-    // scans), so the check is the predicted class and a bound well above that, not 1e-3 as for
-    // the float graph.
-    let top = |p: &[f64]| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b]));
-    for (r, want) in int8.iter().zip(&want) {
-        let diff = max_diff(&r.probabilities, want);
-        eprintln!(
-            "{} (int8): probabilities differ by at most {diff:.1e}",
-            r.file
-        );
-        assert_eq!(
-            top(&r.probabilities),
-            top(want),
-            "{}: int8 page and predict disagree on the class",
-            r.file
-        );
-        assert!(
-            diff <= 0.25,
-            "{}: int8 page vs predict differ by {diff}",
-            r.file
-        );
-    }
+    assert_int8_close(&int8, &want, "int8");
 
     // An ensemble of that run (head framing, keep-aspect) and one that takes the picture as
     // decoded (squashed): the page's graph has an input per way of making the picture, the
@@ -435,6 +446,11 @@ fn the_page_classifies_in_the_browser_as_artemis_does() {
         );
         assert!(diff <= 1e-3, "{}: page vs predict differ by {diff}", r.file);
     }
+    // Its int8 graph for the page: the members' int8 graphs averaged, an input per picture.
+    let web_ens8 = int8_web_folder(&ens, &tmp.path().join("web-ens-int8"));
+    let want = predicted(&ens, &pngs, &["--precision", "int8", "--engine", "onnx"]);
+    let (_, int8) = classify_static(&web_ens8, &pngs, &shot);
+    assert_int8_close(&int8, &want, "ensemble, int8");
 }
 
 #[test]

@@ -132,6 +132,19 @@ fn export_members(a: ExportArgs, why: &str) -> Result<ExitCode> {
             ..a.clone()
         })?;
     }
+    if a.quantize.is_some() {
+        // The in-browser page takes one graph: the members' int8 graphs averaged, an input
+        // per picture.
+        let ens = Run::open(&a.run)?;
+        let q = artemis_engine::ensemble_export::write_page_int8(&ens)
+            .with_context(|| format!("averaging the int8 graphs of {}", a.run.display()))?;
+        println!(
+            "wrote {} ({:.1} MB, the members' int8 graphs averaged, an input per picture: for \
+             the in-browser page)",
+            q.path.display(),
+            q.graph.len() as f64 / 1e6
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -102,6 +102,63 @@ pub fn export_ensemble(
     })
 }
 
+/// The in-browser page's int8 graph of an ensemble whose members prepare their pictures
+/// differently: the members' current int8 graphs (each made by `artemis export --quantize
+/// int8` of that member) averaged with an input per way of making the picture
+/// ([`graph_inputs`]), written as the ensemble's `export/model-int8.onnx` with its record.
+/// artemis itself runs each member's own graph; only the page reads this one.
+pub fn write_page_int8(run: &Run) -> Result<Quantized> {
+    let burn = EngineOptions {
+        backend: Backend::Burn,
+        ..EngineOptions::default()
+    };
+    let clf = Classifier::open_with(run.clone(), burn)?;
+    let (mut graphs, mut float_bytes, mut settings) = (Vec::new(), 0, None);
+    for m in &clf.members {
+        let precision = crate::onnx::Precision::Int8;
+        let graph =
+            crate::onnx::verified_export(&m.run, precision, &m.weights_hash)?.map_err(|_| {
+                EngineError::Config(format!(
+                    "member {} has no current int8 graph (artemis export --run {} --quantize \
+                     int8)",
+                    m.run.dir.display(),
+                    run.dir.display()
+                ))
+            })?;
+        let record: ExportRecord =
+            crate::run::read_json(&m.run.path(EXPORT_DIR).join(EXPORT_RECORD))?;
+        let float = m.run.path(EXPORT_DIR).join(MODEL_FILE);
+        float_bytes += std::fs::metadata(&float)
+            .map_err(|e| EngineError::io(&float, e))?
+            .len();
+        settings = settings.or(record.int8);
+        graphs.push(graph);
+    }
+    let settings =
+        settings.ok_or_else(|| EngineError::Config("an ensemble without members".into()))?;
+    let graph = averaged(&clf, &graphs)?;
+    let dir = run.path(EXPORT_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
+    let path = dir.join(INT8_FILE);
+    artemis_data::fsutil::write_atomic(&path, &graph)?;
+    let record = ExportRecord {
+        checkpoint_blake3: clf.export_key(),
+        files: [(
+            INT8_FILE.to_string(),
+            artemis_data::hash::content_hash(&graph),
+        )]
+        .into(),
+        int8: Some(settings.clone()),
+    };
+    crate::run::write_json(&dir.join(EXPORT_RECORD), &record)?;
+    Ok(Quantized {
+        path,
+        graph,
+        float_bytes,
+        settings,
+    })
+}
+
 /// The int8 averaging graph of the ensemble's loaded members: each member exported and
 /// quantized into its own `export/` (as `artemis export --quantize int8` of that run would),
 /// their int8 graphs averaged as the float ones are. Returns that graph and the settings

@@ -322,13 +322,6 @@ pub fn export_static(
     let clf = Classifier::open_with(run, burn)?;
     let card = crate::card::model_card(&clf);
     let model = LocalModel::new(&clf, &card, opts, None)?;
-    if opts.int8 && clf.prepares_per_member() {
-        return Err(ServeError::Config(format!(
-            "{}: an ensemble whose members prepare their pictures differently has no int8 \
-             graph for the page; export it without --precision int8",
-            run_dir.display()
-        )));
-    }
     if opts.int8 && model.card.graph.precision != "int8" {
         return Err(ServeError::File {
             path: run_dir.join("export").join(artemis_engine::onnx::INT8_FILE),
