@@ -861,11 +861,6 @@ fn members_train_one_recipe_with_several_seeds_as_one_ensemble() {
     );
 }
 
-/// Dimensions of a PNG file.
-fn png_size(path: &Path) -> (u32, u32) {
-    image::image_dimensions(path).unwrap()
-}
-
 /// The only file in a folder.
 fn only_file(dir: &Path) -> PathBuf {
     let files: Vec<PathBuf> = fs::read_dir(dir)
@@ -905,7 +900,10 @@ fn members_that_frame_the_picture_differently_each_prepare_their_own() {
         let o = artemis(&["predict", s(run), s(&img), "--json", "--explain", s(&dir)]);
         assert!(o.status.success(), "{}", text(&o));
         let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        (first_probabilities(&doc), png_size(&only_file(&dir)))
+        (
+            first_probabilities(&doc),
+            image::image_dimensions(only_file(&dir)).unwrap(),
+        )
     };
     let alone: Vec<_> = (runs.iter().enumerate())
         .map(|(i, r)| heat(r, &format!("heat-{i}")))

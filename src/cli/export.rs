@@ -83,7 +83,7 @@ pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
     let run = Run::open(&a.run).with_context(|| format!("opening run {}", a.run.display()))?;
     if artemis_engine::ensemble::is_ensemble(&a.run) {
         if let Some(why) = artemis_engine::ensemble::per_member_input(&a.run)? {
-            return export_members(a, &why);
+            return export_members(a, &run, &why);
         }
         let int8 = a.quantize.as_ref().map(|_| quantize_config(&a));
         return export_ensemble(&run, a.check, int8.as_ref());
@@ -124,7 +124,7 @@ pub(super) fn run(a: ExportArgs) -> Result<ExitCode> {
 
 /// An ensemble whose members prepare their pictures differently: each member exported as
 /// its own run (checked and quantized alike); the ensemble averages them in artemis.
-fn export_members(a: ExportArgs, why: &str) -> Result<ExitCode> {
+fn export_members(a: ExportArgs, ens: &Run, why: &str) -> Result<ExitCode> {
     println!("{why}: exporting each member");
     for member in artemis_engine::ensemble::member_runs(&a.run)? {
         run(ExportArgs {
@@ -135,8 +135,7 @@ fn export_members(a: ExportArgs, why: &str) -> Result<ExitCode> {
     if a.quantize.is_some() {
         // The in-browser page takes one graph: the members' int8 graphs averaged, an input
         // per picture.
-        let ens = Run::open(&a.run)?;
-        let q = artemis_engine::ensemble_export::write_page_int8(&ens)
+        let q = artemis_engine::ensemble_export::write_page_int8(ens)
             .with_context(|| format!("averaging the int8 graphs of {}", a.run.display()))?;
         println!(
             "wrote {} ({:.1} MB, the members' int8 graphs averaged, an input per picture: for \

@@ -49,8 +49,8 @@ pub fn manifest_items(
 }
 
 /// What turns a decoded picture into a model's input picture: a run's [`Preprocess`] (framed
-/// and resized), or a [`Classifier`](crate::infer::Classifier), whose ensemble may hand its
-/// members the decoded picture to prepare their own.
+/// and resized), or a classifier, whose ensemble may hand its members the decoded picture to
+/// prepare their own.
 pub trait Prepare: Sync {
     fn prepare(&self, img: &RgbImage) -> RgbImage;
 }

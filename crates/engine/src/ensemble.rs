@@ -16,7 +16,7 @@
 //! picture (`Classifier::prepares_per_member`): its Grad-CAM map is then placed over the
 //! decoded picture before the maps are averaged, and `artemis export` writes each member's
 //! graph rather than one (each member runs its own); the in-browser page gets one graph with
-//! an input per way of making the picture (`ensemble_export::graph_inputs`).
+//! an input per way of making the picture (`Classifier::picture_groups`).
 
 use crate::error::{EngineError, Result};
 use crate::run::{BEST, CONFIG, Run, RunConfig, STATE, read_json, write_json};
@@ -128,38 +128,59 @@ fn weights_hash(run: &Run) -> Result<String> {
     Ok(artemis_data::hash::content_hash(&bytes))
 }
 
-/// Whether two runs make their input pictures the same way (framing, input size, resize
-/// mode); pixel scaling aside, which each member applies to its own input.
-pub fn same_picture(a: &Preprocess, b: &Preprocess) -> bool {
-    (a.width, a.height, a.resize, a.framing) == (b.width, b.height, b.resize, b.framing)
+/// The ways an ensemble's members (their preprocessing `pres`, in member order) make their
+/// input pictures (framing, input size, resize mode; pixel scaling aside, which each member
+/// applies to its own input), in the order members first need them, each as the first member
+/// that needs it prepares and scales it; and which of them each member takes. One for most
+/// ensembles; several when members prepare their own pictures from the decoded one.
+pub fn picture_groups<'a>(pres: impl IntoIterator<Item = &'a Preprocess>) -> PictureGroups {
+    let rule = |p: &Preprocess| (p.width, p.height, p.resize, p.framing);
+    let mut groups = PictureGroups::default();
+    for pre in pres {
+        match (groups.rules.iter()).position(|g| rule(g) == rule(pre)) {
+            Some(g) => groups.reads.push(g),
+            None => {
+                groups.reads.push(groups.rules.len());
+                groups.rules.push(*pre);
+            }
+        }
+    }
+    groups
 }
 
-/// Why the ensemble in `dir` has no single graph and no in-browser page, if it has none: its
-/// members make their input pictures differently, so each prepares its own.
+/// What [`picture_groups`] finds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PictureGroups {
+    /// Each way of making the picture (an averaged graph's inputs, in order).
+    pub rules: Vec<Preprocess>,
+    /// Per member, the index in `rules` of the picture it takes.
+    pub reads: Vec<usize>,
+}
+
+/// Why `artemis export` of the ensemble in `dir` writes each member's graph rather than one
+/// averaging graph, if it does: its members make their input pictures differently, so each
+/// prepares its own (the in-browser page's graph then takes an input per picture).
 pub fn per_member_input(dir: &Path) -> Result<Option<String>> {
     let runs = member_runs(dir)?;
-    let first = &runs[0].config.preprocess;
-    Ok((runs
-        .iter()
-        .find(|r| !same_picture(first, &r.config.preprocess)))
-    .map(|r| {
+    let groups = picture_groups(runs.iter().map(|r| &r.config.preprocess));
+    let Some(k) = groups.reads.iter().position(|&g| g > 0) else {
+        return Ok(None);
+    };
+    let describe = |r: &Run| {
         let p = &r.config.preprocess;
+        let (w, h, resize, framing) = (p.width, p.height, p.resize, p.framing);
         format!(
-            "the members of {} prepare their pictures differently ({}: {}x{} {:?}, framing \
-             {:?}; {}: {}x{} {:?}, framing {:?}), so each runs its own graph",
-            dir.display(),
-            runs[0].dir.display(),
-            first.width,
-            first.height,
-            first.resize,
-            first.framing,
-            r.dir.display(),
-            p.width,
-            p.height,
-            p.resize,
-            p.framing
+            "{}: {w}x{h} {resize:?}, framing {framing:?}",
+            r.dir.display()
         )
-    }))
+    };
+    Ok(Some(format!(
+        "the members of {} prepare their pictures differently ({}; {}), so each runs its own \
+         graph",
+        dir.display(),
+        describe(&runs[0]),
+        describe(&runs[k])
+    )))
 }
 
 /// Why `b` cannot join an ensemble whose first member is `a`, if it cannot.
@@ -264,6 +285,32 @@ fn relative_to(base: &Path, target: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_are_grouped_by_the_picture_they_take() {
+        use artemis_data::framing::Framing;
+        use artemis_data::transform::Scaling;
+        let base = Preprocess {
+            width: 96,
+            height: 96,
+            resize: artemis_data::image_io::ResizeMode::Squash,
+            scaling: Scaling::Imagenet,
+            framing: Framing::AsIs,
+        };
+        let head = Preprocess {
+            framing: Framing::Head,
+            ..base
+        };
+        // Another pixel scaling takes the same picture; another framing does not.
+        let lite = Preprocess {
+            scaling: Scaling::Lite,
+            ..base
+        };
+        let g = picture_groups([&base, &lite, &head, &base]);
+        assert_eq!(g.rules, vec![base, head]);
+        assert_eq!(g.reads, vec![0, 0, 1, 0]);
+        assert_eq!(picture_groups([&head, &head]).rules.len(), 1);
+    }
 
     #[test]
     fn member_paths_are_relative_to_the_ensemble() {

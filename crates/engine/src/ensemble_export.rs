@@ -11,7 +11,7 @@ use crate::onnx::{
 };
 use crate::quantize::{QuantizeConfig, Quantized};
 use crate::run::Run;
-use artemis_data::transform::{Preprocess, Scaling};
+use artemis_data::transform::Scaling;
 use artemis_models::OnnxGraph;
 pub use artemis_models::onnx::average::input_name;
 use artemis_models::onnx::average::{Member, average};
@@ -105,7 +105,7 @@ pub fn export_ensemble(
 /// The in-browser page's int8 graph of an ensemble whose members prepare their pictures
 /// differently: the members' current int8 graphs (each made by `artemis export --quantize
 /// int8` of that member) averaged with an input per way of making the picture
-/// ([`graph_inputs`]), written as the ensemble's `export/model-int8.onnx` with its record.
+/// (`Classifier::picture_groups`), written as the ensemble's `export/model-int8.onnx` with its record.
 /// artemis itself runs each member's own graph; only the page reads this one.
 pub fn write_page_int8(run: &Run) -> Result<Quantized> {
     let burn = EngineOptions {
@@ -189,30 +189,11 @@ fn ensemble_graph(clf: &Classifier) -> Result<Vec<u8>> {
     averaged(clf, &graphs)
 }
 
-/// The pictures an ensemble's members take, one per way of making them, in the order members
-/// first need them: the averaged graph's inputs (`artemis_models::onnx::average::input_name`),
-/// each as the first member that reads it prepares and scales it; and which input each member
-/// reads. Members that prepare the same picture share one input (one, for most ensembles).
-pub fn graph_inputs(clf: &Classifier) -> (Vec<Preprocess>, Vec<usize>) {
-    let mut inputs: Vec<Preprocess> = Vec::new();
-    let mut reads = Vec::with_capacity(clf.members.len());
-    for m in &clf.members {
-        let pre = m.run.config.preprocess;
-        match (inputs.iter()).position(|p| crate::ensemble::same_picture(p, &pre)) {
-            Some(g) => reads.push(g),
-            None => {
-                reads.push(inputs.len());
-                inputs.push(pre);
-            }
-        }
-    }
-    (inputs, reads)
-}
-
 /// The averaging graph over the members' logits `graphs` (float or int8, in member order).
 fn averaged(clf: &Classifier, graphs: &[Vec<u8>]) -> Result<Vec<u8>> {
     let run = &clf.run;
-    let (inputs, reads) = graph_inputs(clf);
+    let groups = clf.picture_groups();
+    let (inputs, reads) = (groups.rules, groups.reads);
     let parts: Vec<Member> = (clf.members.iter().zip(graphs).zip(reads))
         .map(|((m, g), input)| {
             let (scale, shift) = affine(inputs[input].scaling, m.run.config.preprocess.scaling);
@@ -249,7 +230,7 @@ fn averaged(clf: &Classifier, graphs: &[Vec<u8>]) -> Result<Vec<u8>> {
 /// ensemble, its members'): what `artemis export` writes as `export/model.onnx`, for callers
 /// that hand the graph on without writing it (the page that classifies in the browser). An
 /// ensemble whose members prepare their pictures differently gets one input per way of
-/// making them ([`graph_inputs`]); `artemis export` does not write that graph (artemis runs
+/// making them (`Classifier::picture_groups`); `artemis export` does not write that graph (artemis runs
 /// each member's own), only the page takes it.
 pub fn logits_graph(clf: &Classifier) -> Result<Vec<u8>> {
     if !clf.members.is_empty() {

@@ -244,15 +244,23 @@ impl Classifier {
     /// (framing, input size or resize mode). Each member then prepares its own from the
     /// decoded picture, which is what [`Self::prepare`] hands on.
     pub fn prepares_per_member(&self) -> bool {
-        let pre = |c: &Classifier| c.run.config.preprocess;
-        (self.members.windows(2)).any(|w| !crate::ensemble::same_picture(&pre(&w[0]), &pre(&w[1])))
+        self.picture_groups().rules.len() > 1
+    }
+
+    /// The ways an ensemble's members make their pictures, and which each takes
+    /// ([`crate::ensemble::picture_groups`]); empty for a run.
+    pub fn picture_groups(&self) -> crate::ensemble::PictureGroups {
+        crate::ensemble::picture_groups(self.members.iter().map(|m| &m.run.config.preprocess))
     }
 
     /// The picture the classifier takes, made from a decoded one: framed and resized to the
     /// network's input; for an ensemble that [prepares per member](Self::prepares_per_member),
     /// the decoded picture itself.
     pub fn prepare(&self, img: &RgbImage) -> RgbImage {
-        self.fit(&self.framed(img))
+        match self.prepares_per_member() {
+            true => img.clone(),
+            false => self.run.config.preprocess.resize(img),
+        }
     }
 
     /// The picture the network sees before its resize, over which heat maps are drawn
@@ -284,14 +292,21 @@ impl Classifier {
         }
     }
 
-    /// Each image as this member prepares it, when the ensemble hands it decoded pictures.
-    fn own_pictures<'a>(&self, images: &[&'a RgbImage], decoded: bool) -> Vec<Cow<'a, RgbImage>> {
-        (images.iter())
-            .map(|&i| match decoded {
-                true => Cow::Owned(self.prepare(i)),
-                false => Cow::Borrowed(i),
-            })
-            .collect()
+    /// The pictures an ensemble's members take, made from `images` (what [`Self::prepare`]
+    /// gave): the images themselves when the members prepare alike; else one set per way of
+    /// making the picture, each made once. Returns the sets and, per member, its set.
+    fn member_pictures<'a>(
+        &self,
+        images: &[&'a RgbImage],
+    ) -> (Vec<Vec<Cow<'a, RgbImage>>>, Vec<usize>) {
+        let groups = self.picture_groups();
+        let sets = match groups.rules.len() {
+            0 | 1 => vec![images.iter().map(|&i| Cow::Borrowed(i)).collect()],
+            _ => (groups.rules.iter())
+                .map(|pre| images.iter().map(|i| Cow::Owned(pre.resize(i))).collect())
+                .collect(),
+        };
+        (sets, groups.reads)
     }
 
     /// Logits of prepared images, one row per image.
@@ -322,11 +337,10 @@ impl Classifier {
     /// (a softmax of them at temperature 1 gives that mean back).
     fn ensemble_logits(&self, images: &[&RgbImage]) -> Result<Vec<Vec<f32>>> {
         let n = self.members.len() as f32;
-        let decoded = self.prepares_per_member();
+        let (sets, reads) = self.member_pictures(images);
         let mut mean = vec![vec![0f32; self.classes().len()]; images.len()];
-        for m in &self.members {
-            let own = m.own_pictures(images, decoded);
-            let refs: Vec<&RgbImage> = own.iter().map(|c| c.as_ref()).collect();
+        for (m, &set) in self.members.iter().zip(&reads) {
+            let refs: Vec<&RgbImage> = sets[set].iter().map(|c| c.as_ref()).collect();
             for (acc, p) in mean.iter_mut().zip(m.probabilities(&refs)?) {
                 acc.iter_mut().zip(p).for_each(|(a, p)| *a += p / n);
             }
@@ -368,10 +382,10 @@ impl Classifier {
         }
         let mut maps: Vec<Cam> = Vec::new();
         let n = self.members.len() as f32;
-        let decoded = self.prepares_per_member();
-        for m in &self.members {
-            let own = m.own_pictures(images, decoded);
-            let refs: Vec<&RgbImage> = own.iter().map(|c| c.as_ref()).collect();
+        let (sets, reads) = self.member_pictures(images);
+        let decoded = sets.len() > 1;
+        for (m, &set) in self.members.iter().zip(&reads) {
+            let refs: Vec<&RgbImage> = sets[set].iter().map(|c| c.as_ref()).collect();
             let mut cams = m.cams(&refs, targets)?;
             if decoded {
                 cams = (cams.iter().zip(images))

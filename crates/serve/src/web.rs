@@ -184,7 +184,7 @@ impl LocalModel {
         let pre = clf.run.config.preprocess;
         let inputs: Vec<PageInput> = match clf.members.is_empty() {
             true => vec![pre],
-            false => artemis_engine::ensemble_export::graph_inputs(clf).0,
+            false => clf.picture_groups().rules,
         }
         .into_iter()
         .enumerate()
