@@ -769,6 +769,42 @@ fn members_train_one_recipe_with_several_seeds_as_one_ensemble() {
     assert!(o.status.success(), "{}", text(&o));
     let card = json_file(&web.join("model.json"));
     assert_eq!(card["graph"]["precision"], "int8", "{card}");
+    // A member quantized again on its own makes the averaged int8 graph stale: each member
+    // runs its own graph instead, with a notice naming it, and the page refuses it.
+    assert_eq!(record["int8"]["member_graphs"].as_array().unwrap().len(), 2);
+    let o = quantize_int8(
+        &ens.join("member-2"),
+        "8",
+        &["--weight-rounding", "nearest"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = artemis(&["eval", s(&ens), "--bootstrap", "0", "--precision", "int8"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("member-2") && err.contains("quantized again"),
+        "{}",
+        text(&o)
+    );
+    let engine = json_file(&ens.join("int8/report.json"))["engine"].to_string();
+    assert!(
+        !engine.contains("the mean of") && engine.contains("each on"),
+        "{engine}"
+    );
+    let web2 = tmp.path().join("web2");
+    let o = artemis(&[
+        "export",
+        "--run",
+        s(&ens),
+        "--format",
+        "web",
+        "--precision",
+        "int8",
+        "-o",
+        s(&web2),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("quantized again"), "{}", text(&o));
     let report = eval_report(&ens, &["--bootstrap", "0"]);
     assert!(
         report["model"]

@@ -134,8 +134,7 @@ pub fn write_page_int8(run: &Run) -> Result<Quantized> {
         settings = settings.or(record.int8);
         graphs.push(graph);
     }
-    let settings =
-        settings.ok_or_else(|| EngineError::Config("an ensemble without members".into()))?;
+    let settings = ensemble_settings(settings, &graphs)?;
     let graph = averaged(&clf, &graphs)?;
     let dir = run.path(EXPORT_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
@@ -172,9 +171,19 @@ fn quantize_members(clf: &Classifier, cfg: &QuantizeConfig) -> Result<(Vec<u8>, 
         graphs.push(q.graph);
         settings = Some(q.settings);
     }
-    let settings =
-        settings.ok_or_else(|| EngineError::Config("an ensemble without members".into()))?;
+    let settings = ensemble_settings(settings, &graphs)?;
     Ok((averaged(clf, &graphs)?, settings))
+}
+
+/// The record of an ensemble's int8 graph: the members' settings (`first`, which they share)
+/// and the BLAKE3 of each member's int8 graph it averages (`graphs`, in member order).
+fn ensemble_settings(first: Option<Int8Record>, graphs: &[Vec<u8>]) -> Result<Int8Record> {
+    let mut settings =
+        first.ok_or_else(|| EngineError::Config("an ensemble without members".into()))?;
+    settings.member_graphs = (graphs.iter())
+        .map(|g| artemis_data::hash::content_hash(g))
+        .collect();
+    Ok(settings)
 }
 
 /// An ensemble's one graph (image -> the log of the members' mean calibrated probabilities),

@@ -159,6 +159,7 @@ pub fn quantize_export(run: &Run, batches: &[Vec<f32>], cfg: &QuantizeConfig) ->
         seed: cfg.seed,
         float_layers: keep,
         weight_rounding: cfg.rounding.name().into(),
+        member_graphs: Vec::new(),
     };
     let meta = [(
         "artemis.quantization".to_string(),

@@ -117,9 +117,8 @@ pub fn conv2d_act(conv: &Conv2d, x: Tensor<4>, act: Activation) -> Tensor<4> {
     if !routes(&x) {
         return activate(conv.forward(x), act);
     }
-    let Some(spec) = conv_spec(conv) else {
-        return activate(conv.forward(x), act); // `Same` padding, unused by artemis
-    };
+    let [_, _, h, w] = x.dims();
+    let spec = conv_spec(conv, [h, w]);
     let weight = conv.weight.val();
     if spec.geom(x.dims(), weight.dims()).is_none() {
         return activate(conv.forward(x), act); // burn reports the shape error
@@ -200,7 +199,9 @@ pub fn conv2d_act_pool(
     x: Tensor<4>,
 ) -> Tensor<4> {
     let unfused = |x| max_pool2d(pool, conv2d_act(conv, x, act));
-    let (Some(spec), Some(pool_spec)) = (conv_spec(conv), pool_spec(pool)) else {
+    let [_, _, h, w] = x.dims();
+    let spec = conv_spec(conv, [h, w]);
+    let Some(pool_spec) = pool_spec(pool) else {
         return unfused(x);
     };
     let weight = conv.weight.val();
@@ -224,20 +225,37 @@ pub fn conv2d_act_pool(
     ))
 }
 
-/// A convolution's stride, padding, dilation and groups (`None` for burn's `Same` padding,
-/// which artemis does not use).
-fn conv_spec(conv: &Conv2d) -> Option<ConvSpec> {
+/// A convolution's stride, padding, dilation and groups on an `[h, w]` input. burn's `Same`
+/// padding becomes the explicit `(before, after)` pair its `Conv2d` computes for that input
+/// size (TensorFlow's SAME: the odd pixel of padding goes after, as EfficientNet-Lite's
+/// stride-2 layers need).
+fn conv_spec(conv: &Conv2d, [h, w]: [usize; 2]) -> ConvSpec {
     let (rows, cols) = match conv.padding {
         PaddingConfig2d::Valid => ((0, 0), (0, 0)),
         PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
-        PaddingConfig2d::Same => return None,
+        PaddingConfig2d::Same => {
+            let [kh, kw] = conv.kernel_size;
+            let [sh, sw] = conv.stride;
+            (same_padding(kh, sh, h), same_padding(kw, sw, w))
+        }
     };
-    Some(ConvSpec {
+    ConvSpec {
         stride: conv.stride,
         pad: [rows, cols],
         dilation: conv.dilation,
         groups: conv.groups,
-    })
+    }
+}
+
+/// `(before, after)` padding of a side of `size` for an output of `ceil(size / stride)`, as
+/// burn's `PaddingConfig2d::Same` computes it (the kernel's size without dilation, as burn's).
+fn same_padding(kernel: usize, stride: usize, size: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride.max(1));
+    let total = match out {
+        0 => 0,
+        _ => ((out - 1) * stride + kernel).saturating_sub(size),
+    };
+    (total / 2, total - total / 2)
 }
 
 /// A pool's window when it has no padding or dilation and floors its output size.
@@ -274,4 +292,31 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 /// EfficientNet-Lite, InceptionV3 and the `relu-bn` baseline.
 pub fn conv_norm_act(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, act: Activation) -> Tensor<4> {
     batch_norm(bn, conv2d(conv, x), act)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_padding_is_burns() {
+        // EfficientNet-Lite at 160 px: the stem (3x3 s2 on 160), a 5x5 s2 depthwise on 40, a
+        // 5x5 s1 one on 10, and an odd side at stride 2.
+        assert_eq!(same_padding(3, 2, 160), (0, 1));
+        assert_eq!(same_padding(5, 2, 40), (1, 2));
+        assert_eq!(same_padding(5, 1, 10), (2, 2));
+        assert_eq!(same_padding(3, 1, 7), (1, 1));
+        assert_eq!(same_padding(3, 2, 7), (1, 1));
+        assert_eq!(same_padding(1, 1, 7), (0, 0));
+        let conv = burn::nn::conv::Conv2dConfig::new([4, 4], [5, 5])
+            .with_stride([2, 2])
+            .with_groups(4)
+            .with_padding(PaddingConfig2d::Same)
+            .init(&Device::flex());
+        let spec = conv_spec(&conv, [40, 41]);
+        assert_eq!(spec.pad, [(1, 2), (2, 2)]);
+        let g = spec.geom([1, 4, 40, 41], conv.weight.dims()).unwrap();
+        // The output burn's Same gives: ceil(side / stride).
+        assert_eq!((g.oh, g.ow), (20, 21));
+    }
 }

@@ -60,6 +60,9 @@ struct Case {
     bias: bool,
     /// Fused after the convolution.
     act: Activation,
+    /// The module declares burn's `Same` padding (EfficientNet-Lite's layers); `pad` is then
+    /// what it works out to, for the f64 reference.
+    same: bool,
 }
 
 const fn case(
@@ -80,6 +83,7 @@ const fn case(
         groups,
         bias: false,
         act: Activation::Identity,
+        same: false,
     }
 }
 
@@ -139,6 +143,21 @@ fn cases() -> Vec<Case> {
         // 1x1 stride 2 (InceptionV3-style reductions are 3x3; this is the general path).
         case([2, 4, 9, 9], 4, 1, 2, [0, 0, 0, 0], 1),
     ];
+    // burn's `Same` padding, as EfficientNet-Lite declares it: the stem (3x3 s2 on an even
+    // side: one more row and column after), 5x5 depthwise at strides 2 (even and odd sides)
+    // and 1, with ReLU6.
+    for (x, o, k, s, pad, g) in [
+        ([2, 3, 16, 16], 8, 3, 2, [0, 0, 1, 1], 1),
+        ([2, 6, 12, 10], 6, 5, 2, [1, 1, 2, 2], 6),
+        ([2, 6, 11, 9], 6, 5, 2, [2, 2, 2, 2], 6),
+        ([2, 6, 9, 9], 6, 5, 1, [2, 2, 2, 2], 6),
+    ] {
+        v.push(Case {
+            same: true,
+            act: Activation::Relu6,
+            ..case(x, o, k, s, pad, g)
+        });
+    }
     // Dilation 2, dense and depthwise; non-square kernel.
     v.push(Case {
         dilation: [2, 2],
@@ -161,7 +180,10 @@ fn conv_module(c: &Case, rng: &mut StdRng, device: &Device) -> Conv2d {
         .with_stride(c.stride)
         .with_dilation(c.dilation)
         .with_groups(c.groups)
-        .with_padding(PaddingConfig2d::Explicit(t, l, b, r))
+        .with_padding(match c.same {
+            true => PaddingConfig2d::Same,
+            false => PaddingConfig2d::Explicit(t, l, b, r),
+        })
         .with_bias(c.bias)
         .init(device);
     let shape = conv.weight.dims();

@@ -106,18 +106,26 @@ pub struct GraphInfo {
 /// The graph the page runs and its precision: the run's verified int8 graph when `int8` and
 /// it has one, else the float logits graph made from the loaded network.
 fn page_graph(clf: &Classifier, int8: bool) -> Result<(Vec<u8>, &'static str), ServeError> {
-    use artemis_engine::onnx::{ExportState, Precision, verified_export};
     if int8 {
-        match verified_export(&clf.run, Precision::Int8, &clf.export_key())? {
+        match int8_graph(clf)? {
             Ok(bytes) => return Ok((bytes, "int8")),
-            Err(ExportState::Unusable(why)) => {
-                tracing::warn!("the in-browser page runs the float graph: {why}")
-            }
-            Err(_) => tracing::warn!("the in-browser page runs the float graph: no int8 graph"),
+            Err(why) => tracing::warn!("the in-browser page runs the float graph: {why}"),
         }
     }
     let graph = artemis_engine::ensemble_export::logits_graph(clf)?;
     Ok((graph, "fp32"))
+}
+
+/// The run's current int8 graph, or why it has none that can be used.
+fn int8_graph(clf: &Classifier) -> Result<Result<Vec<u8>, String>, ServeError> {
+    use artemis_engine::onnx::{ExportState, Precision, verified_export};
+    Ok(
+        match verified_export(&clf.run, Precision::Int8, &clf.export_key())? {
+            Ok(bytes) => Ok(bytes),
+            Err(ExportState::Unusable(why)) => Err(why),
+            Err(_) => Err("no int8 graph".into()),
+        },
+    )
 }
 
 /// `model.json`: what the page needs to classify as artemis does, and to show the model card.
@@ -320,13 +328,17 @@ pub fn export_static(
     };
     let run = artemis_engine::run::Run::open(run_dir)?;
     let clf = Classifier::open_with(run, burn)?;
-    let card = crate::card::model_card(&clf);
-    let model = LocalModel::new(&clf, &card, opts, None)?;
-    if opts.int8 && model.card.graph.precision != "int8" {
+    if opts.int8
+        && let Err(why) = int8_graph(&clf)?
+    {
         return Err(ServeError::File {
             path: run_dir.join("export").join(artemis_engine::onnx::INT8_FILE),
-            reason: "no current int8 graph: run `artemis export --quantize int8` first".into(),
+            reason: format!(
+                "no current int8 graph ({why}): run `artemis export --quantize int8` first"
+            ),
         });
     }
+    let card = crate::card::model_card(&clf);
+    let model = LocalModel::new(&clf, &card, opts, None)?;
     write_static(out, &model, &ort)
 }
