@@ -957,6 +957,12 @@ fn members_that_frame_the_picture_differently_each_prepare_their_own() {
     );
     let report = eval_report(&ens, &["--bootstrap", "0"]);
     assert!(report["model"].as_str().unwrap().contains("x3"), "{report}");
+    // Its worst mistakes show the decoded picture, not the first member's input.
+    let html = fs::read_to_string(ens.join("report.html")).unwrap();
+    assert!(
+        html.contains("class=mistake") && html.contains("The picture as decoded"),
+        "the mistakes' caption"
+    );
 
     let o = artemis(&["export", "--run", s(&ens)]);
     assert!(o.status.success(), "{}", text(&o));

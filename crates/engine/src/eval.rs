@@ -277,7 +277,7 @@ pub fn evaluate(cfg: &EvalConfig) -> Result<EvalReport> {
     };
     write_report(
         cfg,
-        &run,
+        &clf,
         &mut report,
         &m.fine,
         &inferred.kept,
@@ -745,7 +745,7 @@ fn prediction_rows(
 /// pictures embedded) into `out_dir`, listing every file in `report.outputs`.
 fn write_report(
     cfg: &EvalConfig,
-    run: &Run,
+    clf: &Classifier,
     report: &mut EvalReport,
     fine: &FineView,
     kept: &[Item],
@@ -758,12 +758,13 @@ fn write_report(
         &coverage_curve(&fine.conf_correct),
         "Coverage vs accuracy (least confident referred)",
     )?);
-    if let Ok(state) = run.state()
+    if let Ok(state) = clf.run.state()
         && !state.history.is_empty()
     {
         figures.curves = Some(artemis_report::plot::training_curves(&state.history)?);
     }
-    figures.mistakes = worst_mistakes(cfg, run, report, kept)?;
+    figures.mistakes = worst_mistakes(cfg, clf, report, kept)?;
+    figures.mistakes_as_decoded = clf.prepares_per_member();
     let json = out_dir.join("report.json");
     let md = out_dir.join("report.md");
     let html = out_dir.join("report.html");
@@ -845,11 +846,13 @@ fn figure_files(
     Ok(figures)
 }
 
-/// Thumbnails of what the network saw for the most confident mistakes (`cfg.worst` of them):
-/// only these few files are decoded again, the stream kept no pictures.
+/// Thumbnails of what the network saw for the most confident mistakes (`cfg.worst` of them;
+/// the decoded picture, at most [`THUMBNAIL`] pixels a side, for an ensemble whose members
+/// prepare it differently): only these few files are decoded again, the stream kept no
+/// pictures.
 fn worst_mistakes(
     cfg: &EvalConfig,
-    run: &Run,
+    clf: &Classifier,
     report: &EvalReport,
     kept: &[Item],
 ) -> Result<Vec<(usize, Vec<u8>)>> {
@@ -858,12 +861,26 @@ fn worst_mistakes(
     wrong.sort_by(|&a, &b| rows[b].confidence.total_cmp(&rows[a].confidence));
     let mut out = Vec::new();
     for &i in wrong.iter().take(cfg.worst) {
-        match read_resized(&kept[i].path, &run.config.preprocess, cfg.max_pixels) {
-            Ok(img) => out.push((i, artemis_report::html::thumbnail_jpeg(&img)?)),
+        match read_resized(&kept[i].path, clf, cfg.max_pixels) {
+            Ok(img) => out.push((i, artemis_report::html::thumbnail_jpeg(&small(img))?)),
             Err(e) => tracing::warn!("no thumbnail: {e}"),
         }
     }
     Ok(out)
+}
+
+/// Longest side of a mistake's thumbnail.
+const THUMBNAIL: u32 = 256;
+
+/// `img`, shrunk to at most [`THUMBNAIL`] pixels a side when it is larger.
+fn small(img: image::RgbImage) -> image::RgbImage {
+    let (w, h) = img.dimensions();
+    if w.max(h) <= THUMBNAIL {
+        return img;
+    }
+    let scale = THUMBNAIL as f64 / w.max(h) as f64;
+    let side = |v: u32| ((v as f64 * scale).round() as u32).max(1);
+    image::imageops::thumbnail(&img, side(w), side(h))
 }
 
 fn data_summary(run: &Run, manifest: Option<&Manifest>, rows: &[EvalRow]) -> DataSummary {

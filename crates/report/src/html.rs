@@ -19,6 +19,9 @@ pub struct Figures {
     pub coverage: Option<Vec<u8>>,
     /// `(index into report.predictions, jpeg)` of the most confident mistakes.
     pub mistakes: Vec<(usize, Vec<u8>)>,
+    /// The thumbnails are the decoded pictures, not one network's input (an ensemble whose
+    /// members frame and resize the picture each their own way).
+    pub mistakes_as_decoded: bool,
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -411,10 +414,17 @@ fn calibration_section(o: &mut String, r: &EvalReport, f: &Figures) {
 
 /// The most confident mistakes with what the network saw, and the skipped files.
 fn mistakes_section(o: &mut String, r: &EvalReport, f: &Figures) {
+    let seen = match f.mistakes_as_decoded {
+        true => {
+            "The picture as decoded (each member of the ensemble frames and resizes it its \
+                 own way)"
+        }
+        false => "What the network saw (after resizing)",
+    };
     let _ = write!(
         o,
-        "<h2>Most confident mistakes</h2><p class=muted>What the network saw (after resizing), \
-         the true class, and its three most probable classes.</p><div class=row>"
+        "<h2>Most confident mistakes</h2><p class=muted>{seen}, the true class, and its three \
+         most probable classes.</p><div class=row>"
     );
     for (i, jpg) in &f.mistakes {
         let Some(p) = r.predictions.get(*i) else {
