@@ -754,18 +754,22 @@ fn members_train_one_recipe_with_several_seeds_as_one_ensemble() {
         "{engine}"
     );
     // ... and the page that classifies in the browser carries that graph.
+    let web_int8 = |dir: &str| {
+        let dir = tmp.path().join(dir);
+        artemis(&[
+            "export",
+            "--run",
+            s(&ens),
+            "--format",
+            "web",
+            "--precision",
+            "int8",
+            "-o",
+            s(&dir),
+        ])
+    };
     let web = tmp.path().join("web");
-    let o = artemis(&[
-        "export",
-        "--run",
-        s(&ens),
-        "--format",
-        "web",
-        "--precision",
-        "int8",
-        "-o",
-        s(&web),
-    ]);
+    let o = web_int8("web");
     assert!(o.status.success(), "{}", text(&o));
     let card = json_file(&web.join("model.json"));
     assert_eq!(card["graph"]["precision"], "int8", "{card}");
@@ -791,18 +795,7 @@ fn members_train_one_recipe_with_several_seeds_as_one_ensemble() {
         !engine.contains("the mean of") && engine.contains("each on"),
         "{engine}"
     );
-    let web2 = tmp.path().join("web2");
-    let o = artemis(&[
-        "export",
-        "--run",
-        s(&ens),
-        "--format",
-        "web",
-        "--precision",
-        "int8",
-        "-o",
-        s(&web2),
-    ]);
+    let o = web_int8("web2");
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("quantized again"), "{}", text(&o));
     let report = eval_report(&ens, &["--bootstrap", "0"]);
