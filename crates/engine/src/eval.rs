@@ -872,15 +872,14 @@ fn worst_mistakes(
 /// Longest side of a mistake's thumbnail.
 const THUMBNAIL: u32 = 256;
 
-/// `img`, shrunk to at most [`THUMBNAIL`] pixels a side when it is larger.
+/// `img`, shrunk to fit [`THUMBNAIL`] pixels a side (its aspect kept) when it is larger.
 fn small(img: image::RgbImage) -> image::RgbImage {
-    let (w, h) = img.dimensions();
-    if w.max(h) <= THUMBNAIL {
-        return img;
+    match img.width().max(img.height()) <= THUMBNAIL {
+        true => img,
+        false => image::DynamicImage::ImageRgb8(img)
+            .thumbnail(THUMBNAIL, THUMBNAIL)
+            .into_rgb8(),
     }
-    let scale = THUMBNAIL as f64 / w.max(h) as f64;
-    let side = |v: u32| ((v as f64 * scale).round() as u32).max(1);
-    image::imageops::thumbnail(&img, side(w), side(h))
 }
 
 fn data_summary(run: &Run, manifest: Option<&Manifest>, rows: &[EvalRow]) -> DataSummary {

@@ -534,12 +534,11 @@ pub fn verified_export(
             run.path(BEST).display()
         ))));
     }
-    let int8 = precision == Precision::Int8;
-    if let Some(why) = int8
-        .then(|| members_requantized(run, &record))
-        .transpose()?
-        .flatten()
-    {
+    let stale = match precision {
+        Precision::Int8 => members_requantized(run, &record)?,
+        _ => None,
+    };
+    if let Some(why) = stale {
         return Ok(Err(ExportState::Unusable(format!(
             "{}: {why} ({again})",
             path.display()
@@ -558,42 +557,38 @@ pub fn verified_export(
     Ok(Ok(bytes))
 }
 
-/// The BLAKE3 of each member's current int8 graph, as the member's own export record holds
-/// it ("" for a member without one), in the order of the ensemble in `dir`.
-pub fn member_int8_graphs(dir: &std::path::Path) -> Result<Vec<String>> {
-    (crate::ensemble::member_runs(dir)?.iter())
-        .map(|m| {
-            let path = m.path(EXPORT_DIR).join(EXPORT_RECORD);
-            if !path.is_file() {
-                return Ok(String::new());
-            }
-            let record: ExportRecord = crate::run::read_json(&path)?;
-            Ok(record.files.get(INT8_FILE).cloned().unwrap_or_default())
-        })
-        .collect()
+/// The BLAKE3 of the int8 graph that `member`'s own export record holds ("" when it has
+/// none).
+fn int8_graph_hash(member: &Run) -> Result<String> {
+    let path = member.path(EXPORT_DIR).join(EXPORT_RECORD);
+    if !path.is_file() {
+        return Ok(String::new());
+    }
+    let record: ExportRecord = crate::run::read_json(&path)?;
+    Ok(record.files.get(INT8_FILE).cloned().unwrap_or_default())
 }
 
 /// Why an ensemble's int8 graph (its `record`) no longer matches its members' int8 graphs,
 /// when one of them was quantized again (or removed) since it was made.
 fn members_requantized(run: &Run, record: &ExportRecord) -> Result<Option<String>> {
-    let Some(made) = record.int8.as_ref().map(|r| &r.member_graphs) else {
-        return Ok(None);
+    let made = match record.int8.as_ref() {
+        Some(r) if !r.member_graphs.is_empty() => &r.member_graphs,
+        _ => return Ok(None),
     };
-    if made.is_empty() {
-        return Ok(None);
-    }
-    let now = member_int8_graphs(&run.dir)?;
     let runs = crate::ensemble::member_runs(&run.dir)?;
-    let changed = (runs.iter().zip(&now).zip(made.iter()))
-        .find(|((_, a), b)| a != b)
-        .map(|((r, _), _)| r.dir.display().to_string());
-    Ok(match (changed, now.len() == made.len()) {
-        (Some(member), _) => Some(format!(
-            "made from another int8 graph of member {member} than it has now (quantized again              since)"
-        )),
-        (None, false) => Some("made for another list of members".into()),
-        (None, true) => None,
-    })
+    if runs.len() != made.len() {
+        return Ok(Some("made for another list of members".into()));
+    }
+    for (member, then) in runs.iter().zip(made) {
+        if int8_graph_hash(member)? != *then {
+            return Ok(Some(format!(
+                "made from another int8 graph of member {} than it has now (quantized again \
+                 since)",
+                member.dir.display()
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// The run's logits graph in an ONNX Runtime session when it exists, is intact, matches the

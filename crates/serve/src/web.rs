@@ -103,17 +103,22 @@ pub struct GraphInfo {
     pub precision: String,
 }
 
-/// The graph the page runs and its precision: the run's verified int8 graph when `int8` and
-/// it has one, else the float logits graph made from the loaded network.
-fn page_graph(clf: &Classifier, int8: bool) -> Result<(Vec<u8>, &'static str), ServeError> {
-    if int8 {
-        match int8_graph(clf)? {
-            Ok(bytes) => return Ok((bytes, "int8")),
-            Err(why) => tracing::warn!("the in-browser page runs the float graph: {why}"),
-        }
-    }
+/// The graph the page runs, its precision, and why it is not the int8 graph when `int8` asks
+/// for it: the run's verified int8 graph when `int8` and it has one, else the float logits
+/// graph made from the loaded network.
+fn page_graph(
+    clf: &Classifier,
+    int8: bool,
+) -> Result<(Vec<u8>, &'static str, Option<String>), ServeError> {
+    let why = match int8 {
+        true => match int8_graph(clf)? {
+            Ok(bytes) => return Ok((bytes, "int8", None)),
+            Err(why) => Some(why),
+        },
+        false => None,
+    };
     let graph = artemis_engine::ensemble_export::logits_graph(clf)?;
-    Ok((graph, "fp32"))
+    Ok((graph, "fp32", why))
 }
 
 /// The run's current int8 graph, or why it has none that can be used.
@@ -176,19 +181,21 @@ pub struct PageOptions {
 pub struct LocalModel {
     pub card: LocalCard,
     pub graph: Vec<u8>,
+    /// Why the page runs the float graph though `opts.int8` asked for the int8 one.
+    pub int8_missing: Option<String>,
 }
 
 impl LocalModel {
     /// The classifier's graph and card; `ort` says why ONNX Runtime Web cannot be served,
     /// if so. With `opts.int8`, the run's int8 graph when it has a current one (else the
-    /// float graph, with a warning).
+    /// float graph, and why in `int8_missing`).
     pub fn new(
         clf: &Classifier,
         card: &ModelCard,
         opts: PageOptions,
         ort: Option<&ServeError>,
     ) -> Result<LocalModel, ServeError> {
-        let (graph, precision) = page_graph(clf, opts.int8)?;
+        let (graph, precision, int8_missing) = page_graph(clf, opts.int8)?;
         let pre = clf.run.config.preprocess;
         let inputs: Vec<PageInput> = match clf.members.is_empty() {
             true => vec![pre],
@@ -229,7 +236,11 @@ impl LocalModel {
             served: opts.served,
             unavailable: ort.map(|e| format!("ONNX Runtime Web is not available here: {e}")),
         };
-        Ok(LocalModel { card, graph })
+        Ok(LocalModel {
+            card,
+            graph,
+            int8_missing,
+        })
     }
 
     /// `model.json`'s bytes.
@@ -299,6 +310,9 @@ impl LocalSite {
             tracing::warn!("the in-browser page (/local/) cannot classify: {e}");
         }
         let model = LocalModel::new(clf, card, opts, ort.as_ref().err())?;
+        if let Some(why) = &model.int8_missing {
+            tracing::warn!("the in-browser page runs the float graph: {why}");
+        }
         let files = ort.map(|o| o.files).unwrap_or_default();
         Ok(LocalSite {
             card_json: model.card_json().into(),
@@ -328,9 +342,9 @@ pub fn export_static(
     };
     let run = artemis_engine::run::Run::open(run_dir)?;
     let clf = Classifier::open_with(run, burn)?;
-    if opts.int8
-        && let Err(why) = int8_graph(&clf)?
-    {
+    let card = crate::card::model_card(&clf);
+    let model = LocalModel::new(&clf, &card, opts, None)?;
+    if let Some(why) = &model.int8_missing {
         return Err(ServeError::File {
             path: run_dir.join("export").join(artemis_engine::onnx::INT8_FILE),
             reason: format!(
@@ -338,7 +352,5 @@ pub fn export_static(
             ),
         });
     }
-    let card = crate::card::model_card(&clf);
-    let model = LocalModel::new(&clf, &card, opts, None)?;
     write_static(out, &model, &ort)
 }
